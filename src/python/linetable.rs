@@ -1,0 +1,1 @@
+//! Line-number tables of CPython code objects.

@@ -1,0 +1,2 @@
+//! Finding CPython in a process and reading its interpreter state.
+pub mod linetable;

@@ -1,0 +1,143 @@
+//! Shared test support: the provisioned interpreters, the memspy binary, and helpers to start
+//! fixture processes and wait for them to be ready.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The number of interpreters `scripts/provision-pythons.sh` provisions on a complete machine.
+pub const FULL_SET: usize = 11;
+
+/// One interpreter from the provisioning manifest.
+#[derive(Clone, Debug)]
+pub struct Interpreter {
+    /// e.g. `pyenv-3.11.7` or `debian-sid-3.14`.
+    pub label: String,
+    /// Exact version, e.g. `3.11.7`.
+    pub version: String,
+    pub exe: PathBuf,
+    /// `shared` (libpython3.X.so) or `static` (libpython linked into the executable).
+    pub linkage: String,
+}
+
+impl Interpreter {
+    /// (major, minor) of the version.
+    pub fn minor(&self) -> (u32, u32) {
+        let mut it = self.version.split('.').map(|p| p.parse::<u32>().unwrap());
+        (it.next().unwrap(), it.next().unwrap())
+    }
+}
+
+pub fn cache_dir() -> PathBuf {
+    match std::env::var_os("MEMSPY_PYTHONS") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/memspy/pythons"),
+    }
+}
+
+/// All provisioned interpreters. Says loudly when some are missing; under CI=true a missing
+/// interpreter fails the test instead of skipping it.
+pub fn interpreters() -> Vec<Interpreter> {
+    let manifest = cache_dir().join("manifest.tsv");
+    let text = std::fs::read_to_string(&manifest).unwrap_or_default();
+    let found: Vec<Interpreter> = text
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split('\t').collect();
+            (f.len() == 4).then(|| Interpreter {
+                label: f[0].into(),
+                version: f[1].into(),
+                exe: f[2].into(),
+                linkage: f[3].into(),
+            })
+        })
+        .filter(|i| i.exe.exists())
+        .collect();
+    if found.len() < FULL_SET {
+        let msg = format!(
+            "only {} of {} test interpreters are provisioned ({}); run scripts/provision-pythons.sh",
+            found.len(),
+            FULL_SET,
+            manifest.display()
+        );
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{msg}");
+        }
+        eprintln!("\n*** SKIPPING INTERPRETERS: {msg} ***\n");
+    }
+    found
+}
+
+/// Interpreters whose (major, minor) is at least `min`.
+pub fn interpreters_from(min: (u32, u32)) -> Vec<Interpreter> {
+    interpreters().into_iter().filter(|i| i.minor() >= min).collect()
+}
+
+pub fn memspy_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_memspy"))
+}
+
+pub fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// Run memspy with arguments, capturing everything.
+pub fn memspy(args: &[&str]) -> Output {
+    Command::new(memspy_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run memspy")
+}
+
+/// A fixture process that is killed when dropped.
+pub struct Target {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+}
+
+impl Target {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start `python fixtures/<script> <args...>` with `MEMSPY_READY` pointing at a file the fixture
+/// writes when it has reached its parked state, and wait (up to 60 s) until that file exists.
+/// Returns the target and the content of the ready file.
+pub fn start_fixture(py: &Interpreter, script: &str, args: &[&str]) -> (Target, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ready = dir.path().join("ready.json");
+    let child = Command::new(&py.exe)
+        .arg(fixtures_dir().join(script))
+        .args(args)
+        .env("MEMSPY_READY", &ready)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", py.exe.display()));
+    let mut target = Target { child, dir };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&ready) {
+            if text.ends_with('\n') {
+                return (target, text);
+            }
+        }
+        if let Ok(Some(status)) = target.child.try_wait() {
+            panic!("{} {script} exited early: {status}", py.label);
+        }
+        assert!(Instant::now() < deadline, "{} {script}: not ready after 60 s", py.label);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
