@@ -1,2 +1,9 @@
 //! memspy: profile time and memory of running Python programs from the outside.
+//!
+//! The data flows through one module per stage: [`target`] (processes and their memory) ->
+//! [`python`] (finding the interpreter and walking its stacks) -> sampling, recording, analysis
+//! and output (see the design notes in README.md).
+pub mod commands;
+pub mod error;
 pub mod python;
+pub mod target;

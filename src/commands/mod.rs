@@ -1,0 +1,3 @@
+//! One module per subcommand: each turns its parsed arguments into calls to the stage modules
+//! (target, python, sample, recording, analysis, output) and prints the result.
+pub mod dump;

@@ -1,0 +1,240 @@
+//! Finding CPython inside a process: which mapped ELF file holds the interpreter (`python3.X`
+//! with a static libpython, `libpython3.X.so`, or any executable that embeds it), where its
+//! symbols landed (the load bias of a PIE or shared object), and which exact version it is.
+//!
+//! Files are opened through `/proc/PID/root` (so a target in a container is read from its own
+//! file system), falling back to `/proc/PID/map_files` (files deleted since they were mapped).
+
+use goblin::elf::{program_header::PT_LOAD, Elf};
+
+use super::version::Version;
+use crate::error::{Error, Result};
+use crate::target::procfs::{self, MapRange};
+
+/// glibc's `struct pthread.tid` offset on x86_64 (libc's `_thread_db_pthread_tid` says 720 in
+/// every glibc memspy was tested with); used when the target's libc does not tell.
+const DEFAULT_PTHREAD_TID_OFFSET: u64 = 720;
+
+/// Where the interpreter lives in a process and what it is.
+#[derive(Clone, Debug)]
+pub struct PythonBinary {
+    pub pid: i32,
+    /// The ELF file that defines `_PyRuntime`, as the target names it.
+    pub path: String,
+    /// True when that file is the process's executable (libpython linked in statically).
+    pub in_executable: bool,
+    pub version: Version,
+    /// Where the version came from: `Py_Version`, `version string`, or `file name`.
+    pub version_source: &'static str,
+    /// Address of `_PyRuntime` in the target.
+    pub runtime_addr: u64,
+    /// Address of `PyCode_Type` in the target, to recognise code objects.
+    pub code_type_addr: Option<u64>,
+    /// Offset of the kernel thread id inside glibc's `struct pthread` (for 3.8-3.10, whose
+    /// thread states only hold the pthread id).
+    pub pthread_tid_offset: u64,
+}
+
+/// Locate the interpreter in process `pid`.
+pub fn locate(pid: i32) -> Result<PythonBinary> {
+    let maps = procfs::maps(pid).map_err(|e| Error::proc_io(pid, e))?;
+    let exe = procfs::exe(pid).map_err(|e| Error::proc_io(pid, e))?;
+    let exe = exe.to_string_lossy().into_owned();
+
+    // The executable first (static libpython, or an embedding program), then anything named
+    // like python or libpython.
+    let plausible = |m: &MapRange| {
+        let name = m.file_name();
+        m.is_file()
+            && (m.path.strip_suffix(" (deleted)").unwrap_or(&m.path) == exe
+                || name.starts_with("python")
+                || name.starts_with("libpython"))
+    };
+    let exe_maps = maps.iter().filter(|m| m.path == exe);
+    let mut candidates: Vec<&MapRange> = Vec::new();
+    for m in exe_maps.chain(maps.iter()) {
+        if plausible(m) && !candidates.iter().any(|c| c.path == m.path) {
+            candidates.push(m);
+        }
+    }
+
+    for m in candidates {
+        let Some(data) = read_mapped_file(pid, m) else { continue };
+        let Ok(elf) = Elf::parse(&data) else { continue };
+        let Some(runtime) = symbol(&elf, "_PyRuntime").or_else(|| section_addr(&elf, ".PyRuntime"))
+        else {
+            continue;
+        };
+        let bias = load_bias(&elf, &maps, &m.path)
+            .ok_or_else(|| Error::Other(format!("cannot find where {} is loaded", m.path)))?;
+        let (version, version_source) = find_version(&elf, &data, m.file_name())
+            .ok_or_else(|| Error::Unsupported(format!("cannot tell which Python version {} is", m.path)))?;
+        let code_type_addr = symbol(&elf, "PyCode_Type").map(|a| a + bias);
+        let pthread_tid_offset = pthread_tid_offset(pid, &maps, &elf, &data);
+        return Ok(PythonBinary {
+            pid,
+            path: m.path.clone(),
+            in_executable: m.path == exe,
+            version,
+            version_source,
+            runtime_addr: runtime + bias,
+            code_type_addr,
+            pthread_tid_offset,
+        });
+    }
+    Err(Error::NotPython { pid, exe })
+}
+
+/// Read a mapped file: through the target's root, else through `map_files`.
+fn read_mapped_file(pid: i32, m: &MapRange) -> Option<Vec<u8>> {
+    std::fs::read(procfs::target_path(pid, &m.path))
+        .or_else(|_| std::fs::read(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end)))
+        .ok()
+}
+
+/// Address (before relocation) of a symbol from `.dynsym` or `.symtab`.
+fn symbol(elf: &Elf, name: &str) -> Option<u64> {
+    let dynamic = elf.dynsyms.iter().find(|s| s.st_value != 0 && elf.dynstrtab.get_at(s.st_name) == Some(name));
+    let dynamic = dynamic.map(|s| s.st_value);
+    dynamic.or_else(|| {
+        elf.syms
+            .iter()
+            .find(|s| s.st_value != 0 && elf.strtab.get_at(s.st_name) == Some(name))
+            .map(|s| s.st_value)
+    })
+}
+
+fn section_addr(elf: &Elf, name: &str) -> Option<u64> {
+    elf.section_headers
+        .iter()
+        .find(|sh| elf.shdr_strtab.get_at(sh.sh_name) == Some(name))
+        .map(|sh| sh.sh_addr)
+}
+
+/// Difference between where the file's segments are and where its ELF headers say they are.
+/// Computed from the mapping of file offset 0 and the first `PT_LOAD` (patchelf can add
+/// segments, so "the first mapping" is not reliable).
+fn load_bias(elf: &Elf, maps: &[MapRange], path: &str) -> Option<u64> {
+    if elf.header.e_type == goblin::elf::header::ET_EXEC {
+        return Some(0);
+    }
+    let first = elf
+        .program_headers
+        .iter()
+        .filter(|ph| ph.p_type == PT_LOAD)
+        .min_by_key(|ph| ph.p_vaddr)?;
+    let base = first.p_vaddr.wrapping_sub(first.p_offset);
+    let map = maps.iter().filter(|m| m.path == path && m.offset == 0).min_by_key(|m| m.start)?;
+    Some(map.start.wrapping_sub(base))
+}
+
+/// The bytes of the file behind virtual address `vaddr`.
+fn file_bytes_at<'a>(elf: &Elf, data: &'a [u8], vaddr: u64, len: usize) -> Option<&'a [u8]> {
+    let ph = elf.program_headers.iter().find(|ph| {
+        ph.p_type == PT_LOAD && vaddr >= ph.p_vaddr && vaddr + len as u64 <= ph.p_vaddr + ph.p_filesz
+    })?;
+    let off = (vaddr - ph.p_vaddr + ph.p_offset) as usize;
+    data.get(off..off + len)
+}
+
+/// The exact version: `Py_Version` (3.11+), else the PY_VERSION string in `.rodata`, else the
+/// file name (`python3.9`, `libpython3.10.so.1.0`).
+fn find_version(elf: &Elf, data: &[u8], file_name: &str) -> Option<(Version, &'static str)> {
+    if let Some(addr) = symbol(elf, "Py_Version") {
+        if let Some(bytes) = file_bytes_at(elf, data, addr, 8) {
+            let hex = u64::from_le_bytes(bytes.try_into().ok()?);
+            let v = Version::from_hex(hex);
+            if v.major == 3 {
+                return Some((v, "Py_Version"));
+            }
+        }
+    }
+    let from_name = version_from_file_name(file_name);
+    let rodata = elf
+        .section_headers
+        .iter()
+        .find(|sh| elf.shdr_strtab.get_at(sh.sh_name) == Some(".rodata"))
+        .and_then(|sh| data.get(sh.sh_offset as usize..(sh.sh_offset + sh.sh_size) as usize));
+    if let Some(rodata) = rodata {
+        let found = rodata.split(|b| *b == 0).filter_map(version_suffix).find(|v| match from_name {
+            Some(n) => (n.major, n.minor) == (v.major, v.minor),
+            // Without a hint from the file name, ignore version-like strings of other software
+            // ("3.2.0" is glibc's ABI tag).
+            None => v.minor >= 8,
+        });
+        if let Some(v) = found {
+            return Some((v, "version string"));
+        }
+    }
+    from_name.map(|v| (v, "file name"))
+}
+
+/// A version at the end of a `.rodata` string. PY_VERSION ("3.8.18") need not stand alone: the
+/// linker merges a string into the tail of a longer one that ends the same way (such as the
+/// install prefix ".../versions/3.8.18"), so look at suffixes that start after a non-digit.
+fn version_suffix(s: &[u8]) -> Option<Version> {
+    let text = std::str::from_utf8(s).ok()?;
+    let start = text
+        .char_indices()
+        .rev()
+        .take(16)
+        .filter(|&(i, c)| c == '3' && (i == 0 || !matches!(text.as_bytes()[i - 1], b'0'..=b'9' | b'.')))
+        .map(|(i, _)| i)
+        .last()?;
+    let candidate = &text[start..];
+    candidate.starts_with("3.").then(|| Version::parse(candidate)).flatten()
+}
+
+/// "python3.9" / "libpython3.10.so.1.0" / "libpython3.8d.so" -> 3.x.0
+fn version_from_file_name(name: &str) -> Option<Version> {
+    let rest = name.strip_prefix("lib").unwrap_or(name).strip_prefix("python3.")?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    Some(Version::new(3, digits.parse().ok()?, 0))
+}
+
+/// glibc publishes where `struct pthread` keeps the kernel tid for libthread_db, as the symbol
+/// `_thread_db_pthread_tid` = { size in bits, count, offset }.
+fn pthread_tid_offset(pid: i32, maps: &[MapRange], python: &Elf, python_data: &[u8]) -> u64 {
+    if let Some(off) = thread_db_tid(python, python_data) {
+        return off;
+    }
+    let libc = maps.iter().find(|m| {
+        let n = m.file_name();
+        m.is_file() && (n.starts_with("libc.so") || n.starts_with("libc-"))
+    });
+    libc.and_then(|m| {
+        let data = read_mapped_file(pid, m)?;
+        let elf = Elf::parse(&data).ok()?;
+        thread_db_tid(&elf, &data)
+    })
+    .unwrap_or(DEFAULT_PTHREAD_TID_OFFSET)
+}
+
+fn thread_db_tid(elf: &Elf, data: &[u8]) -> Option<u64> {
+    let addr = symbol(elf, "_thread_db_pthread_tid")?;
+    let b = file_bytes_at(elf, data, addr, 12)?;
+    let bits = u32::from_le_bytes(b[0..4].try_into().ok()?);
+    let offset = u32::from_le_bytes(b[8..12].try_into().ok()?);
+    (bits == 32 && offset < 4096).then_some(offset as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_from_names() {
+        assert_eq!(version_from_file_name("python3.9"), Some(Version::new(3, 9, 0)));
+        assert_eq!(version_from_file_name("libpython3.10.so.1.0"), Some(Version::new(3, 10, 0)));
+        assert_eq!(version_from_file_name("python"), None);
+    }
+
+    #[test]
+    fn versions_at_the_end_of_strings() {
+        assert_eq!(version_suffix(b"3.9.2"), Some(Version::new(3, 9, 2)));
+        assert_eq!(version_suffix(b"/root/.pyenv/versions/3.8.18"), Some(Version::new(3, 8, 18)));
+        assert_eq!(version_suffix(b"/opt/python-3.15.0a2+").unwrap().to_string(), "3.15.0a2");
+        assert_eq!(version_suffix(b"GCC 12.3.0"), None);
+        assert_eq!(version_suffix(b"lib/python3.8"), None);
+    }
+}

@@ -1,0 +1,527 @@
+//! Where the fields memspy reads sit in a given CPython build.
+//!
+//! For 3.8-3.12 the numbers come from `python-offsets/3.X.toml` (embedded at build time). For
+//! 3.13 and later the target describes itself in `_Py_DebugOffsets` at the start of `_PyRuntime`;
+//! memspy reads that and uses it for every field it covers, keeping the table for the rest (and
+//! noting any table value the target contradicts: a patch release may move a field).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::linetable::LineTableFormat;
+use super::version::Version;
+use crate::error::{Error, Result};
+use crate::target::memory::{u64_at, RemoteMemory};
+
+/// One field of a python-offsets table.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Field {
+    /// Byte offset.
+    pub at: u64,
+    /// C path of the member, `Struct.member.sub`.
+    pub c: String,
+    /// Header that defines it.
+    pub h: String,
+    /// How the value was verified (`dwarf`, `live`, `debug-offsets`, `header`).
+    pub checked: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct Meta {
+    pub minor: String,
+    pub tag: String,
+    pub dwarf_build: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct Semantics {
+    pub frame_model: String,
+    pub line_table: String,
+    pub skip_owners: Vec<u8>,
+    pub executable_tag_mask: u64,
+    pub gil: String,
+}
+
+/// A parsed `python-offsets/3.X.toml`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct OffsetsTable {
+    pub meta: Meta,
+    pub semantics: Semantics,
+    #[serde(flatten)]
+    pub sections: BTreeMap<String, BTreeMap<String, Field>>,
+}
+
+impl OffsetsTable {
+    pub fn get(&self, section: &str, field: &str) -> Option<u64> {
+        self.sections.get(section)?.get(field).map(|f| f.at)
+    }
+
+    fn need(&self, section: &str, field: &str) -> Result<u64> {
+        self.get(section, field).ok_or_else(|| {
+            Error::Other(format!(
+                "python-offsets/{}.toml lacks {section}.{field}",
+                self.meta.minor
+            ))
+        })
+    }
+}
+
+const TABLES: &[(&str, &str)] = &[
+    ("3.8", include_str!("../../python-offsets/3.8.toml")),
+    ("3.9", include_str!("../../python-offsets/3.9.toml")),
+    ("3.10", include_str!("../../python-offsets/3.10.toml")),
+    ("3.11", include_str!("../../python-offsets/3.11.toml")),
+    ("3.12", include_str!("../../python-offsets/3.12.toml")),
+    ("3.13", include_str!("../../python-offsets/3.13.toml")),
+    ("3.14", include_str!("../../python-offsets/3.14.toml")),
+    ("3.15", include_str!("../../python-offsets/3.15.toml")),
+];
+
+const DEBUG_OFFSETS_LAYOUT: &str = include_str!("../../python-offsets/debug-offsets-layout.toml");
+
+/// Minor versions memspy has tables for.
+pub fn supported_minors() -> impl Iterator<Item = &'static str> {
+    TABLES.iter().map(|(k, _)| *k)
+}
+
+/// The table for a minor version ("3.11").
+pub fn table(minor: &str) -> Option<OffsetsTable> {
+    let (_, text) = TABLES.iter().find(|(k, _)| *k == minor)?;
+    // The tables are part of the source tree and checked by tests; a parse error is a bug.
+    Some(toml::from_str(text).unwrap_or_else(|e| panic!("python-offsets/{minor}.toml: {e}")))
+}
+
+#[derive(Deserialize)]
+struct DebugLayoutEntry {
+    fields: Vec<String>,
+}
+
+/// Field names of `_Py_DebugOffsets` for a minor version, in order.
+pub fn debug_offsets_fields(minor: &str) -> Option<Vec<String>> {
+    let all: BTreeMap<String, DebugLayoutEntry> =
+        toml::from_str(DEBUG_OFFSETS_LAYOUT).expect("python-offsets/debug-offsets-layout.toml");
+    all.get(minor).map(|e| e.fields.clone())
+}
+
+/// How a thread's frames are chained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameModel {
+    /// 3.8-3.10: `PyThreadState.frame` -> `PyFrameObject.f_back`.
+    FrameObject,
+    /// 3.11-3.12: `PyThreadState.cframe->current_frame` -> `_PyInterpreterFrame.previous`.
+    CFrame,
+    /// 3.13+: `PyThreadState.current_frame` -> `_PyInterpreterFrame.previous`.
+    CurrentFrame,
+}
+
+/// Where the GIL holder is recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GilModel {
+    /// 3.8-3.11: `_PyRuntime.gilstate.tstate_current`.
+    Runtime,
+    /// 3.12-3.13: `*PyInterpreterState.ceval.gil`: `locked ? last_holder : nobody`.
+    Interpreter,
+    /// 3.14+: `PyThreadState.holds_gil`.
+    ThreadFlag,
+}
+
+/// Offsets into `PyThreadState`.
+#[derive(Clone, Debug)]
+pub struct ThreadLayout {
+    pub next: u64,
+    /// `frame` (3.8-3.10), `cframe` (3.11-3.12) or `current_frame` (3.13+).
+    pub frame: u64,
+    pub thread_id: u64,
+    pub native_thread_id: Option<u64>,
+    pub holds_gil: Option<u64>,
+    /// Bytes to read to cover every field above.
+    pub read_len: usize,
+}
+
+/// Offsets into a frame: `PyFrameObject` (3.8-3.10) or `_PyInterpreterFrame` (3.11+).
+#[derive(Clone, Debug)]
+pub struct FrameLayout {
+    /// `f_back` / `previous`.
+    pub back: u64,
+    /// `f_code` / `f_executable`.
+    pub code: u64,
+    /// `f_lasti` (int) or `prev_instr` / `instr_ptr` (pointer).
+    pub lasti: u64,
+    pub owner: Option<u64>,
+    pub read_len: usize,
+}
+
+/// Offsets into `PyCodeObject`.
+#[derive(Clone, Debug)]
+pub struct CodeLayout {
+    pub firstlineno: u64,
+    pub filename: u64,
+    pub name: u64,
+    pub qualname: Option<u64>,
+    pub linetable: u64,
+    /// `co_code` bytes object (3.8-3.10).
+    pub bytecode: Option<u64>,
+    /// Inline bytecode (3.11+); its length in code units is `ob_size`.
+    pub code_adaptive: Option<u64>,
+    pub firsttraceable: Option<u64>,
+    /// Bytes to read to cover every field above (the code object's "header").
+    pub read_len: usize,
+}
+
+/// Offsets into str objects.
+#[derive(Clone, Debug)]
+pub struct UnicodeLayout {
+    pub length: u64,
+    pub state: u64,
+    /// Where the characters of a compact ASCII string start.
+    pub ascii_data: u64,
+    /// Where the characters of a compact non-ASCII string start.
+    pub compact_data: u64,
+    /// Pointer to the characters of a non-compact string.
+    pub data_any: u64,
+    /// 3.8-3.11 have a `ready` bit (and kind 0 for not-ready strings).
+    pub has_ready_bit: bool,
+}
+
+/// Everything the walker needs to know about one CPython build.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub version: Version,
+    /// True when `_Py_DebugOffsets` from the target supplied the offsets it covers.
+    pub from_debug_offsets: bool,
+    pub frame_model: FrameModel,
+    pub line_table: LineTableFormat,
+    /// `_PyInterpreterFrame.owner` values that are not Python frames, as a bit set.
+    pub skip_owners: u32,
+    /// `_PyStackRef` tag bits to clear from `f_executable` (3.14+).
+    pub executable_tag_mask: u64,
+    pub gil_model: GilModel,
+    pub interpreters_head: u64,
+    pub interpreters_main: u64,
+    pub tstate_current: Option<u64>,
+    pub interp_next: u64,
+    pub interp_threads_head: u64,
+    pub interp_id: u64,
+    pub interp_ceval_gil: Option<u64>,
+    pub gil_last_holder: u64,
+    pub gil_locked: u64,
+    pub thread: ThreadLayout,
+    pub cframe_current_frame: u64,
+    pub frame: FrameLayout,
+    pub code: CodeLayout,
+    pub ob_type: u64,
+    pub ob_size: u64,
+    pub unicode: UnicodeLayout,
+    pub bytes_sval: u64,
+    /// Table values the target's debug offsets contradicted (for `-v`).
+    pub notes: Vec<String>,
+}
+
+impl Layout {
+    /// The layout for `version` from the tables alone.
+    pub fn from_table(version: Version) -> Result<Layout> {
+        let minor = version.minor_key();
+        let t = table(&minor).ok_or_else(|| {
+            let known: Vec<&str> = supported_minors().collect();
+            Error::Unsupported(format!(
+                "Python {version} is not supported (memspy knows CPython {} to {})",
+                known[0],
+                known[known.len() - 1]
+            ))
+        })?;
+        let s = &t.semantics;
+        let frame_model = match s.frame_model.as_str() {
+            "frame_object" => FrameModel::FrameObject,
+            "cframe" => FrameModel::CFrame,
+            _ => FrameModel::CurrentFrame,
+        };
+        let line_table = match s.line_table.as_str() {
+            "lnotab" => LineTableFormat::Lnotab,
+            "linetable310" => LineTableFormat::Linetable310,
+            _ => LineTableFormat::Locations,
+        };
+        let gil_model = match s.gil.as_str() {
+            "runtime" => GilModel::Runtime,
+            "interpreter" => GilModel::Interpreter,
+            _ => GilModel::ThreadFlag,
+        };
+        let frame_field = match frame_model {
+            FrameModel::FrameObject => "frame",
+            FrameModel::CFrame => "cframe",
+            FrameModel::CurrentFrame => "current_frame",
+        };
+        let frame = if frame_model == FrameModel::FrameObject {
+            FrameLayout {
+                back: t.need("frame_object", "f_back")?,
+                code: t.need("frame_object", "f_code")?,
+                lasti: t.need("frame_object", "f_lasti")?,
+                owner: None,
+                read_len: 0,
+            }
+        } else {
+            FrameLayout {
+                back: t.need("interpreter_frame", "previous")?,
+                code: t.need("interpreter_frame", "executable")?,
+                lasti: t.need("interpreter_frame", "instr_ptr")?,
+                owner: t.get("interpreter_frame", "owner"),
+                read_len: 0,
+            }
+        };
+        let mut layout = Layout {
+            version,
+            from_debug_offsets: false,
+            frame_model,
+            line_table,
+            skip_owners: s.skip_owners.iter().fold(0, |acc, o| acc | (1u32 << (o & 31))),
+            executable_tag_mask: s.executable_tag_mask,
+            gil_model,
+            interpreters_head: t.need("runtime", "interpreters_head")?,
+            interpreters_main: t.need("runtime", "interpreters_main")?,
+            tstate_current: t.get("runtime", "tstate_current"),
+            interp_next: t.need("interpreter", "next")?,
+            interp_threads_head: t.need("interpreter", "threads_head")?,
+            interp_id: t.need("interpreter", "id")?,
+            interp_ceval_gil: t.get("interpreter", "ceval_gil"),
+            gil_last_holder: t.get("gil", "last_holder").unwrap_or(8),
+            gil_locked: t.get("gil", "locked").unwrap_or(16),
+            thread: ThreadLayout {
+                next: t.need("thread", "next")?,
+                frame: t.need("thread", frame_field)?,
+                thread_id: t.need("thread", "thread_id")?,
+                native_thread_id: t.get("thread", "native_thread_id"),
+                holds_gil: t.get("thread", "holds_gil"),
+                read_len: 0,
+            },
+            cframe_current_frame: t.get("cframe", "current_frame").unwrap_or(0),
+            frame,
+            code: CodeLayout {
+                firstlineno: t.need("code", "firstlineno")?,
+                filename: t.need("code", "filename")?,
+                name: t.need("code", "name")?,
+                qualname: t.get("code", "qualname"),
+                linetable: t.need("code", "linetable")?,
+                bytecode: t.get("code", "code"),
+                code_adaptive: t.get("code", "code_adaptive"),
+                firsttraceable: t.get("code", "firsttraceable"),
+                read_len: 0,
+            },
+            ob_type: t.need("object", "ob_type")?,
+            ob_size: t.need("object", "ob_size")?,
+            unicode: UnicodeLayout {
+                length: t.need("unicode", "length")?,
+                state: t.need("unicode", "state")?,
+                ascii_data: t.need("unicode", "ascii_data")?,
+                compact_data: t.need("unicode", "compact_data")?,
+                data_any: t.need("unicode", "data_any")?,
+                has_ready_bit: !version.at_least(3, 12),
+            },
+            bytes_sval: t.need("bytes", "ob_sval")?,
+            notes: Vec::new(),
+        };
+        layout.compute_read_lengths();
+        Ok(layout)
+    }
+
+    /// The layout for a 3.13+ target: its `_Py_DebugOffsets` over the table.
+    pub fn from_debug_offsets(mem: &dyn RemoteMemory, runtime_addr: u64) -> Result<Option<Layout>> {
+        let mut header = [0u8; 24];
+        mem.read(runtime_addr, &mut header).map_err(|e| Error::read(0, e))?;
+        if &header[..8] != b"xdebugpy" {
+            return Ok(None);
+        }
+        let version = Version::from_hex(u64_at(&header, 8));
+        if u64_at(&header, 16) != 0 {
+            return Err(Error::Unsupported(format!(
+                "Python {version} is a free-threaded build, which memspy does not support yet"
+            )));
+        }
+        let minor = version.minor_key();
+        let fields = debug_offsets_fields(&minor).ok_or_else(|| {
+            Error::Unsupported(format!(
+                "Python {version} is newer than this memspy knows (its _Py_DebugOffsets layout is \
+                 unknown); upgrade memspy"
+            ))
+        })?;
+        let mut raw = vec![0u8; fields.len() * 8];
+        mem.read(runtime_addr + 24, &mut raw).map_err(|e| Error::read(0, e))?;
+        let published: BTreeMap<&str, u64> =
+            fields.iter().enumerate().map(|(i, name)| (name.as_str(), u64_at(&raw, i as u64 * 8))).collect();
+        let mut layout = Layout::from_table(version)?;
+        layout.apply_debug_offsets(&published)?;
+        Ok(Some(layout))
+    }
+
+    fn apply_debug_offsets(&mut self, d: &BTreeMap<&str, u64>) -> Result<()> {
+        let mut o = Overlay { published: d, notes: Vec::new() };
+        o.set(&mut self.interpreters_head, "runtime_state.interpreters_head");
+        o.set(&mut self.interp_next, "interpreter_state.next");
+        o.set(&mut self.interp_threads_head, "interpreter_state.threads_head");
+        o.set(&mut self.interp_id, "interpreter_state.id");
+        if let Some(g) = self.interp_ceval_gil.as_mut() {
+            o.set(g, "interpreter_state.ceval_gil");
+        }
+        // The GIL's fields are published relative to PyInterpreterState (the main interpreter's
+        // own GIL); memspy reads them relative to the GIL struct that ceval.gil points to.
+        if let Some(&base) = d.get("interpreter_state.gil_runtime_state") {
+            for (slot, key) in [
+                (&mut self.gil_locked, "interpreter_state.gil_runtime_state_locked"),
+                (&mut self.gil_last_holder, "interpreter_state.gil_runtime_state_holder"),
+            ] {
+                if let Some(&v) = d.get(key) {
+                    o.put(slot, key, v.wrapping_sub(base));
+                }
+            }
+        }
+        o.set(&mut self.thread.next, "thread_state.next");
+        o.set(&mut self.thread.frame, "thread_state.current_frame");
+        o.set(&mut self.thread.thread_id, "thread_state.thread_id");
+        if let Some(n) = self.thread.native_thread_id.as_mut() {
+            o.set(n, "thread_state.native_thread_id");
+        }
+        if let Some(h) = self.thread.holds_gil.as_mut() {
+            o.set(h, "thread_state.holds_gil");
+        }
+        o.set(&mut self.frame.back, "interpreter_frame.previous");
+        o.set(&mut self.frame.code, "interpreter_frame.executable");
+        o.set(&mut self.frame.lasti, "interpreter_frame.instr_ptr");
+        if let Some(ow) = self.frame.owner.as_mut() {
+            o.set(ow, "interpreter_frame.owner");
+        }
+        o.set(&mut self.code.filename, "code_object.filename");
+        o.set(&mut self.code.name, "code_object.name");
+        if let Some(q) = self.code.qualname.as_mut() {
+            o.set(q, "code_object.qualname");
+        }
+        o.set(&mut self.code.linetable, "code_object.linetable");
+        o.set(&mut self.code.firstlineno, "code_object.firstlineno");
+        if let Some(a) = self.code.code_adaptive.as_mut() {
+            o.set(a, "code_object.co_code_adaptive");
+        }
+        o.set(&mut self.ob_type, "pyobject.ob_type");
+        o.set(&mut self.unicode.state, "unicode_object.state");
+        o.set(&mut self.unicode.length, "unicode_object.length");
+        o.set(&mut self.unicode.ascii_data, "unicode_object.asciiobject_size");
+        o.set(&mut self.unicode.compact_data, "unicode_object.compactunicodeobject_size");
+        o.set(&mut self.bytes_sval, "bytes_object.ob_sval");
+        o.set(&mut self.ob_size, "bytes_object.ob_size");
+        self.notes = o.notes;
+        self.from_debug_offsets = true;
+        // Published sizes bound what we read: a field outside its struct means the layout file
+        // for this minor version is wrong, not that the target is.
+        let within = |what: &str, off: u64, size_key: &str| -> Result<()> {
+            match d.get(size_key) {
+                Some(&size) if off >= size => Err(Error::Unsupported(format!(
+                    "Python {}: _Py_DebugOffsets puts {what} at {off}, outside its struct ({size} \
+                     bytes); this memspy does not understand this build",
+                    self.version
+                ))),
+                _ => Ok(()),
+            }
+        };
+        within("the frame pointer", self.thread.frame, "thread_state.size")?;
+        within("the native thread id", self.thread.native_thread_id.unwrap_or(0), "thread_state.size")?;
+        within("the previous frame", self.frame.back, "interpreter_frame.size")?;
+        within("the frame owner", self.frame.owner.unwrap_or(0), "interpreter_frame.size")?;
+        within("co_linetable", self.code.linetable, "code_object.size")?;
+        self.compute_read_lengths();
+        Ok(())
+    }
+
+    fn compute_read_lengths(&mut self) {
+        let t = &self.thread;
+        self.thread.read_len = [Some(t.next), Some(t.frame), Some(t.thread_id), t.native_thread_id]
+            .into_iter()
+            .flatten()
+            .map(|o| o + 8)
+            .chain(t.holds_gil.map(|o| o + 4))
+            .max()
+            .unwrap_or(0) as usize;
+        let f = &self.frame;
+        let lasti_len = if self.frame_model == FrameModel::FrameObject { 4 } else { 8 };
+        self.frame.read_len = [f.back + 8, f.code + 8, f.lasti + lasti_len, f.owner.map_or(0, |o| o + 1)]
+            .into_iter()
+            .max()
+            .unwrap_or(0) as usize;
+        let c = &self.code;
+        self.code.read_len = [
+            Some(self.ob_type + 8),
+            Some(self.ob_size + 8),
+            Some(c.firstlineno + 4),
+            Some(c.filename + 8),
+            Some(c.name + 8),
+            c.qualname.map(|o| o + 8),
+            Some(c.linetable + 8),
+            c.bytecode.map(|o| o + 8),
+            c.firsttraceable.map(|o| o + 4),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(0) as usize;
+    }
+
+    /// Whether `owner` marks a frame that is not a Python function's (C-stack shims, entry frames).
+    pub fn skips_owner(&self, owner: u8) -> bool {
+        owner < 32 && self.skip_owners & (1 << owner) != 0
+    }
+}
+
+/// Applies published debug offsets over table values, noting each disagreement.
+struct Overlay<'a> {
+    published: &'a BTreeMap<&'a str, u64>,
+    notes: Vec<String>,
+}
+
+impl Overlay<'_> {
+    fn put(&mut self, slot: &mut u64, key: &str, value: u64) {
+        if *slot != value {
+            self.notes.push(format!("{key}: table says {}, target says {value}", *slot));
+        }
+        *slot = value;
+    }
+
+    fn set(&mut self, slot: &mut u64, key: &str) {
+        if let Some(&v) = self.published.get(key) {
+            self.put(slot, key, v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_table_parses_and_builds_a_layout() {
+        for minor in supported_minors() {
+            let t = table(minor).unwrap();
+            assert_eq!(t.meta.minor, minor);
+            for (section, fields) in &t.sections {
+                for (name, f) in fields {
+                    assert!(!f.c.is_empty() && f.h.starts_with("Include/"), "{minor} {section}.{name}");
+                    assert!(!f.checked.is_empty(), "{minor} {section}.{name}: how was it checked?");
+                }
+            }
+            let v = Version::parse(&format!("{minor}.0")).unwrap();
+            let l = Layout::from_table(v).unwrap();
+            assert!(l.thread.read_len > 0 && l.frame.read_len > 0 && l.code.read_len > 0);
+            assert!(l.code.read_len <= 256, "{minor}: code header {}", l.code.read_len);
+        }
+    }
+
+    #[test]
+    fn debug_offsets_layouts_exist_for_313_and_later() {
+        for minor in ["3.13", "3.14", "3.15"] {
+            let f = debug_offsets_fields(minor).unwrap();
+            assert!(f.contains(&"thread_state.current_frame".to_string()));
+        }
+        assert!(debug_offsets_fields("3.12").is_none());
+    }
+
+    #[test]
+    fn unknown_versions_are_refused() {
+        assert!(Layout::from_table(Version::new(3, 7, 1)).is_err());
+        assert!(Layout::from_table(Version::new(3, 16, 0)).is_err());
+    }
+}

@@ -1,0 +1,435 @@
+//! Walking a live interpreter: interpreters -> thread states -> frames, once per sample.
+//!
+//! A walk happens in two passes so that the hot path stays cheap:
+//! 1. follow the pointer chains (through a [`PageCache`], so frames that share pages cost one
+//!    read) and note each frame's code object address and instruction position;
+//! 2. read the identity header of every distinct code object in one batched `process_vm_readv`,
+//!    check it against the [`CodeCache`], decode only what is new, and turn positions into lines.
+//!
+//! Output goes into a reused [`Snapshot`]: after warm-up a walk allocates nothing. Every chain is
+//! bounded and every value read is checked, so a target that changes under us (non-blocking
+//! mode) or a corrupt one gives an error for that sample, never a hang or a panic.
+
+use std::ops::Range;
+
+use super::binary::PythonBinary;
+use super::code::{CodeCache, CodeIdentity, CodeInfo};
+use super::layout::{FrameModel, GilModel, Layout};
+use super::linetable::LineTableFormat;
+use super::objects::ObjectError;
+use crate::error::{Error, Result};
+use crate::target::memory::{i32_at, u64_at, u8_at, PageCache, ReadError, ReadFault, RemoteIoVec, RemoteMemory};
+
+/// Most interpreters, threads per interpreter and frames per thread a walk follows.
+pub const MAX_INTERPRETERS: usize = 256;
+pub const MAX_THREADS: usize = 4096;
+pub const MAX_FRAMES: usize = 8192;
+
+/// `_PyInterpreterFrame.owner` of a generator or coroutine frame.
+const FRAME_OWNED_BY_GENERATOR: u8 = 1;
+
+/// Why one walk failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WalkError {
+    /// The process exited.
+    Exited,
+    /// The kernel refused the read (permissions).
+    Denied,
+    /// The target changed under us or holds something that makes no sense: this sample is lost,
+    /// the next one will probably succeed.
+    Raced(String),
+}
+
+impl std::fmt::Display for WalkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            WalkError::Exited => write!(f, "process exited"),
+            WalkError::Denied => write!(f, "permission denied"),
+            WalkError::Raced(what) => write!(f, "inconsistent read: {what}"),
+        }
+    }
+}
+
+impl From<ReadError> for WalkError {
+    fn from(e: ReadError) -> Self {
+        match e.fault {
+            ReadFault::Gone => WalkError::Exited,
+            ReadFault::Denied => WalkError::Denied,
+            _ => WalkError::Raced(e.to_string()),
+        }
+    }
+}
+
+impl From<ObjectError> for WalkError {
+    fn from(e: ObjectError) -> Self {
+        match e {
+            ObjectError::Read(r) => r.into(),
+            ObjectError::Invalid(what) => WalkError::Raced(what.to_string()),
+        }
+    }
+}
+
+/// One frame of a stack: a function (see [`StackReader::code_info`]) and the line executing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Frame {
+    pub code: u32,
+    /// -1 when the instruction has no line.
+    pub line: i32,
+}
+
+/// One Python thread at the moment of the walk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ThreadStack {
+    /// The interpreter's id (0 = main).
+    pub interpreter: i64,
+    /// Address of the `PyThreadState`.
+    pub tstate: u64,
+    /// `threading.get_ident()` (the pthread id).
+    pub thread_id: u64,
+    /// Kernel thread id, when known.
+    pub native_id: Option<i32>,
+    pub holds_gil: bool,
+    /// Frames in [`Snapshot::frames`], innermost first.
+    pub frames: Range<usize>,
+    /// The stack was deeper than [`MAX_FRAMES`]: only the innermost frames are kept.
+    pub truncated: bool,
+}
+
+/// The result of one walk; reuse it across walks to avoid allocation.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub threads: Vec<ThreadStack>,
+    pub frames: Vec<Frame>,
+}
+
+impl Snapshot {
+    pub fn clear(&mut self) {
+        self.threads.clear();
+        self.frames.clear();
+    }
+
+    pub fn frames_of(&self, thread: &ThreadStack) -> &[Frame] {
+        &self.frames[thread.frames.clone()]
+    }
+}
+
+/// A frame found in pass 1, before its code object is resolved.
+#[derive(Clone, Copy, Debug, Default)]
+struct RawFrame {
+    code: u64,
+    /// 3.8-3.10: `f_lasti`; 3.11+: the instruction pointer.
+    position: u64,
+    owner: u8,
+    /// Index of the code object in the pass-2 tables.
+    slot: u32,
+}
+
+/// Reads the Python stacks of one process.
+pub struct StackReader<M: RemoteMemory> {
+    mem: M,
+    pub binary: PythonBinary,
+    pub layout: Layout,
+    codes: CodeCache,
+    pages: PageCache,
+    raw: Vec<RawFrame>,
+    /// Pass 2 scratch: distinct code addresses, their read spans and header bytes.
+    code_addrs: Vec<u64>,
+    spans: Vec<RemoteIoVec>,
+    headers: Vec<u8>,
+    /// Per distinct code object: resolved info id and a validity flag.
+    resolved: Vec<Option<u32>>,
+    /// Statistics: system calls of the last walk.
+    pub last_reads: u32,
+}
+
+impl<M: RemoteMemory> StackReader<M> {
+    /// A reader for the interpreter `binary` found in a process whose memory is `mem`.
+    pub fn new(mem: M, binary: PythonBinary) -> Result<StackReader<M>> {
+        let layout = if binary.version.at_least(3, 13) {
+            match Layout::from_debug_offsets(&mem, binary.runtime_addr) {
+                Ok(Some(layout)) => layout,
+                Ok(None) => Layout::from_table(binary.version)?,
+                Err(Error::Read { source, .. }) => return Err(Error::read(binary.pid, source)),
+                Err(e) => return Err(e),
+            }
+        } else {
+            Layout::from_table(binary.version)?
+        };
+        Ok(StackReader {
+            mem,
+            binary,
+            layout,
+            codes: CodeCache::default(),
+            pages: PageCache::default(),
+            raw: Vec::new(),
+            code_addrs: Vec::new(),
+            spans: Vec::new(),
+            headers: Vec::new(),
+            resolved: Vec::new(),
+            last_reads: 0,
+        })
+    }
+
+    pub fn memory(&self) -> &M {
+        &self.mem
+    }
+
+    pub fn code_info(&self, id: u32) -> &CodeInfo {
+        self.codes.info(id)
+    }
+
+    pub fn code_infos(&self) -> &[CodeInfo] {
+        self.codes.infos()
+    }
+
+    /// Code objects decoded so far (cache misses).
+    pub fn codes_decoded(&self) -> u64 {
+        self.codes.decoded
+    }
+
+    /// Walk every thread of every interpreter into `out`.
+    pub fn read(&mut self, out: &mut Snapshot) -> Result<(), WalkError> {
+        out.clear();
+        self.pages.clear();
+        self.raw.clear();
+        let mut syscalls = 0;
+        let result = self.walk_threads(out).and_then(|()| {
+            syscalls += self.pages.reads;
+            self.resolve(out)
+        });
+        self.last_reads = syscalls + 1;
+        result
+    }
+
+    fn word(&mut self, addr: u64) -> Result<u64, WalkError> {
+        Ok(self.pages.u64(&self.mem, addr)?)
+    }
+
+    /// Pass 1: the interpreter and thread lists, and every thread's frame chain.
+    fn walk_threads(&mut self, out: &mut Snapshot) -> Result<(), WalkError> {
+        let l = &self.layout;
+        let runtime = self.binary.runtime_addr;
+        let (tstate_current_off, head_off) = (l.tstate_current, l.interpreters_head);
+        let gil_model = l.gil_model;
+        let runtime_holder = match (gil_model, tstate_current_off) {
+            (GilModel::Runtime, Some(off)) => self.word(runtime + off)?,
+            _ => 0,
+        };
+        let mut interp = self.word(runtime + head_off)?;
+        let mut interpreters = 0;
+        while interp != 0 {
+            interpreters += 1;
+            if interpreters > MAX_INTERPRETERS {
+                return Err(WalkError::Raced("interpreter list does not end".into()));
+            }
+            let l = &self.layout;
+            let (id_off, head, next_off, gil_off) =
+                (l.interp_id, l.interp_threads_head, l.interp_next, l.interp_ceval_gil);
+            let (locked_off, holder_off) = (l.gil_locked, l.gil_last_holder);
+            let interp_id = self.word(interp + id_off)? as i64;
+            let gil_holder = match (gil_model, gil_off) {
+                (GilModel::Runtime, _) => runtime_holder,
+                (GilModel::Interpreter, Some(off)) => {
+                    let gil = self.word(interp + off)?;
+                    if gil == 0 {
+                        0
+                    } else {
+                        let locked = self.word(gil + locked_off)? as u32;
+                        if locked != 0 {
+                            self.word(gil + holder_off)?
+                        } else {
+                            0
+                        }
+                    }
+                }
+                _ => 0,
+            };
+            let mut tstate = self.word(interp + head)?;
+            let mut threads = 0;
+            while tstate != 0 {
+                threads += 1;
+                if threads > MAX_THREADS {
+                    return Err(WalkError::Raced("thread list does not end".into()));
+                }
+                let next = self.walk_thread(out, interp_id, tstate, gil_holder)?;
+                if next == tstate {
+                    return Err(WalkError::Raced("thread list loops".into()));
+                }
+                tstate = next;
+            }
+            let next = self.word(interp + next_off)?;
+            if next == interp {
+                return Err(WalkError::Raced("interpreter list loops".into()));
+            }
+            interp = next;
+        }
+        Ok(())
+    }
+
+    /// One thread state: its fields and frame chain. Returns the next thread state.
+    fn walk_thread(
+        &mut self,
+        out: &mut Snapshot,
+        interpreter: i64,
+        tstate: u64,
+        gil_holder: u64,
+    ) -> Result<u64, WalkError> {
+        let t = self.layout.thread.clone();
+        let (thread_id, native, holds_flag, next, frame_field) = {
+            let b = self.pages.read(&self.mem, tstate, t.read_len)?;
+            (
+                u64_at(b, t.thread_id),
+                t.native_thread_id.map(|o| u64_at(b, o)),
+                t.holds_gil.map(|o| i32_at(b, o)),
+                u64_at(b, t.next),
+                u64_at(b, t.frame),
+            )
+        };
+        let native_id = match native {
+            Some(n) => i32::try_from(n).ok(),
+            // 3.8-3.10: the kernel tid sits in glibc's struct pthread (thread_id is pthread_self()).
+            None if thread_id != 0 => {
+                let b = self.pages.read(&self.mem, thread_id + self.binary.pthread_tid_offset, 4)?;
+                Some(i32_at(b, 0))
+            }
+            None => None,
+        };
+        let holds_gil = match holds_flag {
+            Some(flag) => flag == 1,
+            None => gil_holder == tstate,
+        };
+        let first = match self.layout.frame_model {
+            FrameModel::CFrame if frame_field != 0 => {
+                let off = self.layout.cframe_current_frame;
+                self.word(frame_field + off)?
+            }
+            FrameModel::CFrame => 0,
+            _ => frame_field,
+        };
+        let start = self.raw.len();
+        let truncated = self.walk_frames(first)?;
+        // Frames are resolved in pass 2; record the raw range for now.
+        out.threads.push(ThreadStack {
+            interpreter,
+            tstate,
+            thread_id,
+            native_id: native_id.filter(|&n| n > 0),
+            holds_gil,
+            frames: start..self.raw.len(),
+            truncated,
+        });
+        Ok(next)
+    }
+
+    /// Follow a frame chain, appending to `self.raw`. Returns whether it was cut at MAX_FRAMES.
+    fn walk_frames(&mut self, mut frame: u64) -> Result<bool, WalkError> {
+        let f = self.layout.frame.clone();
+        let tag_mask = !self.layout.executable_tag_mask;
+        let object_frames = self.layout.frame_model == FrameModel::FrameObject;
+        let mut depth = 0;
+        while frame != 0 {
+            if depth == MAX_FRAMES {
+                return Ok(true);
+            }
+            depth += 1;
+            let b = self.pages.read(&self.mem, frame, f.read_len)?;
+            let back = u64_at(b, f.back);
+            let code = u64_at(b, f.code) & tag_mask;
+            let position = if object_frames { i32_at(b, f.lasti) as i64 as u64 } else { u64_at(b, f.lasti) };
+            let owner = f.owner.map_or(0, |o| u8_at(b, o));
+            if back == frame {
+                return Err(WalkError::Raced("frame chain loops".into()));
+            }
+            if !self.layout.skips_owner(owner) && code != 0 {
+                self.raw.push(RawFrame { code, position, owner, slot: 0 });
+            }
+            frame = back;
+        }
+        Ok(false)
+    }
+
+    /// Pass 2: validate and decode code objects, compute lines, fill `out.frames`.
+    fn resolve(&mut self, out: &mut Snapshot) -> Result<(), WalkError> {
+        // Distinct code objects, in first-seen order (stacks repeat functions a lot: recursion).
+        self.code_addrs.clear();
+        for raw in self.raw.iter_mut() {
+            let slot = match self.code_addrs.iter().rposition(|&a| a == raw.code) {
+                Some(i) => i,
+                None => {
+                    self.code_addrs.push(raw.code);
+                    self.code_addrs.len() - 1
+                }
+            };
+            raw.slot = slot as u32;
+        }
+        let header_len = self.layout.code.read_len;
+        let n = self.code_addrs.len();
+        self.headers.resize(n * header_len, 0);
+        self.spans.clear();
+        self.spans.extend(self.code_addrs.iter().map(|&a| RemoteIoVec { base: a as usize, len: header_len }));
+        let mut done = if n == 0 { 0 } else { self.mem.read_gather(&self.spans, &mut self.headers)? };
+        // Anything the batch could not read is retried alone; a code object that cannot be read
+        // at all means the frame raced its deallocation.
+        while done < n {
+            let (addr, dest) = (self.code_addrs[done], &mut self.headers[done * header_len..(done + 1) * header_len]);
+            self.mem.read(addr, dest)?;
+            done += 1;
+            if done < n {
+                done += self.mem.read_gather(&self.spans[done..], &mut self.headers[done * header_len..])?;
+            }
+        }
+        self.resolved.clear();
+        let code_type = self.binary.code_type_addr;
+        for i in 0..n {
+            let addr = self.code_addrs[i];
+            let identity = CodeIdentity::decode(&self.layout, &self.headers[i * header_len..(i + 1) * header_len]);
+            // Not a code object: 3.13's entry frames carry None; anything else is a race.
+            if code_type.is_some_and(|t| t != identity.ob_type) {
+                self.resolved.push(None);
+                continue;
+            }
+            let known = self.codes.lookup(addr, &identity).is_some();
+            if !known {
+                self.codes.insert(&self.mem, &self.layout, addr, identity)?;
+            }
+            self.resolved.push(Some(i as u32));
+        }
+        // Lines, thread by thread.
+        let code_adaptive = self.layout.code.code_adaptive;
+        let lasti_scale: i64 = if self.layout.line_table == LineTableFormat::Linetable310 { 2 } else { 1 };
+        for thread in out.threads.iter_mut() {
+            let start = out.frames.len();
+            for raw in &self.raw[thread.frames.clone()] {
+                let Some(slot) = self.resolved[raw.slot as usize] else { continue };
+                let addr = self.code_addrs[slot as usize];
+                let identity = CodeIdentity::decode(
+                    &self.layout,
+                    &self.headers[slot as usize * header_len..(slot as usize + 1) * header_len],
+                );
+                let Some(entry) = self.codes.lookup(addr, &identity) else { continue };
+                let offset = match code_adaptive {
+                    // 3.11+: instruction pointer minus the start of the inline bytecode.
+                    Some(off) => (raw.position as i64).wrapping_sub((addr + off) as i64),
+                    None => (raw.position as i32 as i64) * lasti_scale,
+                };
+                if offset >= entry.code_len as i64 || offset < -2 {
+                    return Err(WalkError::Raced(format!(
+                        "instruction offset {offset} outside its code object ({} bytes)",
+                        entry.code_len
+                    )));
+                }
+                // 3.11+: a frame still being set up (before _co_firsttraceable) is not shown by
+                // CPython either.
+                if code_adaptive.is_some()
+                    && raw.owner != FRAME_OWNED_BY_GENERATOR
+                    && offset / 2 < identity.firsttraceable as i64
+                {
+                    continue;
+                }
+                out.frames.push(super::walk::Frame { code: entry.info, line: entry.lines.line_at(offset) });
+            }
+            thread.frames = start..out.frames.len();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,9 @@
+//! The target processes: reading their memory, their `/proc` files, stopping them for a
+//! consistent snapshot, launching and following them.
+//!
+//! All `unsafe` and platform-specific code of memspy lives under this module.
+pub mod lock;
+pub mod memory;
+pub mod procfs;
+
+pub use memory::{ProcessMemory, ReadError, ReadFault, RemoteMemory};
