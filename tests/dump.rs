@@ -4,7 +4,9 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{interpreters, memspy, start_fixture, Interpreter};
+use std::process::Command;
+
+use common::{fixtures_dir, interpreters, memspy, start_fixture, start_target, Interpreter, Target};
 use serde_json::Value;
 
 /// (function, file, line), innermost first.
@@ -73,6 +75,11 @@ fn find<'a>(stack: &'a Stack, function: &str) -> &'a (String, String, i64) {
 
 fn check_dump(py: &Interpreter) {
     let (target, ready) = start_fixture(py, "stacks.py", &[]);
+    check_stacks(py, target, &ready);
+}
+
+/// Compare `memspy dump` of a running stacks.py with what it reported about itself.
+fn check_stacks(py: &Interpreter, target: Target, ready: &str) {
     let pid = target.pid();
     let out = memspy(&["dump", "--pid", &pid.to_string(), "--json"]);
     assert!(out.status.success(), "{}: memspy failed: {}", py.label, String::from_utf8_lossy(&out.stderr));
@@ -81,7 +88,7 @@ fn check_dump(py: &Interpreter) {
     assert_eq!(process["pid"], pid);
     assert_eq!(process["python"]["version"], py.version.as_str(), "{}: version", py.label);
 
-    let (reporter, expected) = truth(&ready);
+    let (reporter, expected) = truth(ready);
     let got = dumped(process);
     // Every thread the interpreter knows, plus the reporter (parked after writing the truth).
     assert_eq!(got.len(), expected.len() + 1, "{}: threads {:?}", py.label, got.keys());
@@ -177,5 +184,114 @@ fn gil_holder_and_activity() {
         assert_eq!(idle["holds_gil"], false, "{}", py.label);
         assert_eq!(idle["active"], false, "{}", py.label);
         assert_eq!(spinner["native_id"], pid, "{}: the main thread's tid is the pid", py.label);
+    }
+}
+
+fn interpreter(label: &str) -> Option<Interpreter> {
+    let found = interpreters().into_iter().find(|i| i.label == label);
+    if found.is_none() {
+        eprintln!("*** SKIPPED: interpreter {label} is not provisioned ***");
+    }
+    found
+}
+
+/// `python -m`: the fixture run as a module.
+#[test]
+fn dump_python_dash_m() {
+    let Some(py) = interpreter("pyenv-3.12.1") else { return };
+    let mut cmd = Command::new(&py.exe);
+    cmd.args(["-m", "stacks"]).current_dir(fixtures_dir());
+    let (target, ready) = start_target(cmd, "python -m stacks");
+    check_stacks(&py, target, &ready);
+}
+
+/// A virtual environment: its python is a symlink (pyenv 3.11) or, with --copies, a copy of a
+/// static interpreter that is only called "python" (Debian 3.9: no Py_Version, so the version
+/// comes from the binary's strings).
+#[test]
+fn dump_in_virtual_environments() {
+    for (label, copies) in [("pyenv-3.11.7", false), ("debian-bullseye-3.9", true)] {
+        let Some(py) = interpreter(label) else { continue };
+        let dir = tempfile::tempdir().unwrap();
+        let venv = dir.path().join("venv");
+        let mut make = Command::new(&py.exe);
+        make.args(["-m", "venv", "--without-pip"]);
+        if copies {
+            make.arg("--copies");
+        }
+        let status = make.arg(&venv).status().unwrap();
+        assert!(status.success(), "{label}: venv");
+        let mut cmd = Command::new(venv.join("bin/python"));
+        cmd.arg(fixtures_dir().join("stacks.py"));
+        let (target, ready) = start_target(cmd, &format!("{label} venv"));
+        check_stacks(&py, target, &ready);
+    }
+}
+
+/// A C program that embeds libpython (pyenv 3.12's shared library) and runs the fixture.
+#[test]
+fn dump_embedded_libpython() {
+    let Some(py) = interpreter("pyenv-3.12.1") else { return };
+    let prefix = py.exe.parent().unwrap().parent().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("embedder.c");
+    let script = fixtures_dir().join("stacks.py");
+    std::fs::write(
+        &source,
+        format!(
+            "#include <Python.h>\nint main(void) {{ Py_Initialize(); \
+             return PyRun_SimpleString(\"import runpy; runpy.run_path('{}', run_name='__main__')\"); }}\n",
+            script.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let exe = dir.path().join("embedder");
+    let status = Command::new("gcc")
+        .arg(&source)
+        .arg("-o")
+        .arg(&exe)
+        .arg(format!("-I{}/include/python3.12", prefix.display()))
+        .arg(format!("-L{}/lib", prefix.display()))
+        .arg(format!("-Wl,-rpath,{}/lib", prefix.display()))
+        .arg("-lpython3.12")
+        .status()
+        .expect("gcc");
+    assert!(status.success(), "compiling the embedding program");
+    let (target, ready) = start_target(Command::new(&exe), "embedded libpython");
+    check_stacks(&py, target, &ready);
+}
+
+/// `--subprocesses`: the parent and each Python child, each with its own stacks.
+#[test]
+fn dump_subprocesses() {
+    for label in ["pyenv-3.8.18", "debian-sid-3.15"] {
+        let Some(py) = interpreter(label) else { continue };
+        let (target, ready) = start_fixture(&py, "family.py", &[]);
+        let ready: Value = serde_json::from_str(&ready).unwrap();
+        let children: Vec<u64> = ready["children"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).collect();
+        let out = memspy(&["dump", "--pid", &target.pid().to_string(), "--subprocesses", "--json"]);
+        assert!(out.status.success(), "{label}: {}", String::from_utf8_lossy(&out.stderr));
+        let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let processes = json["processes"].as_array().unwrap();
+        let functions = |p: &Value| -> Vec<String> {
+            p["threads"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|t| t["frames"].as_array().unwrap().iter())
+                .map(|f| f["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(processes[0]["pid"].as_u64(), Some(target.pid() as u64));
+        assert!(functions(&processes[0]).contains(&"parent_wait".to_string()), "{label}");
+        for child in &children {
+            let p = processes
+                .iter()
+                .find(|p| p["pid"].as_u64() == Some(*child))
+                .unwrap_or_else(|| panic!("{label}: child {child} missing"));
+            let f = functions(p);
+            assert!(f.contains(&"park_forever".to_string()), "{label}: child {child}: {f:?}");
+            assert!(!f.contains(&"parent_wait".to_string()), "{label}: child {child} shows the parent's stack");
+        }
     }
 }

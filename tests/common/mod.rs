@@ -114,18 +114,23 @@ impl Drop for Target {
 /// writes when it has reached its parked state, and wait (up to 60 s) until that file exists.
 /// Returns the target and the content of the ready file.
 pub fn start_fixture(py: &Interpreter, script: &str, args: &[&str]) -> (Target, String) {
+    let mut cmd = Command::new(&py.exe);
+    cmd.arg(fixtures_dir().join(script)).args(args);
+    start_target(cmd, &format!("{} {script}", py.label))
+}
+
+/// Start a command with `MEMSPY_READY` set (see [`start_fixture`]) and wait until it is ready.
+pub fn start_target(mut cmd: Command, what: &str) -> (Target, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let ready = dir.path().join("ready.json");
-    let child = Command::new(&py.exe)
-        .arg(fixtures_dir().join(script))
-        .args(args)
+    let child = cmd
         .env("MEMSPY_READY", &ready)
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
-        .unwrap_or_else(|e| panic!("start {}: {e}", py.exe.display()));
+        .unwrap_or_else(|e| panic!("start {what}: {e}"));
     let mut target = Target { child, dir };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -135,9 +140,9 @@ pub fn start_fixture(py: &Interpreter, script: &str, args: &[&str]) -> (Target, 
             }
         }
         if let Ok(Some(status)) = target.child.try_wait() {
-            panic!("{} {script} exited early: {status}", py.label);
+            panic!("{what} exited early: {status}");
         }
-        assert!(Instant::now() < deadline, "{} {script}: not ready after 60 s", py.label);
+        assert!(Instant::now() < deadline, "{what}: not ready after 60 s");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
