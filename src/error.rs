@@ -24,7 +24,9 @@ pub enum Error {
     Exited(i32),
     #[error("{0}")]
     Unsupported(String),
-    #[error("reading process {pid}: {source} (the interpreter state looks inconsistent; try again)")]
+    #[error(
+        "reading process {pid}: {source} (the interpreter state looks inconsistent; try again)"
+    )]
     Read { pid: i32, source: ReadError },
     #[error("{context}: {source}")]
     Io { context: String, source: io::Error },
@@ -41,7 +43,10 @@ impl Error {
             io::ErrorKind::NotFound => Error::NoSuchProcess(pid),
             io::ErrorKind::PermissionDenied => Error::PermissionDenied(pid),
             _ if e.raw_os_error() == Some(libc::ESRCH) => Error::Exited(pid),
-            _ => Error::Io { context: format!("reading /proc/{pid}"), source: e },
+            _ => Error::Io {
+                context: format!("reading /proc/{pid}"),
+                source: e,
+            },
         }
     }
 
@@ -57,7 +62,9 @@ impl Error {
     /// An error from the remoteprocess crate (ptrace lock).
     pub fn from_remoteprocess(pid: i32, e: remoteprocess::Error) -> Error {
         match e {
-            remoteprocess::Error::NixError(nix::errno::Errno::EPERM) => Error::PermissionDenied(pid),
+            remoteprocess::Error::NixError(nix::errno::Errno::EPERM) => {
+                Error::PermissionDenied(pid)
+            }
             remoteprocess::Error::NixError(nix::errno::Errno::ESRCH) => Error::Exited(pid),
             remoteprocess::Error::IOError(io) => Error::proc_io(pid, io),
             other => Error::Other(format!("stopping process {pid}: {other}")),
@@ -66,7 +73,10 @@ impl Error {
 
     /// Context for a file error.
     pub fn io(context: impl Into<String>, source: io::Error) -> Error {
-        Error::Io { context: context.into(), source }
+        Error::Io {
+            context: context.into(),
+            source,
+        }
     }
 }
 

@@ -8,7 +8,11 @@ use clap::{Args, Parser, Subcommand};
 use memspy::commands::dump::{self, DumpOptions};
 
 #[derive(Parser)]
-#[command(name = "memspy", version, about = "Profile time and memory of running Python programs from the outside")]
+#[command(
+    name = "memspy",
+    version,
+    about = "Profile time and memory of running Python programs from the outside"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

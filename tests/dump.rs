@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 
 use std::process::Command;
 
-use common::{fixtures_dir, interpreters, memspy, start_fixture, start_target, Interpreter, Target};
+use common::{
+    fixtures_dir, interpreters, memspy, start_fixture, start_target, Interpreter, Target,
+};
 use serde_json::Value;
 
 /// (function, file, line), innermost first.
@@ -25,7 +27,11 @@ fn truth(ready: &str) -> (u32, BTreeMap<String, Stack>) {
                 .unwrap()
                 .iter()
                 .map(|f| {
-                    (f[0].as_str().unwrap().to_string(), f[1].as_str().unwrap().to_string(), f[2].as_i64().unwrap())
+                    (
+                        f[0].as_str().unwrap().to_string(),
+                        f[1].as_str().unwrap().to_string(),
+                        f[2].as_i64().unwrap(),
+                    )
                 })
                 .collect();
             (tid.clone(), frames)
@@ -62,7 +68,10 @@ fn marker(file: &str, name: &str) -> i64 {
     let path = common::fixtures_dir().join(file);
     let text = std::fs::read_to_string(&path).unwrap();
     let tag = format!("# @{name}");
-    let line = text.lines().position(|l| l.trim_end().ends_with(&tag)).unwrap_or_else(|| panic!("{tag}"));
+    let line = text
+        .lines()
+        .position(|l| l.trim_end().ends_with(&tag))
+        .unwrap_or_else(|| panic!("{tag}"));
     line as i64 + 1
 }
 
@@ -82,21 +91,43 @@ fn check_dump(py: &Interpreter) {
 fn check_stacks(py: &Interpreter, target: Target, ready: &str) {
     let pid = target.pid();
     let out = memspy(&["dump", "--pid", &pid.to_string(), "--json"]);
-    assert!(out.status.success(), "{}: memspy failed: {}", py.label, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}: memspy failed: {}",
+        py.label,
+        String::from_utf8_lossy(&out.stderr)
+    );
     let json: Value = serde_json::from_slice(&out.stdout).expect("dump --json is JSON");
     let process = &json["processes"][0];
     assert_eq!(process["pid"], pid);
-    assert_eq!(process["python"]["version"], py.version.as_str(), "{}: version", py.label);
+    assert_eq!(
+        process["python"]["version"],
+        py.version.as_str(),
+        "{}: version",
+        py.label
+    );
 
     let (reporter, expected) = truth(ready);
     let got = dumped(process);
     // Every thread the interpreter knows, plus the reporter (parked after writing the truth).
-    assert_eq!(got.len(), expected.len() + 1, "{}: threads {:?}", py.label, got.keys());
+    assert_eq!(
+        got.len(),
+        expected.len() + 1,
+        "{}: threads {:?}",
+        py.label,
+        got.keys()
+    );
     assert!(got.contains_key(&reporter.to_string()));
     for (tid, want) in &expected {
-        let have = got.get(tid).unwrap_or_else(|| panic!("{}: thread {tid} missing", py.label));
+        let have = got
+            .get(tid)
+            .unwrap_or_else(|| panic!("{}: thread {tid} missing", py.label));
         if have != want {
-            let first = have.iter().zip(want).position(|(a, b)| a != b).unwrap_or(have.len().min(want.len()));
+            let first = have
+                .iter()
+                .zip(want)
+                .position(|(a, b)| a != b)
+                .unwrap_or(have.len().min(want.len()));
             panic!(
                 "{}: thread {tid}: memspy read {} frames, the interpreter has {}; first difference at \
                  frame {first}: memspy {:?} vs interpreter {:?}",
@@ -112,29 +143,66 @@ fn check_stacks(py: &Interpreter, target: Target, ready: &str) {
     // The same facts, checked against the fixture source rather than the interpreter's report.
     let main = &got[&pid.to_string()];
     let run = find(main, "run");
-    assert!(run.1.ends_with("stacks.py") && run.2 == marker("stacks.py", "main"), "{main:?}");
+    assert!(
+        run.1.ends_with("stacks.py") && run.2 == marker("stacks.py", "main"),
+        "{main:?}"
+    );
     let (major, minor) = py.minor();
     if (major, minor) >= (3, 11) {
         assert_eq!(run.0, "Service.run", "qualname on {}", py.label);
     }
-    let deep = got.values().find(|s| s.iter().any(|f| f.0 == "recurse")).expect("deep thread");
+    let deep = got
+        .values()
+        .find(|s| s.iter().any(|f| f.0 == "recurse"))
+        .expect("deep thread");
     assert_eq!(deep.iter().filter(|f| f.0 == "recurse").count(), 501);
-    assert_eq!(find(deep, "recurse").2, marker("stacks.py", "recurse-bottom"));
-    let uni = got.values().find(|s| s.iter().any(|f| f.0 == "漢字")).expect("unicode thread");
+    assert_eq!(
+        find(deep, "recurse").2,
+        marker("stacks.py", "recurse-bottom")
+    );
+    let uni = got
+        .values()
+        .find(|s| s.iter().any(|f| f.0 == "漢字"))
+        .expect("unicode thread");
     let f = find(uni, "f_𠀀");
-    assert!(f.1.ends_with("pkg_ünï/mod_漢字.py") && f.2 == marker("pkg_ünï/mod_漢字.py", "call-then"));
+    assert!(
+        f.1.ends_with("pkg_ünï/mod_漢字.py") && f.2 == marker("pkg_ünï/mod_漢字.py", "call-then")
+    );
     let f = find(uni, "漢字");
     assert_eq!(f.2, marker("pkg_ünï/mod_漢字.py", "call-ucs4"));
     let f = find(uni, "función_ñ");
-    assert!(f.1.ends_with("pkg_ünï/latin_é.py") && f.2 == marker("pkg_ünï/latin_é.py", "call-latin"));
-    let generator = got.values().find(|s| s.iter().any(|f| f.0 == "numbers")).expect("generator");
-    assert_eq!(find(generator, "numbers").2, marker("stacks.py", "generator"));
-    let coroutine = got.values().find(|s| s.iter().any(|f| f.0 == "inner_coroutine")).expect("coroutine");
-    assert_eq!(find(coroutine, "inner_coroutine").2, marker("stacks.py", "coroutine"));
-    assert_eq!(find(coroutine, "outer_coroutine").2, marker("stacks.py", "await"));
-    let task = got.values().find(|s| s.iter().any(|f| f.0 == "asyncio_task")).expect("asyncio");
+    assert!(
+        f.1.ends_with("pkg_ünï/latin_é.py") && f.2 == marker("pkg_ünï/latin_é.py", "call-latin")
+    );
+    let generator = got
+        .values()
+        .find(|s| s.iter().any(|f| f.0 == "numbers"))
+        .expect("generator");
+    assert_eq!(
+        find(generator, "numbers").2,
+        marker("stacks.py", "generator")
+    );
+    let coroutine = got
+        .values()
+        .find(|s| s.iter().any(|f| f.0 == "inner_coroutine"))
+        .expect("coroutine");
+    assert_eq!(
+        find(coroutine, "inner_coroutine").2,
+        marker("stacks.py", "coroutine")
+    );
+    assert_eq!(
+        find(coroutine, "outer_coroutine").2,
+        marker("stacks.py", "await")
+    );
+    let task = got
+        .values()
+        .find(|s| s.iter().any(|f| f.0 == "asyncio_task"))
+        .expect("asyncio");
     assert_eq!(find(task, "asyncio_task").2, marker("stacks.py", "asyncio"));
-    let exec = got.values().find(|s| s.iter().any(|f| f.0 == "executed")).expect("exec");
+    let exec = got
+        .values()
+        .find(|s| s.iter().any(|f| f.0 == "executed"))
+        .expect("exec");
     assert_eq!(find(exec, "executed").1, "<exec-block>");
     assert_eq!(find(exec, "executed").2, 3);
     drop(target);
@@ -173,17 +241,41 @@ fn gil_holder_and_activity() {
         let (target, _) = start_fixture(&py, "spin.py", &[]);
         let pid = target.pid();
         let out = memspy(&["dump", "--pid", &pid.to_string(), "--json"]);
-        assert!(out.status.success(), "{}: {}", py.label, String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            py.label,
+            String::from_utf8_lossy(&out.stderr)
+        );
         let json: Value = serde_json::from_slice(&out.stdout).unwrap();
         let threads = json["processes"][0]["threads"].as_array().unwrap();
-        let top = |t: &Value| t["frames"][0]["function"].as_str().unwrap_or("").to_string();
-        let spinner = threads.iter().find(|t| top(t) == "spin").expect("spin thread");
-        let idle = threads.iter().find(|t| top(t) == "idle").expect("idle thread");
-        assert_eq!(spinner["holds_gil"], true, "{}: spinner should hold the GIL", py.label);
+        let top = |t: &Value| {
+            t["frames"][0]["function"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        };
+        let spinner = threads
+            .iter()
+            .find(|t| top(t) == "spin")
+            .expect("spin thread");
+        let idle = threads
+            .iter()
+            .find(|t| top(t) == "idle")
+            .expect("idle thread");
+        assert_eq!(
+            spinner["holds_gil"], true,
+            "{}: spinner should hold the GIL",
+            py.label
+        );
         assert_eq!(spinner["active"], true, "{}", py.label);
         assert_eq!(idle["holds_gil"], false, "{}", py.label);
         assert_eq!(idle["active"], false, "{}", py.label);
-        assert_eq!(spinner["native_id"], pid, "{}: the main thread's tid is the pid", py.label);
+        assert_eq!(
+            spinner["native_id"], pid,
+            "{}: the main thread's tid is the pid",
+            py.label
+        );
     }
 }
 
@@ -198,7 +290,9 @@ fn interpreter(label: &str) -> Option<Interpreter> {
 /// `python -m`: the fixture run as a module.
 #[test]
 fn dump_python_dash_m() {
-    let Some(py) = interpreter("pyenv-3.12.1") else { return };
+    let Some(py) = interpreter("pyenv-3.12.1") else {
+        return;
+    };
     let mut cmd = Command::new(&py.exe);
     cmd.args(["-m", "stacks"]).current_dir(fixtures_dir());
     let (target, ready) = start_target(cmd, "python -m stacks");
@@ -211,7 +305,9 @@ fn dump_python_dash_m() {
 #[test]
 fn dump_in_virtual_environments() {
     for (label, copies) in [("pyenv-3.11.7", false), ("debian-bullseye-3.9", true)] {
-        let Some(py) = interpreter(label) else { continue };
+        let Some(py) = interpreter(label) else {
+            continue;
+        };
         let dir = tempfile::tempdir().unwrap();
         let venv = dir.path().join("venv");
         let mut make = Command::new(&py.exe);
@@ -231,7 +327,9 @@ fn dump_in_virtual_environments() {
 /// A C program that embeds libpython (pyenv 3.12's shared library) and runs the fixture.
 #[test]
 fn dump_embedded_libpython() {
-    let Some(py) = interpreter("pyenv-3.12.1") else { return };
+    let Some(py) = interpreter("pyenv-3.12.1") else {
+        return;
+    };
     let prefix = py.exe.parent().unwrap().parent().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("embedder.c");
@@ -265,12 +363,29 @@ fn dump_embedded_libpython() {
 #[test]
 fn dump_subprocesses() {
     for label in ["pyenv-3.8.18", "debian-sid-3.15"] {
-        let Some(py) = interpreter(label) else { continue };
+        let Some(py) = interpreter(label) else {
+            continue;
+        };
         let (target, ready) = start_fixture(&py, "family.py", &[]);
         let ready: Value = serde_json::from_str(&ready).unwrap();
-        let children: Vec<u64> = ready["children"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).collect();
-        let out = memspy(&["dump", "--pid", &target.pid().to_string(), "--subprocesses", "--json"]);
-        assert!(out.status.success(), "{label}: {}", String::from_utf8_lossy(&out.stderr));
+        let children: Vec<u64> = ready["children"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_u64().unwrap())
+            .collect();
+        let out = memspy(&[
+            "dump",
+            "--pid",
+            &target.pid().to_string(),
+            "--subprocesses",
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{label}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let json: Value = serde_json::from_slice(&out.stdout).unwrap();
         let processes = json["processes"].as_array().unwrap();
         let functions = |p: &Value| -> Vec<String> {
@@ -283,15 +398,24 @@ fn dump_subprocesses() {
                 .collect()
         };
         assert_eq!(processes[0]["pid"].as_u64(), Some(target.pid() as u64));
-        assert!(functions(&processes[0]).contains(&"parent_wait".to_string()), "{label}");
+        assert!(
+            functions(&processes[0]).contains(&"parent_wait".to_string()),
+            "{label}"
+        );
         for child in &children {
             let p = processes
                 .iter()
                 .find(|p| p["pid"].as_u64() == Some(*child))
                 .unwrap_or_else(|| panic!("{label}: child {child} missing"));
             let f = functions(p);
-            assert!(f.contains(&"park_forever".to_string()), "{label}: child {child}: {f:?}");
-            assert!(!f.contains(&"parent_wait".to_string()), "{label}: child {child} shows the parent's stack");
+            assert!(
+                f.contains(&"park_forever".to_string()),
+                "{label}: child {child}: {f:?}"
+            );
+            assert!(
+                !f.contains(&"parent_wait".to_string()),
+                "{label}: child {child} shows the parent's stack"
+            );
         }
     }
 }

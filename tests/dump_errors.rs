@@ -47,7 +47,9 @@ fn invalid_pid_argument() {
 fn no_permission() {
     let py = interpreters().into_iter().next().expect("an interpreter");
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("*** SKIPPED: needs root to start a target that an unprivileged user cannot read ***");
+        eprintln!(
+            "*** SKIPPED: needs root to start a target that an unprivileged user cannot read ***"
+        );
         return;
     }
     let (target, _) = start_fixture(&py, "spin.py", &[]);
@@ -66,7 +68,10 @@ fn no_permission() {
 /// process not yet initialised, one that is exiting or gone) it must answer cleanly.
 #[test]
 fn process_that_exits_while_being_read() {
-    let py = interpreters().into_iter().find(|i| i.minor() >= (3, 11)).expect("an interpreter");
+    let py = interpreters()
+        .into_iter()
+        .find(|i| i.minor() >= (3, 11))
+        .expect("an interpreter");
     let mut outcomes = std::collections::BTreeMap::new();
     for i in 0..40 {
         let mut child = Command::new(&py.exe)
@@ -108,7 +113,13 @@ fn target_runs_on_when_memspy_is_killed_mid_dump() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        if stat.rsplit(')').next().unwrap().trim_start().starts_with('t') {
+        if stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .trim_start()
+            .starts_with('t')
+        {
             break;
         }
         assert!(Instant::now() < deadline, "memspy never stopped the target");
@@ -119,11 +130,19 @@ fn target_runs_on_when_memspy_is_killed_mid_dump() {
     // The spinning thread burns CPU again: its utime keeps growing.
     let utime = || {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
         fields[11].parse::<u64>().unwrap()
     };
     let before = utime();
     std::thread::sleep(Duration::from_millis(500));
-    assert!(utime() > before, "target did not run after memspy was killed");
+    assert!(
+        utime() > before,
+        "target did not run after memspy was killed"
+    );
     drop(target);
 }

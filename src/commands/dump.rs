@@ -88,7 +88,11 @@ pub fn run(opts: &DumpOptions) -> Result<()> {
         }
     }
     let out = DumpOutput { processes };
-    let written = if opts.json { write_json(&out) } else { write_text(&out) };
+    let written = if opts.json {
+        write_json(&out)
+    } else {
+        write_text(&out)
+    };
     match written {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         other => other.map_err(|e| Error::io("writing output", e)),
@@ -107,7 +111,11 @@ fn dump_process(pid: i32, opts: &DumpOptions) -> Result<ProcessDump> {
             reader.binary.path,
             reader.binary.version_source,
             reader.binary.runtime_addr,
-            if l.from_debug_offsets { "_Py_DebugOffsets" } else { "python-offsets table" }
+            if l.from_debug_offsets {
+                "_Py_DebugOffsets"
+            } else {
+                "python-offsets table"
+            }
         );
         for note in &l.notes {
             eprintln!("memspy: pid {pid}: debug offsets differ from the table: {note}");
@@ -118,12 +126,20 @@ fn dump_process(pid: i32, opts: &DumpOptions) -> Result<ProcessDump> {
     let states: Vec<(i32, bool)> = procfs::threads(pid)
         .map_err(|e| Error::proc_io(pid, e))?
         .into_iter()
-        .filter_map(|tid| procfs::thread_stat(pid, tid).ok().map(|s| (tid, s.is_running())))
+        .filter_map(|tid| {
+            procfs::thread_stat(pid, tid)
+                .ok()
+                .map(|s| (tid, s.is_running()))
+        })
         .collect();
     let mut snapshot = Snapshot::default();
     let mut last_error = None;
     for _ in 0..ATTEMPTS {
-        let _stopped = if opts.nonblocking { None } else { Some(lock::stop(pid)?) };
+        let _stopped = if opts.nonblocking {
+            None
+        } else {
+            Some(lock::stop(pid)?)
+        };
         match reader.read(&mut snapshot) {
             Ok(()) => {
                 last_error = None;
@@ -148,7 +164,9 @@ fn dump_process(pid: i32, opts: &DumpOptions) -> Result<ProcessDump> {
             name: t.native_id.and_then(|tid| procfs::thread_name(pid, tid)),
             interpreter: t.interpreter,
             holds_gil: t.holds_gil,
-            active: t.native_id.and_then(|tid| states.iter().find(|s| s.0 == tid).map(|s| s.1)),
+            active: t
+                .native_id
+                .and_then(|tid| states.iter().find(|s| s.0 == tid).map(|s| s.1)),
             truncated: t.truncated,
             frames: snapshot
                 .frames_of(t)
@@ -172,7 +190,11 @@ fn dump_process(pid: i32, opts: &DumpOptions) -> Result<ProcessDump> {
             version: reader.layout.version.to_string(),
             binary: reader.binary.path.clone(),
             version_source: reader.binary.version_source,
-            offsets: if reader.layout.from_debug_offsets { "_Py_DebugOffsets" } else { "python-offsets" },
+            offsets: if reader.layout.from_debug_offsets {
+                "_Py_DebugOffsets"
+            } else {
+                "python-offsets"
+            },
         }),
         error: None,
         threads,
@@ -213,8 +235,14 @@ fn write_text(out: &DumpOutput) -> io::Result<()> {
             if t.interpreter != 0 {
                 flags.push("subinterpreter");
             }
-            let id = t.native_id.map_or(format!("{:#x}", t.thread_id), |n| n.to_string());
-            let name = t.name.as_deref().map(|n| format!(" \"{n}\"")).unwrap_or_default();
+            let id = t
+                .native_id
+                .map_or(format!("{:#x}", t.thread_id), |n| n.to_string());
+            let name = t
+                .name
+                .as_deref()
+                .map(|n| format!(" \"{n}\""))
+                .unwrap_or_default();
             writeln!(w, "\nThread {id}{name} ({})", flags.join(", "))?;
             for f in &t.frames {
                 writeln!(w, "    {} ({}:{})", f.function, f.file, f.line)?;

@@ -59,7 +59,9 @@ pub fn locate(pid: i32) -> Result<PythonBinary> {
     }
 
     for m in candidates {
-        let Some(data) = read_mapped_file(pid, m) else { continue };
+        let Some(data) = read_mapped_file(pid, m) else {
+            continue;
+        };
         let Ok(elf) = Elf::parse(&data) else { continue };
         let Some(runtime) = symbol(&elf, "_PyRuntime").or_else(|| section_addr(&elf, ".PyRuntime"))
         else {
@@ -67,8 +69,10 @@ pub fn locate(pid: i32) -> Result<PythonBinary> {
         };
         let bias = load_bias(&elf, &maps, &m.path)
             .ok_or_else(|| Error::Other(format!("cannot find where {} is loaded", m.path)))?;
-        let (version, version_source) = find_version(&elf, &data, m.file_name())
-            .ok_or_else(|| Error::Unsupported(format!("cannot tell which Python version {} is", m.path)))?;
+        let (version, version_source) =
+            find_version(&elf, &data, m.file_name()).ok_or_else(|| {
+                Error::Unsupported(format!("cannot tell which Python version {} is", m.path))
+            })?;
         let code_type_addr = symbol(&elf, "PyCode_Type").map(|a| a + bias);
         let pthread_tid_offset = pthread_tid_offset(pid, &maps, &elf, &data);
         return Ok(PythonBinary {
@@ -94,7 +98,10 @@ fn read_mapped_file(pid: i32, m: &MapRange) -> Option<Vec<u8>> {
 
 /// Address (before relocation) of a symbol from `.dynsym` or `.symtab`.
 fn symbol(elf: &Elf, name: &str) -> Option<u64> {
-    let dynamic = elf.dynsyms.iter().find(|s| s.st_value != 0 && elf.dynstrtab.get_at(s.st_name) == Some(name));
+    let dynamic = elf
+        .dynsyms
+        .iter()
+        .find(|s| s.st_value != 0 && elf.dynstrtab.get_at(s.st_name) == Some(name));
     let dynamic = dynamic.map(|s| s.st_value);
     dynamic.or_else(|| {
         elf.syms
@@ -124,14 +131,19 @@ fn load_bias(elf: &Elf, maps: &[MapRange], path: &str) -> Option<u64> {
         .filter(|ph| ph.p_type == PT_LOAD)
         .min_by_key(|ph| ph.p_vaddr)?;
     let base = first.p_vaddr.wrapping_sub(first.p_offset);
-    let map = maps.iter().filter(|m| m.path == path && m.offset == 0).min_by_key(|m| m.start)?;
+    let map = maps
+        .iter()
+        .filter(|m| m.path == path && m.offset == 0)
+        .min_by_key(|m| m.start)?;
     Some(map.start.wrapping_sub(base))
 }
 
 /// The bytes of the file behind virtual address `vaddr`.
 fn file_bytes_at<'a>(elf: &Elf, data: &'a [u8], vaddr: u64, len: usize) -> Option<&'a [u8]> {
     let ph = elf.program_headers.iter().find(|ph| {
-        ph.p_type == PT_LOAD && vaddr >= ph.p_vaddr && vaddr + len as u64 <= ph.p_vaddr + ph.p_filesz
+        ph.p_type == PT_LOAD
+            && vaddr >= ph.p_vaddr
+            && vaddr + len as u64 <= ph.p_vaddr + ph.p_filesz
     })?;
     let off = (vaddr - ph.p_vaddr + ph.p_offset) as usize;
     data.get(off..off + len)
@@ -156,12 +168,16 @@ fn find_version(elf: &Elf, data: &[u8], file_name: &str) -> Option<(Version, &'s
         .find(|sh| elf.shdr_strtab.get_at(sh.sh_name) == Some(".rodata"))
         .and_then(|sh| data.get(sh.sh_offset as usize..(sh.sh_offset + sh.sh_size) as usize));
     if let Some(rodata) = rodata {
-        let found = rodata.split(|b| *b == 0).filter_map(version_suffix).find(|v| match from_name {
-            Some(n) => (n.major, n.minor) == (v.major, v.minor),
-            // Without a hint from the file name, ignore version-like strings of other software
-            // ("3.2.0" is glibc's ABI tag).
-            None => v.minor >= 8,
-        });
+        let found =
+            rodata
+                .split(|b| *b == 0)
+                .filter_map(version_suffix)
+                .find(|v| match from_name {
+                    Some(n) => (n.major, n.minor) == (v.major, v.minor),
+                    // Without a hint from the file name, ignore version-like strings of other software
+                    // ("3.2.0" is glibc's ABI tag).
+                    None => v.minor >= 8,
+                });
         if let Some(v) = found {
             return Some((v, "version string"));
         }
@@ -178,16 +194,24 @@ fn version_suffix(s: &[u8]) -> Option<Version> {
         .char_indices()
         .rev()
         .take(16)
-        .filter(|&(i, c)| c == '3' && (i == 0 || !matches!(text.as_bytes()[i - 1], b'0'..=b'9' | b'.')))
+        .filter(|&(i, c)| {
+            c == '3' && (i == 0 || !matches!(text.as_bytes()[i - 1], b'0'..=b'9' | b'.'))
+        })
         .map(|(i, _)| i)
         .last()?;
     let candidate = &text[start..];
-    candidate.starts_with("3.").then(|| Version::parse(candidate)).flatten()
+    candidate
+        .starts_with("3.")
+        .then(|| Version::parse(candidate))
+        .flatten()
 }
 
 /// "python3.9" / "libpython3.10.so.1.0" / "libpython3.8d.so" -> 3.x.0
 fn version_from_file_name(name: &str) -> Option<Version> {
-    let rest = name.strip_prefix("lib").unwrap_or(name).strip_prefix("python3.")?;
+    let rest = name
+        .strip_prefix("lib")
+        .unwrap_or(name)
+        .strip_prefix("python3.")?;
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     Some(Version::new(3, digits.parse().ok()?, 0))
 }
@@ -224,16 +248,30 @@ mod tests {
 
     #[test]
     fn versions_from_names() {
-        assert_eq!(version_from_file_name("python3.9"), Some(Version::new(3, 9, 0)));
-        assert_eq!(version_from_file_name("libpython3.10.so.1.0"), Some(Version::new(3, 10, 0)));
+        assert_eq!(
+            version_from_file_name("python3.9"),
+            Some(Version::new(3, 9, 0))
+        );
+        assert_eq!(
+            version_from_file_name("libpython3.10.so.1.0"),
+            Some(Version::new(3, 10, 0))
+        );
         assert_eq!(version_from_file_name("python"), None);
     }
 
     #[test]
     fn versions_at_the_end_of_strings() {
         assert_eq!(version_suffix(b"3.9.2"), Some(Version::new(3, 9, 2)));
-        assert_eq!(version_suffix(b"/root/.pyenv/versions/3.8.18"), Some(Version::new(3, 8, 18)));
-        assert_eq!(version_suffix(b"/opt/python-3.15.0a2+").unwrap().to_string(), "3.15.0a2");
+        assert_eq!(
+            version_suffix(b"/root/.pyenv/versions/3.8.18"),
+            Some(Version::new(3, 8, 18))
+        );
+        assert_eq!(
+            version_suffix(b"/opt/python-3.15.0a2+")
+                .unwrap()
+                .to_string(),
+            "3.15.0a2"
+        );
         assert_eq!(version_suffix(b"GCC 12.3.0"), None);
         assert_eq!(version_suffix(b"lib/python3.8"), None);
     }

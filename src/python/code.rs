@@ -121,8 +121,18 @@ impl CodeCache {
         } else {
             bytes_len(mem, layout, identity.bytecode)?
         };
-        let lines = LineTable::decode(layout.line_table, &table, identity.firstlineno, code_len as u32);
-        let info = CodeInfo { name, qualname, filename, firstlineno: identity.firstlineno };
+        let lines = LineTable::decode(
+            layout.line_table,
+            &table,
+            identity.firstlineno,
+            code_len as u32,
+        );
+        let info = CodeInfo {
+            name,
+            qualname,
+            filename,
+            firstlineno: identity.firstlineno,
+        };
         let id = match self.info_ids.get(&info) {
             Some(&id) => id,
             None => {
@@ -136,7 +146,15 @@ impl CodeCache {
             self.by_addr.clear();
         }
         self.decoded += 1;
-        self.by_addr.insert(addr, CodeEntry { identity, info: id, lines, code_len: code_len as u32 });
+        self.by_addr.insert(
+            addr,
+            CodeEntry {
+                identity,
+                info: id,
+                lines,
+                code_len: code_len as u32,
+            },
+        );
         Ok(&self.by_addr[&addr])
     }
 }

@@ -273,7 +273,10 @@ impl Layout {
             from_debug_offsets: false,
             frame_model,
             line_table,
-            skip_owners: s.skip_owners.iter().fold(0, |acc, o| acc | (1u32 << (o & 31))),
+            skip_owners: s
+                .skip_owners
+                .iter()
+                .fold(0, |acc, o| acc | (1u32 << (o & 31))),
             executable_tag_mask: s.executable_tag_mask,
             gil_model,
             interpreters_head: t.need("runtime", "interpreters_head")?,
@@ -326,7 +329,8 @@ impl Layout {
     /// The layout for a 3.13+ target: its `_Py_DebugOffsets` over the table.
     pub fn from_debug_offsets(mem: &dyn RemoteMemory, runtime_addr: u64) -> Result<Option<Layout>> {
         let mut header = [0u8; 24];
-        mem.read(runtime_addr, &mut header).map_err(|e| Error::read(0, e))?;
+        mem.read(runtime_addr, &mut header)
+            .map_err(|e| Error::read(0, e))?;
         if &header[..8] != b"xdebugpy" {
             return Ok(None);
         }
@@ -344,19 +348,32 @@ impl Layout {
             ))
         })?;
         let mut raw = vec![0u8; fields.len() * 8];
-        mem.read(runtime_addr + 24, &mut raw).map_err(|e| Error::read(0, e))?;
-        let published: BTreeMap<&str, u64> =
-            fields.iter().enumerate().map(|(i, name)| (name.as_str(), u64_at(&raw, i as u64 * 8))).collect();
+        mem.read(runtime_addr + 24, &mut raw)
+            .map_err(|e| Error::read(0, e))?;
+        let published: BTreeMap<&str, u64> = fields
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (name.as_str(), u64_at(&raw, i as u64 * 8)))
+            .collect();
         let mut layout = Layout::from_table(version)?;
         layout.apply_debug_offsets(&published)?;
         Ok(Some(layout))
     }
 
     fn apply_debug_offsets(&mut self, d: &BTreeMap<&str, u64>) -> Result<()> {
-        let mut o = Overlay { published: d, notes: Vec::new() };
-        o.set(&mut self.interpreters_head, "runtime_state.interpreters_head");
+        let mut o = Overlay {
+            published: d,
+            notes: Vec::new(),
+        };
+        o.set(
+            &mut self.interpreters_head,
+            "runtime_state.interpreters_head",
+        );
         o.set(&mut self.interp_next, "interpreter_state.next");
-        o.set(&mut self.interp_threads_head, "interpreter_state.threads_head");
+        o.set(
+            &mut self.interp_threads_head,
+            "interpreter_state.threads_head",
+        );
         o.set(&mut self.interp_id, "interpreter_state.id");
         if let Some(g) = self.interp_ceval_gil.as_mut() {
             o.set(g, "interpreter_state.ceval_gil");
@@ -365,8 +382,14 @@ impl Layout {
         // own GIL); memspy reads them relative to the GIL struct that ceval.gil points to.
         if let Some(&base) = d.get("interpreter_state.gil_runtime_state") {
             for (slot, key) in [
-                (&mut self.gil_locked, "interpreter_state.gil_runtime_state_locked"),
-                (&mut self.gil_last_holder, "interpreter_state.gil_runtime_state_holder"),
+                (
+                    &mut self.gil_locked,
+                    "interpreter_state.gil_runtime_state_locked",
+                ),
+                (
+                    &mut self.gil_last_holder,
+                    "interpreter_state.gil_runtime_state_holder",
+                ),
             ] {
                 if let Some(&v) = d.get(key) {
                     o.put(slot, key, v.wrapping_sub(base));
@@ -401,8 +424,14 @@ impl Layout {
         o.set(&mut self.ob_type, "pyobject.ob_type");
         o.set(&mut self.unicode.state, "unicode_object.state");
         o.set(&mut self.unicode.length, "unicode_object.length");
-        o.set(&mut self.unicode.ascii_data, "unicode_object.asciiobject_size");
-        o.set(&mut self.unicode.compact_data, "unicode_object.compactunicodeobject_size");
+        o.set(
+            &mut self.unicode.ascii_data,
+            "unicode_object.asciiobject_size",
+        );
+        o.set(
+            &mut self.unicode.compact_data,
+            "unicode_object.compactunicodeobject_size",
+        );
         o.set(&mut self.bytes_sval, "bytes_object.ob_sval");
         o.set(&mut self.ob_size, "bytes_object.ob_size");
         self.notes = o.notes;
@@ -420,9 +449,21 @@ impl Layout {
             }
         };
         within("the frame pointer", self.thread.frame, "thread_state.size")?;
-        within("the native thread id", self.thread.native_thread_id.unwrap_or(0), "thread_state.size")?;
-        within("the previous frame", self.frame.back, "interpreter_frame.size")?;
-        within("the frame owner", self.frame.owner.unwrap_or(0), "interpreter_frame.size")?;
+        within(
+            "the native thread id",
+            self.thread.native_thread_id.unwrap_or(0),
+            "thread_state.size",
+        )?;
+        within(
+            "the previous frame",
+            self.frame.back,
+            "interpreter_frame.size",
+        )?;
+        within(
+            "the frame owner",
+            self.frame.owner.unwrap_or(0),
+            "interpreter_frame.size",
+        )?;
         within("co_linetable", self.code.linetable, "code_object.size")?;
         self.compute_read_lengths();
         Ok(())
@@ -430,19 +471,33 @@ impl Layout {
 
     fn compute_read_lengths(&mut self) {
         let t = &self.thread;
-        self.thread.read_len = [Some(t.next), Some(t.frame), Some(t.thread_id), t.native_thread_id]
-            .into_iter()
-            .flatten()
-            .map(|o| o + 8)
-            .chain(t.holds_gil.map(|o| o + 4))
-            .max()
-            .unwrap_or(0) as usize;
+        self.thread.read_len = [
+            Some(t.next),
+            Some(t.frame),
+            Some(t.thread_id),
+            t.native_thread_id,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|o| o + 8)
+        .chain(t.holds_gil.map(|o| o + 4))
+        .max()
+        .unwrap_or(0) as usize;
         let f = &self.frame;
-        let lasti_len = if self.frame_model == FrameModel::FrameObject { 4 } else { 8 };
-        self.frame.read_len = [f.back + 8, f.code + 8, f.lasti + lasti_len, f.owner.map_or(0, |o| o + 1)]
-            .into_iter()
-            .max()
-            .unwrap_or(0) as usize;
+        let lasti_len = if self.frame_model == FrameModel::FrameObject {
+            4
+        } else {
+            8
+        };
+        self.frame.read_len = [
+            f.back + 8,
+            f.code + 8,
+            f.lasti + lasti_len,
+            f.owner.map_or(0, |o| o + 1),
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0) as usize;
         let c = &self.code;
         self.code.read_len = [
             Some(self.ob_type + 8),
@@ -476,7 +531,8 @@ struct Overlay<'a> {
 impl Overlay<'_> {
     fn put(&mut self, slot: &mut u64, key: &str, value: u64) {
         if *slot != value {
-            self.notes.push(format!("{key}: table says {}, target says {value}", *slot));
+            self.notes
+                .push(format!("{key}: table says {}, target says {value}", *slot));
         }
         *slot = value;
     }
@@ -499,14 +555,24 @@ mod tests {
             assert_eq!(t.meta.minor, minor);
             for (section, fields) in &t.sections {
                 for (name, f) in fields {
-                    assert!(!f.c.is_empty() && f.h.starts_with("Include/"), "{minor} {section}.{name}");
-                    assert!(!f.checked.is_empty(), "{minor} {section}.{name}: how was it checked?");
+                    assert!(
+                        !f.c.is_empty() && f.h.starts_with("Include/"),
+                        "{minor} {section}.{name}"
+                    );
+                    assert!(
+                        !f.checked.is_empty(),
+                        "{minor} {section}.{name}: how was it checked?"
+                    );
                 }
             }
             let v = Version::parse(&format!("{minor}.0")).unwrap();
             let l = Layout::from_table(v).unwrap();
             assert!(l.thread.read_len > 0 && l.frame.read_len > 0 && l.code.read_len > 0);
-            assert!(l.code.read_len <= 256, "{minor}: code header {}", l.code.read_len);
+            assert!(
+                l.code.read_len <= 256,
+                "{minor}: code header {}",
+                l.code.read_len
+            );
         }
     }
 

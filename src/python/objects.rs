@@ -42,7 +42,8 @@ pub fn read_str(mem: &dyn RemoteMemory, layout: &Layout, addr: u64) -> Result<St
     }
     let u = &layout.unicode;
     let mut header = [0u8; 96];
-    let header_len = (u.compact_data.max(u.data_any + 8).max(u.state + 4) as usize).min(header.len());
+    let header_len =
+        (u.compact_data.max(u.data_any + 8).max(u.state + 4) as usize).min(header.len());
     mem.read(addr, &mut header[..header_len])?;
     let length = i64_at(&header, u.length);
     let state = u32_at(&header, u.state);
@@ -80,13 +81,19 @@ pub fn decode_str(raw: &[u8], width: usize) -> String {
             .collect(),
         _ => raw
             .chunks_exact(4)
-            .map(|c| char::from_u32(u32::from_le_bytes([c[0], c[1], c[2], c[3]])).unwrap_or('\u{FFFD}'))
+            .map(|c| {
+                char::from_u32(u32::from_le_bytes([c[0], c[1], c[2], c[3]])).unwrap_or('\u{FFFD}')
+            })
             .collect(),
     }
 }
 
 /// Read a `bytes` object's content.
-pub fn read_bytes(mem: &dyn RemoteMemory, layout: &Layout, addr: u64) -> Result<Vec<u8>, ObjectError> {
+pub fn read_bytes(
+    mem: &dyn RemoteMemory,
+    layout: &Layout,
+    addr: u64,
+) -> Result<Vec<u8>, ObjectError> {
     if addr == 0 {
         return Err(ObjectError::Invalid("NULL bytes"));
     }
@@ -119,9 +126,15 @@ mod tests {
     #[test]
     fn decodes_every_kind() {
         assert_eq!(decode_str(b"caf\xe9", 1), "café");
-        let ucs2: Vec<u8> = "漢字".encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
+        let ucs2: Vec<u8> = "漢字"
+            .encode_utf16()
+            .flat_map(|u| u.to_le_bytes())
+            .collect();
         assert_eq!(decode_str(&ucs2, 2), "漢字");
-        let ucs4: Vec<u8> = "f_𠀀".chars().flat_map(|c| (c as u32).to_le_bytes()).collect();
+        let ucs4: Vec<u8> = "f_𠀀"
+            .chars()
+            .flat_map(|c| (c as u32).to_le_bytes())
+            .collect();
         assert_eq!(decode_str(&ucs4, 4), "f_𠀀");
         // A lone surrogate (e.g. from surrogateescape) does not break decoding.
         assert_eq!(decode_str(&[0x00, 0xD8], 2), "\u{FFFD}");

@@ -15,7 +15,13 @@ pub struct Version {
 
 impl Version {
     pub fn new(major: u8, minor: u8, micro: u8) -> Version {
-        Version { major, minor, micro, level: 0xF, serial: 0 }
+        Version {
+            major,
+            minor,
+            micro,
+            level: 0xF,
+            serial: 0,
+        }
     }
 
     /// Decode PY_VERSION_HEX (`Py_Version`, `_Py_DebugOffsets.version`).
@@ -53,7 +59,13 @@ impl Version {
             };
             (level, num.parse().ok()?)
         };
-        Some(Version { major, minor, micro, level, serial })
+        Some(Version {
+            major,
+            minor,
+            micro,
+            level,
+            serial,
+        })
     }
 
     /// "3.11", the key of the layout tables.

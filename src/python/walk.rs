@@ -18,7 +18,9 @@ use super::layout::{FrameModel, GilModel, Layout};
 use super::linetable::LineTableFormat;
 use super::objects::ObjectError;
 use crate::error::{Error, Result};
-use crate::target::memory::{i32_at, u64_at, u8_at, PageCache, ReadError, ReadFault, RemoteIoVec, RemoteMemory};
+use crate::target::memory::{
+    i32_at, u64_at, u8_at, PageCache, ReadError, ReadFault, RemoteIoVec, RemoteMemory,
+};
 
 /// Most interpreters, threads per interpreter and frames per thread a walk follows.
 pub const MAX_INTERPRETERS: usize = 256;
@@ -223,8 +225,12 @@ impl<M: RemoteMemory> StackReader<M> {
                 return Err(WalkError::Raced("interpreter list does not end".into()));
             }
             let l = &self.layout;
-            let (id_off, head, next_off, gil_off) =
-                (l.interp_id, l.interp_threads_head, l.interp_next, l.interp_ceval_gil);
+            let (id_off, head, next_off, gil_off) = (
+                l.interp_id,
+                l.interp_threads_head,
+                l.interp_next,
+                l.interp_ceval_gil,
+            );
             let (locked_off, holder_off) = (l.gil_locked, l.gil_last_holder);
             let interp_id = self.word(interp + id_off)? as i64;
             let gil_holder = match (gil_model, gil_off) {
@@ -289,7 +295,9 @@ impl<M: RemoteMemory> StackReader<M> {
             Some(n) => i32::try_from(n).ok(),
             // 3.8-3.10: the kernel tid sits in glibc's struct pthread (thread_id is pthread_self()).
             None if thread_id != 0 => {
-                let b = self.pages.read(&self.mem, thread_id + self.binary.pthread_tid_offset, 4)?;
+                let b =
+                    self.pages
+                        .read(&self.mem, thread_id + self.binary.pthread_tid_offset, 4)?;
                 Some(i32_at(b, 0))
             }
             None => None,
@@ -335,13 +343,22 @@ impl<M: RemoteMemory> StackReader<M> {
             let b = self.pages.read(&self.mem, frame, f.read_len)?;
             let back = u64_at(b, f.back);
             let code = u64_at(b, f.code) & tag_mask;
-            let position = if object_frames { i32_at(b, f.lasti) as i64 as u64 } else { u64_at(b, f.lasti) };
+            let position = if object_frames {
+                i32_at(b, f.lasti) as i64 as u64
+            } else {
+                u64_at(b, f.lasti)
+            };
             let owner = f.owner.map_or(0, |o| u8_at(b, o));
             if back == frame {
                 return Err(WalkError::Raced("frame chain loops".into()));
             }
             if !self.layout.skips_owner(owner) && code != 0 {
-                self.raw.push(RawFrame { code, position, owner, slot: 0 });
+                self.raw.push(RawFrame {
+                    code,
+                    position,
+                    owner,
+                    slot: 0,
+                });
             }
             frame = back;
         }
@@ -366,23 +383,39 @@ impl<M: RemoteMemory> StackReader<M> {
         let n = self.code_addrs.len();
         self.headers.resize(n * header_len, 0);
         self.spans.clear();
-        self.spans.extend(self.code_addrs.iter().map(|&a| RemoteIoVec { base: a as usize, len: header_len }));
-        let mut done = if n == 0 { 0 } else { self.mem.read_gather(&self.spans, &mut self.headers)? };
+        self.spans
+            .extend(self.code_addrs.iter().map(|&a| RemoteIoVec {
+                base: a as usize,
+                len: header_len,
+            }));
+        let mut done = if n == 0 {
+            0
+        } else {
+            self.mem.read_gather(&self.spans, &mut self.headers)?
+        };
         // Anything the batch could not read is retried alone; a code object that cannot be read
         // at all means the frame raced its deallocation.
         while done < n {
-            let (addr, dest) = (self.code_addrs[done], &mut self.headers[done * header_len..(done + 1) * header_len]);
+            let (addr, dest) = (
+                self.code_addrs[done],
+                &mut self.headers[done * header_len..(done + 1) * header_len],
+            );
             self.mem.read(addr, dest)?;
             done += 1;
             if done < n {
-                done += self.mem.read_gather(&self.spans[done..], &mut self.headers[done * header_len..])?;
+                done += self
+                    .mem
+                    .read_gather(&self.spans[done..], &mut self.headers[done * header_len..])?;
             }
         }
         self.resolved.clear();
         let code_type = self.binary.code_type_addr;
         for i in 0..n {
             let addr = self.code_addrs[i];
-            let identity = CodeIdentity::decode(&self.layout, &self.headers[i * header_len..(i + 1) * header_len]);
+            let identity = CodeIdentity::decode(
+                &self.layout,
+                &self.headers[i * header_len..(i + 1) * header_len],
+            );
             // Not a code object: 3.13's entry frames carry None; anything else is a race.
             if code_type.is_some_and(|t| t != identity.ob_type) {
                 self.resolved.push(None);
@@ -396,17 +429,25 @@ impl<M: RemoteMemory> StackReader<M> {
         }
         // Lines, thread by thread.
         let code_adaptive = self.layout.code.code_adaptive;
-        let lasti_scale: i64 = if self.layout.line_table == LineTableFormat::Linetable310 { 2 } else { 1 };
+        let lasti_scale: i64 = if self.layout.line_table == LineTableFormat::Linetable310 {
+            2
+        } else {
+            1
+        };
         for thread in out.threads.iter_mut() {
             let start = out.frames.len();
             for raw in &self.raw[thread.frames.clone()] {
-                let Some(slot) = self.resolved[raw.slot as usize] else { continue };
+                let Some(slot) = self.resolved[raw.slot as usize] else {
+                    continue;
+                };
                 let addr = self.code_addrs[slot as usize];
                 let identity = CodeIdentity::decode(
                     &self.layout,
                     &self.headers[slot as usize * header_len..(slot as usize + 1) * header_len],
                 );
-                let Some(entry) = self.codes.lookup(addr, &identity) else { continue };
+                let Some(entry) = self.codes.lookup(addr, &identity) else {
+                    continue;
+                };
                 let offset = match code_adaptive {
                     // 3.11+: instruction pointer minus the start of the inline bytecode.
                     Some(off) => (raw.position as i64).wrapping_sub((addr + off) as i64),
@@ -426,7 +467,10 @@ impl<M: RemoteMemory> StackReader<M> {
                 {
                     continue;
                 }
-                out.frames.push(super::walk::Frame { code: entry.info, line: entry.lines.line_at(offset) });
+                out.frames.push(super::walk::Frame {
+                    code: entry.info,
+                    line: entry.lines.line_at(offset),
+                });
             }
             thread.frames = start..out.frames.len();
         }

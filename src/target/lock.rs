@@ -13,11 +13,17 @@ pub struct StoppedProcess {
 
 /// Stop every thread of `pid`.
 pub fn stop(pid: i32) -> Result<StoppedProcess, Error> {
-    let process = remoteprocess::Process::new(pid).map_err(|e| Error::from_remoteprocess(pid, e))?;
-    let lock = process.lock().map_err(|e| Error::from_remoteprocess(pid, e))?;
+    let process =
+        remoteprocess::Process::new(pid).map_err(|e| Error::from_remoteprocess(pid, e))?;
+    let lock = process
+        .lock()
+        .map_err(|e| Error::from_remoteprocess(pid, e))?;
     // Test hook: hold the lock so a test can kill memspy while the target is stopped and check
     // that the target runs on.
-    if let Some(ms) = std::env::var("MEMSPY_TEST_HOLD_LOCK_MS").ok().and_then(|v| v.parse().ok()) {
+    if let Some(ms) = std::env::var("MEMSPY_TEST_HOLD_LOCK_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }
     Ok(StoppedProcess { _lock: lock })

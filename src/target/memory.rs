@@ -11,8 +11,8 @@
 use std::io::{ErrorKind, IoSliceMut};
 
 use nix::errno::Errno;
-pub use nix::sys::uio::RemoteIoVec;
 use nix::sys::uio::process_vm_readv;
+pub use nix::sys::uio::RemoteIoVec;
 use nix::unistd::Pid;
 
 /// Why a remote read failed.
@@ -44,7 +44,11 @@ impl std::fmt::Display for ReadError {
             ReadFault::BadAddress => "address not mapped".to_string(),
             ReadFault::Other(e) => Errno::from_raw(e).desc().to_string(),
         };
-        write!(f, "cannot read {} bytes at {:#x}: {what}", self.len, self.addr)
+        write!(
+            f,
+            "cannot read {} bytes at {:#x}: {what}",
+            self.len, self.addr
+        )
     }
 }
 
@@ -91,7 +95,9 @@ pub struct ProcessMemory {
 
 impl ProcessMemory {
     pub fn new(pid: i32) -> ProcessMemory {
-        ProcessMemory { pid: Pid::from_raw(pid) }
+        ProcessMemory {
+            pid: Pid::from_raw(pid),
+        }
     }
 
     pub fn pid(&self) -> i32 {
@@ -122,7 +128,11 @@ impl RemoteMemory for ProcessMemory {
         if n == buf.len() {
             Ok(())
         } else {
-            Err(ReadError { addr, len: buf.len(), fault: ReadFault::BadAddress })
+            Err(ReadError {
+                addr,
+                len: buf.len(),
+                fault: ReadFault::BadAddress,
+            })
         }
     }
 
@@ -131,10 +141,16 @@ impl RemoteMemory for ProcessMemory {
         if len == 0 {
             return Ok(0);
         }
-        let remote = [RemoteIoVec { base: addr as usize, len }];
+        let remote = [RemoteIoVec {
+            base: addr as usize,
+            len,
+        }];
         let mut local = [IoSliceMut::new(buf)];
-        process_vm_readv(self.pid, &mut local, &remote)
-            .map_err(|e| ReadError { addr, len, fault: self.fault(e) })
+        process_vm_readv(self.pid, &mut local, &remote).map_err(|e| ReadError {
+            addr,
+            len,
+            fault: self.fault(e),
+        })
     }
 
     fn read_gather(&self, spans: &[RemoteIoVec], out: &mut [u8]) -> Result<usize, ReadError> {
@@ -260,7 +276,12 @@ impl PageCache {
     }
 
     /// `len` (at most one page) bytes at `addr`.
-    pub fn read(&mut self, mem: &dyn RemoteMemory, addr: u64, len: usize) -> Result<&[u8], ReadError> {
+    pub fn read(
+        &mut self,
+        mem: &dyn RemoteMemory,
+        addr: u64,
+        len: usize,
+    ) -> Result<&[u8], ReadError> {
         let len = len.min(PAGE as usize);
         let page = addr & !(PAGE - 1);
         let off = (addr - page) as usize;

@@ -169,7 +169,10 @@ pub struct ProcFile {
 
 impl ProcFile {
     pub fn open(path: impl AsRef<Path>, capacity: usize) -> io::Result<ProcFile> {
-        Ok(ProcFile { file: File::open(path)?, buf: vec![0; capacity] })
+        Ok(ProcFile {
+            file: File::open(path)?,
+            buf: vec![0; capacity],
+        })
     }
 
     /// Re-read the file; returns its content (truncated to the buffer's capacity).
@@ -244,12 +247,20 @@ pub fn parse_smaps_rollup(text: &str) -> Option<Rollup> {
     let pss = parse_kb_field(text, "Pss")?;
     let private_clean = parse_kb_field(text, "Private_Clean").unwrap_or(0);
     let private_dirty = parse_kb_field(text, "Private_Dirty").unwrap_or(0);
-    Some(Rollup { pss, uss: private_clean + private_dirty })
+    Some(Rollup {
+        pss,
+        uss: private_clean + private_dirty,
+    })
 }
 
 /// CPU time a thread has run, in nanoseconds, from the content of its `schedstat`.
 pub fn parse_schedstat(buf: &[u8]) -> Option<u64> {
-    std::str::from_utf8(buf).ok()?.split_ascii_whitespace().next()?.parse().ok()
+    std::str::from_utf8(buf)
+        .ok()?
+        .split_ascii_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Pids of the direct children of `pid` (all threads' children, from `task/*/children`).
@@ -260,7 +271,10 @@ pub fn children(pid: i32) -> Vec<i32> {
             let mut s = String::new();
             if let Ok(mut f) = File::open(format!("/proc/{pid}/task/{tid}/children")) {
                 if f.read_to_string(&mut s).is_ok() {
-                    out.extend(s.split_ascii_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+                    out.extend(
+                        s.split_ascii_whitespace()
+                            .filter_map(|p| p.parse::<i32>().ok()),
+                    );
                 }
             }
         }
@@ -306,7 +320,10 @@ mod tests {
     fn stat_of_this_process() {
         let pid = std::process::id() as i32;
         let s = thread_stat(pid, nix::unistd::gettid().as_raw()).unwrap();
-        assert_eq!(s.state, b'R', "this thread is running while it reads its own stat");
+        assert_eq!(
+            s.state, b'R',
+            "this thread is running while it reads its own stat"
+        );
         assert!(s.starttime > 0);
     }
 
@@ -329,9 +346,19 @@ mod tests {
         let status = "Name:\tpython\nRssAnon:\t  1000 kB\nRssFile:\t 20 kB\nRssShmem:\t 0 kB\n";
         assert_eq!(
             parse_status_rss(status),
-            Some(RssSplit { anon: 1024000, file: 20480, shmem: 0 })
+            Some(RssSplit {
+                anon: 1024000,
+                file: 20480,
+                shmem: 0
+            })
         );
         let rollup = "Rss: 10 kB\nPss: 7 kB\nPrivate_Clean: 1 kB\nPrivate_Dirty: 2 kB\n";
-        assert_eq!(parse_smaps_rollup(rollup), Some(Rollup { pss: 7168, uss: 3072 }));
+        assert_eq!(
+            parse_smaps_rollup(rollup),
+            Some(Rollup {
+                pss: 7168,
+                uss: 3072
+            })
+        );
     }
 }

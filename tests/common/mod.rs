@@ -32,7 +32,9 @@ impl Interpreter {
 pub fn cache_dir() -> PathBuf {
     match std::env::var_os("MEMSPY_PYTHONS") {
         Some(d) => PathBuf::from(d),
-        None => PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/memspy/pythons"),
+        None => {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/memspy/pythons")
+        }
     }
 }
 
@@ -71,7 +73,10 @@ pub fn interpreters() -> Vec<Interpreter> {
 
 /// Interpreters whose (major, minor) is at least `min`.
 pub fn interpreters_from(min: (u32, u32)) -> Vec<Interpreter> {
-    interpreters().into_iter().filter(|i| i.minor() >= min).collect()
+    interpreters()
+        .into_iter()
+        .filter(|i| i.minor() >= min)
+        .collect()
 }
 
 pub fn memspy_bin() -> PathBuf {
