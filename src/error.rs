@@ -33,6 +33,8 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
+    Recording(String),
+    #[error("{0}")]
     Other(String),
 }
 

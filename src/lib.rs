@@ -6,4 +6,5 @@
 pub mod commands;
 pub mod error;
 pub mod python;
+pub mod recording;
 pub mod target;

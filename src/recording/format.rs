@@ -1,0 +1,293 @@
+//! The `.msp` file format, version 1.
+//!
+//! ```text
+//! file    = header record*
+//! header  = "MEMSPY\r\n" (8 bytes) version:u32le flags:u32le
+//! record  = length:u32le body crc32:u32le      length = len(body), crc32 (IEEE) of body
+//! body    = type:u8 payload
+//! ```
+//!
+//! Integers inside payloads are LEB128 varints (`uv`); signed ones are zigzag-encoded first
+//! (`sv`); strings are `uv` length + UTF-8 bytes. Times are microseconds since the recording
+//! started (`Meta.start_unix_ns` anchors them to the wall clock).
+//!
+//! | type | record | payload |
+//! |---|---|---|
+//! | 1 | Meta | JSON object ([`Meta`]) |
+//! | 2 | String | id:uv text |
+//! | 3 | Function | id:uv name:uv qualname:uv file:uv (string ids) firstlineno:sv |
+//! | 4 | Frame | id:uv function:uv line:sv (-1 = no line) |
+//! | 5 | Stack | id:uv parent:uv (stack id + 1, 0 = none) frame:uv — stacks form a tree from the outermost frame; a stack id names the path to its innermost frame |
+//! | 6 | ProcessStart | id:uv pid:uv starttime:uv parent:uv (process id + 1, 0 = none) time:uv command:uv exe:uv python:uv (string ids) |
+//! | 7 | ProcessEnd | id:uv time:uv reason:u8 ([`EndReason`]) exit:sv (-1 unknown) |
+//! | 8 | Thread | process:uv slot:uv tid:uv name:uv (string id) |
+//! | 9 | Events | base_time:uv count:uv event* |
+//! | 10 | Stats | ticks:uv missed:uv late_max:uv late_total:uv (µs) |
+//! | 11 | End | samples:uv |
+//!
+//! Events (in time order; each time is a delta from the previous event of the batch, the first
+//! from `base_time`):
+//!
+//! ```text
+//! event   = head:uv (process << 2 | type) dt:uv body
+//! sample  (type 0) = rss:sv (change in KiB since the process's previous sample) nthreads:uv thread*
+//! thread  = head:uv (slot << 3 | same << 2 | flags)  [stack:uv (stack id + 1, 0 = no Python
+//!           frames), absent when `same`: the slot's stack of its previous sample]
+//!           cpu:uv (µs of CPU since the slot's previous sample) minflt:uv
+//! failure (type 1) = kind:u8 ([`FailureKind`])
+//! memory  (type 2) = kind:u8 ([`MemoryKind`]) KiB:uv
+//! ```
+//!
+//! A repeated stack thus costs a few bytes: a sample of a one-thread process is typically 8 to
+//! 10 bytes.
+//!
+//! Everything a record refers to is defined by an earlier record, so any prefix of a file that
+//! ends at a record boundary is a complete recording of what happened until then. The writer
+//! flushes at least once a second; a reader stops at a record cut short (crash, full disk) and
+//! reports a record whose checksum or content is wrong as damage, keeping all before it.
+
+use serde::{Deserialize, Serialize};
+
+pub const MAGIC: &[u8; 8] = b"MEMSPY\r\n";
+pub const VERSION: u32 = 1;
+pub const HEADER_LEN: usize = 16;
+/// No record is larger; a length above this is damage, not a reason to allocate.
+pub const MAX_RECORD: usize = 64 << 20;
+
+pub const T_META: u8 = 1;
+pub const T_STRING: u8 = 2;
+pub const T_FUNCTION: u8 = 3;
+pub const T_FRAME: u8 = 4;
+pub const T_STACK: u8 = 5;
+pub const T_PROCESS_START: u8 = 6;
+pub const T_PROCESS_END: u8 = 7;
+pub const T_THREAD: u8 = 8;
+pub const T_EVENTS: u8 = 9;
+pub const T_STATS: u8 = 10;
+pub const T_END: u8 = 11;
+
+pub const E_SAMPLE: u8 = 0;
+pub const E_FAILURE: u8 = 1;
+pub const E_MEMORY: u8 = 2;
+
+/// Thread flags in a sample (2 bits).
+pub const FLAG_GIL: u8 = 1;
+pub const FLAG_ACTIVE: u8 = 2;
+/// In a thread's head: its stack is the one of its previous sample.
+pub const SAME_STACK: u64 = 4;
+
+/// What the recording was asked to do, written once at the start.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Meta {
+    pub memspy_version: String,
+    /// Wall-clock time of time 0, nanoseconds since the Unix epoch.
+    pub start_unix_ns: u64,
+    /// The memspy command line.
+    pub command: Vec<String>,
+    pub rate_hz: f64,
+    pub blocking: bool,
+    /// "rss", "pss" or "uss": the memory each sample's attribution uses.
+    pub memory: String,
+    pub subprocesses: bool,
+    /// Interval between two PSS/USS readings, when recorded.
+    #[serde(default)]
+    pub rollup_interval_ms: Option<u64>,
+}
+
+/// Why a process's series ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    Exited = 0,
+    /// It replaced its program (exec); a new process entry continues the pid.
+    Exec = 1,
+    /// The recording stopped while it was still running.
+    RecordingEnded = 2,
+    /// It stopped being readable (permissions changed, not Python any more).
+    Lost = 3,
+}
+
+impl EndReason {
+    pub fn from_u8(v: u8) -> Option<EndReason> {
+        Some(match v {
+            0 => EndReason::Exited,
+            1 => EndReason::Exec,
+            2 => EndReason::RecordingEnded,
+            3 => EndReason::Lost,
+            _ => return None,
+        })
+    }
+}
+
+/// Why a sample failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The target changed while being read (non-blocking mode): this sample is lost.
+    Raced = 0,
+    /// The process exited during the sample.
+    Exited = 1,
+    /// Reading is impossible (permissions, an unsupported state).
+    Fatal = 2,
+}
+
+impl FailureKind {
+    pub fn from_u8(v: u8) -> Option<FailureKind> {
+        Some(match v {
+            0 => FailureKind::Raced,
+            1 => FailureKind::Exited,
+            2 => FailureKind::Fatal,
+            _ => return None,
+        })
+    }
+}
+
+/// Memory readings taken less often than every sample.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemoryKind {
+    Pss = 0,
+    Uss = 1,
+    RssAnon = 2,
+    RssFile = 3,
+    RssShmem = 4,
+}
+
+impl MemoryKind {
+    pub fn from_u8(v: u8) -> Option<MemoryKind> {
+        Some(match v {
+            0 => MemoryKind::Pss,
+            1 => MemoryKind::Uss,
+            2 => MemoryKind::RssAnon,
+            3 => MemoryKind::RssFile,
+            4 => MemoryKind::RssShmem,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            MemoryKind::Pss => "pss",
+            MemoryKind::Uss => "uss",
+            MemoryKind::RssAnon => "rss_anon",
+            MemoryKind::RssFile => "rss_file",
+            MemoryKind::RssShmem => "rss_shmem",
+        }
+    }
+}
+
+/// Append an unsigned LEB128 varint.
+pub fn put_uv(out: &mut Vec<u8>, mut v: u64) {
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// Append a zigzag-encoded signed varint.
+pub fn put_sv(out: &mut Vec<u8>, v: i64) {
+    put_uv(out, ((v << 1) ^ (v >> 63)) as u64);
+}
+
+pub fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_uv(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Reads payload fields; every method fails (returns None) at the end of the input instead of
+/// panicking.
+pub struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    pub fn new(buf: &'a [u8]) -> Cursor<'a> {
+        Cursor { buf, pos: 0 }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+
+    pub fn u8(&mut self) -> Option<u8> {
+        let b = *self.buf.get(self.pos)?;
+        self.pos += 1;
+        Some(b)
+    }
+
+    pub fn uv(&mut self) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8()?;
+            v |= ((b & 0x7f) as u64) << shift;
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    pub fn uv32(&mut self) -> Option<u32> {
+        u32::try_from(self.uv()?).ok()
+    }
+
+    pub fn sv(&mut self) -> Option<i64> {
+        let v = self.uv()?;
+        Some(((v >> 1) as i64) ^ -((v & 1) as i64))
+    }
+
+    pub fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.pos.checked_add(n)?;
+        let b = self.buf.get(self.pos..end)?;
+        self.pos = end;
+        Some(b)
+    }
+
+    pub fn str(&mut self) -> Option<&'a str> {
+        let n = usize::try_from(self.uv()?).ok()?;
+        std::str::from_utf8(self.bytes(n)?).ok()
+    }
+
+    pub fn rest(&mut self) -> &'a [u8] {
+        let r = &self.buf[self.pos.min(self.buf.len())..];
+        self.pos = self.buf.len();
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varints_round_trip() {
+        let values = [0u64, 1, 127, 128, 300, 1 << 35, u64::MAX];
+        let signed = [0i64, -1, 1, -64, 64, i64::MIN, i64::MAX];
+        let mut buf = Vec::new();
+        for v in values {
+            put_uv(&mut buf, v);
+        }
+        for v in signed {
+            put_sv(&mut buf, v);
+        }
+        put_str(&mut buf, "héllo");
+        let mut c = Cursor::new(&buf);
+        for v in values {
+            assert_eq!(c.uv(), Some(v));
+        }
+        for v in signed {
+            assert_eq!(c.sv(), Some(v));
+        }
+        assert_eq!(c.str(), Some("héllo"));
+        assert!(c.is_empty());
+        assert_eq!(c.uv(), None);
+        // A varint that never ends.
+        assert_eq!(Cursor::new(&[0xff; 20]).uv(), None);
+    }
+}

@@ -1,0 +1,364 @@
+//! Writing a recording as it happens (see [`super::format`] for the layout).
+//!
+//! Definitions (strings, functions, frames, stacks, processes, threads) are written as they
+//! first appear; samples and other events collect in an in-memory batch that becomes one
+//! `Events` record at least once a second, after the definitions it uses. Each flush hands
+//! whole records to the kernel, so a crash of memspy loses at most the last second.
+//!
+//! The first write error (a full disk) stops all writing: the file keeps every record written
+//! before it and stays readable; the error is returned from that call and from [`Writer::finish`].
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use super::format::*;
+
+/// Longest time samples wait in memory before they are written.
+pub const FLUSH_INTERVAL_US: u64 = 1_000_000;
+/// Size at which a batch is written early.
+const MAX_BATCH: usize = 256 << 10;
+
+/// A thread's part of one sample, as the writer takes it.
+#[derive(Clone, Copy, Debug)]
+pub struct ThreadEntry {
+    /// Thread slot from [`Writer::thread`].
+    pub slot: u32,
+    /// Stack id from [`Writer::stack`], or None when the thread had no Python frames.
+    pub stack: Option<u32>,
+    pub flags: u8,
+    /// The thread's total CPU time so far, in nanoseconds (the writer stores differences).
+    pub cpu_ns_total: u64,
+    /// Minor page faults since the thread's previous sample.
+    pub minflt: u64,
+}
+
+/// What a process record says.
+#[derive(Clone, Debug)]
+pub struct ProcessDef<'a> {
+    pub pid: i32,
+    pub starttime: u64,
+    pub parent: Option<u32>,
+    pub time_us: u64,
+    pub command: &'a str,
+    pub exe: &'a str,
+    pub python: &'a str,
+}
+
+#[derive(Default)]
+struct ProcessState {
+    last_rss_kib: i64,
+}
+
+/// Writes one recording.
+pub struct Writer {
+    out: BufWriter<File>,
+    record: Vec<u8>,
+    batch: Vec<u8>,
+    batch_events: u32,
+    batch_base_us: u64,
+    last_event_us: u64,
+    strings: HashMap<Arc<str>, u32>,
+    functions: HashMap<(u32, u32, u32, i32), u32>,
+    frames: HashMap<(u32, i32), u32>,
+    stacks: HashMap<(u32, u32), u32>,
+    next_stack: u32,
+    processes: Vec<ProcessState>,
+    /// Per (process, slot): CPU time at the previous sample (µs) and the stack then.
+    thread_last: HashMap<(u32, u32), (u64, Option<u32>)>,
+    threads_per_process: HashMap<u32, u32>,
+    pub samples: u64,
+    pub bytes_written: u64,
+    failed: Option<io::ErrorKind>,
+}
+
+impl Writer {
+    /// Create the file and write the header and `meta`.
+    pub fn create(path: &Path, meta: &Meta) -> io::Result<Writer> {
+        let file = File::create(path)?;
+        let mut w = Writer {
+            out: BufWriter::with_capacity(1 << 20, file),
+            record: Vec::with_capacity(4096),
+            batch: Vec::with_capacity(MAX_BATCH + 4096),
+            batch_events: 0,
+            batch_base_us: 0,
+            last_event_us: 0,
+            strings: HashMap::new(),
+            functions: HashMap::new(),
+            frames: HashMap::new(),
+            stacks: HashMap::new(),
+            next_stack: 0,
+            processes: Vec::new(),
+            thread_last: HashMap::new(),
+            threads_per_process: HashMap::new(),
+            samples: 0,
+            bytes_written: 0,
+            failed: None,
+        };
+        let mut header = Vec::with_capacity(HEADER_LEN);
+        header.extend_from_slice(MAGIC);
+        header.extend_from_slice(&VERSION.to_le_bytes());
+        header.extend_from_slice(&0u32.to_le_bytes());
+        w.out.write_all(&header)?;
+        w.bytes_written += header.len() as u64;
+        let json = serde_json::to_vec(meta).map_err(io::Error::other)?;
+        w.begin(T_META);
+        w.record.extend_from_slice(&json);
+        w.end_record()?;
+        w.out.flush()?;
+        Ok(w)
+    }
+
+    fn begin(&mut self, kind: u8) {
+        self.record.clear();
+        self.record.push(kind);
+    }
+
+    /// Frame `self.record` as a record and hand it to the buffered file.
+    fn end_record(&mut self) -> io::Result<()> {
+        if let Some(kind) = self.failed {
+            return Err(io::Error::new(kind, "recording stopped after an earlier write error"));
+        }
+        let len = self.record.len() as u32;
+        let crc = crc32fast::hash(&self.record);
+        let result = self
+            .out
+            .write_all(&len.to_le_bytes())
+            .and_then(|()| self.out.write_all(&self.record))
+            .and_then(|()| self.out.write_all(&crc.to_le_bytes()));
+        match result {
+            Ok(()) => {
+                self.bytes_written += 8 + self.record.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                self.failed = Some(e.kind());
+                Err(e)
+            }
+        }
+    }
+
+    /// The id of a string, defining it on first use.
+    pub fn string(&mut self, s: &str) -> io::Result<u32> {
+        if let Some(&id) = self.strings.get(s) {
+            return Ok(id);
+        }
+        let id = self.strings.len() as u32;
+        self.begin(T_STRING);
+        put_uv(&mut self.record, id as u64);
+        put_str(&mut self.record, s);
+        self.end_record()?;
+        self.strings.insert(Arc::from(s), id);
+        Ok(id)
+    }
+
+    /// The id of a function, defining it on first use.
+    pub fn function(&mut self, name: &str, qualname: &str, file: &str, firstlineno: i32) -> io::Result<u32> {
+        let key = (self.string(name)?, self.string(qualname)?, self.string(file)?, firstlineno);
+        if let Some(&id) = self.functions.get(&key) {
+            return Ok(id);
+        }
+        let id = self.functions.len() as u32;
+        self.begin(T_FUNCTION);
+        for v in [id, key.0, key.1, key.2] {
+            put_uv(&mut self.record, v as u64);
+        }
+        put_sv(&mut self.record, firstlineno as i64);
+        self.end_record()?;
+        self.functions.insert(key, id);
+        Ok(id)
+    }
+
+    /// The id of a (function, line) frame.
+    pub fn frame(&mut self, function: u32, line: i32) -> io::Result<u32> {
+        if let Some(&id) = self.frames.get(&(function, line)) {
+            return Ok(id);
+        }
+        let id = self.frames.len() as u32;
+        self.begin(T_FRAME);
+        put_uv(&mut self.record, id as u64);
+        put_uv(&mut self.record, function as u64);
+        put_sv(&mut self.record, line as i64);
+        self.end_record()?;
+        self.frames.insert((function, line), id);
+        Ok(id)
+    }
+
+    /// The id of a stack given by frame ids from the outermost to the innermost; None for an
+    /// empty stack.
+    pub fn stack(&mut self, outermost_first: impl IntoIterator<Item = u32>) -> io::Result<Option<u32>> {
+        let mut node: Option<u32> = None;
+        for frame in outermost_first {
+            let parent = node.map_or(0, |n| n + 1);
+            node = Some(match self.stacks.get(&(parent, frame)) {
+                Some(&id) => id,
+                None => {
+                    let id = self.next_stack;
+                    self.next_stack += 1;
+                    self.begin(T_STACK);
+                    put_uv(&mut self.record, id as u64);
+                    put_uv(&mut self.record, parent as u64);
+                    put_uv(&mut self.record, frame as u64);
+                    self.end_record()?;
+                    self.stacks.insert((parent, frame), id);
+                    id
+                }
+            });
+        }
+        Ok(node)
+    }
+
+    /// Define a process; returns its id in the recording.
+    pub fn process_start(&mut self, p: &ProcessDef) -> io::Result<u32> {
+        let id = self.processes.len() as u32;
+        let (command, exe, python) = (self.string(p.command)?, self.string(p.exe)?, self.string(p.python)?);
+        self.flush_batch()?;
+        self.begin(T_PROCESS_START);
+        for v in [id as u64, p.pid as u64, p.starttime, p.parent.map_or(0, |x| x as u64 + 1), p.time_us] {
+            put_uv(&mut self.record, v);
+        }
+        for s in [command, exe, python] {
+            put_uv(&mut self.record, s as u64);
+        }
+        self.end_record()?;
+        self.processes.push(ProcessState::default());
+        Ok(id)
+    }
+
+    /// A process's series ended (`exit`: its exit status when known).
+    pub fn process_end(&mut self, process: u32, time_us: u64, reason: EndReason, exit: Option<i32>) -> io::Result<()> {
+        self.flush_batch()?;
+        self.begin(T_PROCESS_END);
+        put_uv(&mut self.record, process as u64);
+        put_uv(&mut self.record, time_us);
+        self.record.push(reason as u8);
+        put_sv(&mut self.record, exit.map_or(-1, |e| e as i64));
+        self.end_record()
+    }
+
+    /// Define a thread of a process; returns its slot.
+    pub fn thread(&mut self, process: u32, tid: i32, name: &str) -> io::Result<u32> {
+        let name = self.string(name)?;
+        let count = self.threads_per_process.entry(process).or_insert(0);
+        let slot = *count;
+        *count += 1;
+        self.begin(T_THREAD);
+        for v in [process, slot, tid as u32, name] {
+            put_uv(&mut self.record, v as u64);
+        }
+        self.end_record()?;
+        Ok(slot)
+    }
+
+    fn event(&mut self, tag: u8, process: u32, time_us: u64) {
+        if self.batch_events == 0 {
+            self.batch_base_us = time_us;
+            self.last_event_us = time_us;
+        }
+        // Events are written in time order; a clock that went backwards counts as no time.
+        let dt = time_us.saturating_sub(self.last_event_us);
+        self.last_event_us = self.last_event_us.max(time_us);
+        put_uv(&mut self.batch, (process as u64) << 2 | tag as u64);
+        put_uv(&mut self.batch, dt);
+        self.batch_events += 1;
+    }
+
+    /// One sample of a process: its RSS and its Python threads.
+    pub fn sample(&mut self, process: u32, time_us: u64, rss_bytes: u64, threads: &[ThreadEntry]) -> io::Result<()> {
+        self.event(E_SAMPLE, process, time_us);
+        let rss_kib = (rss_bytes / 1024) as i64;
+        let state = &mut self.processes[process as usize];
+        put_sv(&mut self.batch, rss_kib - state.last_rss_kib);
+        state.last_rss_kib = rss_kib;
+        put_uv(&mut self.batch, threads.len() as u64);
+        for t in threads {
+            let cpu_us = t.cpu_ns_total / 1000;
+            let previous = self.thread_last.insert((process, t.slot), (cpu_us, t.stack));
+            let same = previous.is_some_and(|p| p.1 == t.stack);
+            let head = (t.slot as u64) << 3 | if same { SAME_STACK } else { 0 } | (t.flags & 3) as u64;
+            put_uv(&mut self.batch, head);
+            if !same {
+                put_uv(&mut self.batch, t.stack.map_or(0, |s| s as u64 + 1));
+            }
+            put_uv(&mut self.batch, cpu_us.saturating_sub(previous.map_or(cpu_us, |p| p.0)));
+            put_uv(&mut self.batch, t.minflt);
+        }
+        self.samples += 1;
+        self.flush_if_due(time_us)
+    }
+
+    /// A sample of `process` that could not be taken.
+    pub fn failure(&mut self, process: u32, time_us: u64, kind: FailureKind) -> io::Result<()> {
+        self.event(E_FAILURE, process, time_us);
+        self.batch.push(kind as u8);
+        self.flush_if_due(time_us)
+    }
+
+    /// A memory reading other than the per-sample RSS.
+    pub fn memory(&mut self, process: u32, time_us: u64, kind: MemoryKind, bytes: u64) -> io::Result<()> {
+        self.event(E_MEMORY, process, time_us);
+        self.batch.push(kind as u8);
+        put_uv(&mut self.batch, bytes / 1024);
+        self.flush_if_due(time_us)
+    }
+
+    /// Cumulative schedule statistics (µs).
+    pub fn stats(&mut self, ticks: u64, missed: u64, late_max_us: u64, late_total_us: u64) -> io::Result<()> {
+        self.flush_batch()?;
+        self.begin(T_STATS);
+        for v in [ticks, missed, late_max_us, late_total_us] {
+            put_uv(&mut self.record, v);
+        }
+        self.end_record()
+    }
+
+    fn flush_if_due(&mut self, now_us: u64) -> io::Result<()> {
+        if self.batch.len() >= MAX_BATCH || now_us.saturating_sub(self.batch_base_us) >= FLUSH_INTERVAL_US {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush_batch(&mut self) -> io::Result<()> {
+        if self.batch_events == 0 {
+            return Ok(());
+        }
+        self.begin(T_EVENTS);
+        put_uv(&mut self.record, self.batch_base_us);
+        put_uv(&mut self.record, self.batch_events as u64);
+        self.record.extend_from_slice(&self.batch);
+        self.batch.clear();
+        self.batch_events = 0;
+        self.end_record()
+    }
+
+    /// Write pending events and hand everything to the kernel.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.flush_batch()?;
+        self.out.flush().inspect_err(|e| self.failed = Some(e.kind()))
+    }
+
+    /// Whether the time since the last batch started calls for a flush (for idle periods
+    /// without events).
+    pub fn flush_due(&self, now_us: u64) -> bool {
+        self.batch_events > 0 && now_us.saturating_sub(self.batch_base_us) >= FLUSH_INTERVAL_US
+    }
+
+    /// Write the end record and close the file (synced to disk).
+    pub fn finish(mut self) -> io::Result<u64> {
+        self.flush_batch()?;
+        self.begin(T_END);
+        put_uv(&mut self.record, self.samples);
+        self.end_record()?;
+        self.out.flush()?;
+        self.out.get_ref().sync_all()?;
+        Ok(self.bytes_written)
+    }
+
+    /// The first write error, if any.
+    pub fn failed(&self) -> Option<io::ErrorKind> {
+        self.failed
+    }
+}
