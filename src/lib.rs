@@ -5,6 +5,8 @@
 //! and output (see the design notes in README.md).
 pub mod commands;
 pub mod error;
+pub mod output;
 pub mod python;
 pub mod recording;
+pub mod sample;
 pub mod target;

@@ -5,6 +5,8 @@
 //! Files are opened through `/proc/PID/root` (so a target in a container is read from its own
 //! file system), falling back to `/proc/PID/map_files` (files deleted since they were mapped).
 
+use std::collections::HashMap;
+
 use goblin::elf::{program_header::PT_LOAD, Elf};
 
 use super::version::Version;
@@ -35,8 +37,62 @@ pub struct PythonBinary {
     pub pthread_tid_offset: u64,
 }
 
+/// What memspy needs of one ELF file, whatever address it is loaded at.
+#[derive(Clone, Debug)]
+struct ElfFacts {
+    /// `_PyRuntime` (or the `.PyRuntime` section), before relocation; None: not an interpreter.
+    runtime: Option<u64>,
+    code_type: Option<u64>,
+    version: Option<(Version, &'static str)>,
+    /// ET_EXEC: loaded at its link addresses.
+    fixed: bool,
+    /// `p_vaddr - p_offset` of the lowest PT_LOAD.
+    base: u64,
+    /// glibc's `struct pthread.tid` offset, when this file is a libc that publishes it.
+    pthread_tid: Option<u64>,
+}
+
+/// Facts about ELF files already analysed, by (path, device, inode): forked workers of one
+/// server share their interpreter, which is then read and parsed once.
+#[derive(Default)]
+pub struct BinaryCache {
+    files: HashMap<(String, String, u64), Option<ElfFacts>>,
+}
+
+impl BinaryCache {
+    fn facts(&mut self, pid: i32, m: &MapRange) -> Option<ElfFacts> {
+        let key = (m.path.clone(), m.dev.clone(), m.inode);
+        self.files.entry(key).or_insert_with(|| analyse(pid, m)).clone()
+    }
+}
+
+fn analyse(pid: i32, m: &MapRange) -> Option<ElfFacts> {
+    let data = read_mapped_file(pid, m)?;
+    let elf = Elf::parse(&data).ok()?;
+    let runtime = symbol(&elf, "_PyRuntime").or_else(|| section_addr(&elf, ".PyRuntime"));
+    let base = elf
+        .program_headers
+        .iter()
+        .filter(|ph| ph.p_type == PT_LOAD)
+        .min_by_key(|ph| ph.p_vaddr)
+        .map_or(0, |ph| ph.p_vaddr.wrapping_sub(ph.p_offset));
+    Some(ElfFacts {
+        runtime,
+        code_type: runtime.and_then(|_| symbol(&elf, "PyCode_Type")),
+        version: runtime.and_then(|_| find_version(&elf, &data, m.file_name())),
+        fixed: elf.header.e_type == goblin::elf::header::ET_EXEC,
+        base,
+        pthread_tid: thread_db_tid(&elf, &data),
+    })
+}
+
 /// Locate the interpreter in process `pid`.
 pub fn locate(pid: i32) -> Result<PythonBinary> {
+    locate_cached(pid, &mut BinaryCache::default())
+}
+
+/// Locate the interpreter in process `pid`, reusing what `cache` knows of its files.
+pub fn locate_cached(pid: i32, cache: &mut BinaryCache) -> Result<PythonBinary> {
     let maps = procfs::maps(pid).map_err(|e| Error::proc_io(pid, e))?;
     let exe = procfs::exe(pid).map_err(|e| Error::proc_io(pid, e))?;
     let exe = exe.to_string_lossy().into_owned();
@@ -59,22 +115,21 @@ pub fn locate(pid: i32) -> Result<PythonBinary> {
     }
 
     for m in candidates {
-        let Some(data) = read_mapped_file(pid, m) else {
-            continue;
-        };
-        let Ok(elf) = Elf::parse(&data) else { continue };
-        let Some(runtime) = symbol(&elf, "_PyRuntime").or_else(|| section_addr(&elf, ".PyRuntime"))
-        else {
-            continue;
-        };
-        let bias = load_bias(&elf, &maps, &m.path)
+        let Some(facts) = cache.facts(pid, m) else { continue };
+        let Some(runtime) = facts.runtime else { continue };
+        let bias = load_bias(&facts, &maps, &m.path)
             .ok_or_else(|| Error::Other(format!("cannot find where {} is loaded", m.path)))?;
-        let (version, version_source) =
-            find_version(&elf, &data, m.file_name()).ok_or_else(|| {
-                Error::Unsupported(format!("cannot tell which Python version {} is", m.path))
-            })?;
-        let code_type_addr = symbol(&elf, "PyCode_Type").map(|a| a + bias);
-        let pthread_tid_offset = pthread_tid_offset(pid, &maps, &elf, &data);
+        let (version, version_source) = facts
+            .version
+            .ok_or_else(|| Error::Unsupported(format!("cannot tell which Python version {} is", m.path)))?;
+        let libc = maps.iter().find(|m| {
+            let n = m.file_name();
+            m.is_file() && (n.starts_with("libc.so") || n.starts_with("libc-"))
+        });
+        let pthread_tid_offset = facts
+            .pthread_tid
+            .or_else(|| libc.and_then(|l| cache.facts(pid, l)).and_then(|f| f.pthread_tid))
+            .unwrap_or(DEFAULT_PTHREAD_TID_OFFSET);
         return Ok(PythonBinary {
             pid,
             path: m.path.clone(),
@@ -82,7 +137,7 @@ pub fn locate(pid: i32) -> Result<PythonBinary> {
             version,
             version_source,
             runtime_addr: runtime + bias,
-            code_type_addr,
+            code_type_addr: facts.code_type.map(|a| a + bias),
             pthread_tid_offset,
         });
     }
@@ -119,23 +174,14 @@ fn section_addr(elf: &Elf, name: &str) -> Option<u64> {
 }
 
 /// Difference between where the file's segments are and where its ELF headers say they are.
-/// Computed from the mapping of file offset 0 and the first `PT_LOAD` (patchelf can add
+/// Computed from the mapping of file offset 0 and the lowest `PT_LOAD` (patchelf can add
 /// segments, so "the first mapping" is not reliable).
-fn load_bias(elf: &Elf, maps: &[MapRange], path: &str) -> Option<u64> {
-    if elf.header.e_type == goblin::elf::header::ET_EXEC {
+fn load_bias(facts: &ElfFacts, maps: &[MapRange], path: &str) -> Option<u64> {
+    if facts.fixed {
         return Some(0);
     }
-    let first = elf
-        .program_headers
-        .iter()
-        .filter(|ph| ph.p_type == PT_LOAD)
-        .min_by_key(|ph| ph.p_vaddr)?;
-    let base = first.p_vaddr.wrapping_sub(first.p_offset);
-    let map = maps
-        .iter()
-        .filter(|m| m.path == path && m.offset == 0)
-        .min_by_key(|m| m.start)?;
-    Some(map.start.wrapping_sub(base))
+    let map = maps.iter().filter(|m| m.path == path && m.offset == 0).min_by_key(|m| m.start)?;
+    Some(map.start.wrapping_sub(facts.base))
 }
 
 /// The bytes of the file behind virtual address `vaddr`.
@@ -218,22 +264,6 @@ fn version_from_file_name(name: &str) -> Option<Version> {
 
 /// glibc publishes where `struct pthread` keeps the kernel tid for libthread_db, as the symbol
 /// `_thread_db_pthread_tid` = { size in bits, count, offset }.
-fn pthread_tid_offset(pid: i32, maps: &[MapRange], python: &Elf, python_data: &[u8]) -> u64 {
-    if let Some(off) = thread_db_tid(python, python_data) {
-        return off;
-    }
-    let libc = maps.iter().find(|m| {
-        let n = m.file_name();
-        m.is_file() && (n.starts_with("libc.so") || n.starts_with("libc-"))
-    });
-    libc.and_then(|m| {
-        let data = read_mapped_file(pid, m)?;
-        let elf = Elf::parse(&data).ok()?;
-        thread_db_tid(&elf, &data)
-    })
-    .unwrap_or(DEFAULT_PTHREAD_TID_OFFSET)
-}
-
 fn thread_db_tid(elf: &Elf, data: &[u8]) -> Option<u64> {
     let addr = symbol(elf, "_thread_db_pthread_tid")?;
     let b = file_bytes_at(elf, data, addr, 12)?;

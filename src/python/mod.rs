@@ -9,6 +9,6 @@ pub mod objects;
 pub mod version;
 pub mod walk;
 
-pub use binary::{locate, PythonBinary};
+pub use binary::{locate, BinaryCache, PythonBinary};
 pub use version::Version;
 pub use walk::{Frame, Snapshot, StackReader, ThreadStack, WalkError};

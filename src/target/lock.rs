@@ -28,3 +28,24 @@ pub fn stop(pid: i32) -> Result<StoppedProcess, Error> {
     }
     Ok(StoppedProcess { _lock: lock })
 }
+
+/// Threads stopped until this is dropped.
+pub struct StoppedThreads {
+    _locks: Vec<remoteprocess::ThreadLock>,
+}
+
+/// Stop only the given threads of `pid` (the ones that run Python: stopping every native
+/// thread of a process with hundreds of them is what makes sampling profilers stall targets).
+/// Threads that exited meanwhile are skipped.
+pub fn stop_threads(pid: i32, tids: &[i32]) -> Result<StoppedThreads, Error> {
+    let mut locks = Vec::with_capacity(tids.len());
+    for &tid in tids {
+        let thread = remoteprocess::Thread::new(tid).map_err(|e| Error::from_remoteprocess(pid, e))?;
+        match thread.lock() {
+            Ok(lock) => locks.push(lock),
+            Err(remoteprocess::Error::NixError(nix::errno::Errno::ESRCH)) => continue,
+            Err(e) => return Err(Error::from_remoteprocess(pid, e)),
+        }
+    }
+    Ok(StoppedThreads { _locks: locks })
+}

@@ -2,6 +2,8 @@
 //! consistent snapshot, launching and following them.
 //!
 //! All `unsafe` and platform-specific code of memspy lives under this module.
+pub mod family;
+pub mod launch;
 pub mod lock;
 pub mod memory;
 pub mod procfs;

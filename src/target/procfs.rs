@@ -17,6 +17,8 @@ pub struct MapRange {
     pub readable: bool,
     pub executable: bool,
     pub offset: u64,
+    /// Device ("08:01") and inode of the mapped file: with the path, they identify it.
+    pub dev: String,
     pub inode: u64,
     /// The path as the target sees it (may end with " (deleted)"), or a pseudo name like `[heap]`.
     pub path: String,
@@ -44,7 +46,7 @@ fn parse_map_line(line: &str) -> Option<MapRange> {
     let range = it.next()?;
     let perms = it.next()?;
     let offset = u64::from_str_radix(it.next()?, 16).ok()?;
-    let _dev = it.next()?;
+    let dev = it.next()?.to_string();
     let inode = it.next()?.parse().ok()?;
     let path = it.next().unwrap_or("").trim_start().to_string();
     let (start, end) = range.split_once('-')?;
@@ -54,6 +56,7 @@ fn parse_map_line(line: &str) -> Option<MapRange> {
         readable: perms.starts_with('r'),
         executable: perms.as_bytes().get(2) == Some(&b'x'),
         offset,
+        dev,
         inode,
         path,
     })

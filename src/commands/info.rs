@@ -1,0 +1,248 @@
+//! `memspy info`: what a recording holds — processes, samples, time span, failures, damage.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::output::units::{bytes, count, one_line};
+use crate::recording::reader::Damage;
+use crate::recording::{FailureKind, Recording};
+
+/// The newest `*.msp` file in the current folder (what report commands read by default).
+pub fn newest_recording() -> Result<PathBuf> {
+    let mut best: Option<(std::time::SystemTime, PathBuf)> = None;
+    let dir = std::fs::read_dir(".").map_err(|e| Error::io("listing the current folder", e))?;
+    for entry in dir.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "msp") {
+            if let Ok(modified) = entry.metadata().and_then(|m| m.modified()) {
+                if best.as_ref().is_none_or(|(t, _)| modified > *t) {
+                    best = Some((modified, path));
+                }
+            }
+        }
+    }
+    best.map(|(_, p)| p).ok_or_else(|| {
+        Error::Usage("no recording (*.msp) in the current folder: give one with -i FILE, or make one with `memspy record`".into())
+    })
+}
+
+/// Open the recording the user named, or the newest one here; warn about damage on stderr.
+pub fn open_recording(path: Option<&Path>) -> Result<(PathBuf, Recording)> {
+    let path = match path {
+        Some(p) => p.to_path_buf(),
+        None => newest_recording()?,
+    };
+    let rec = Recording::open(&path)?;
+    match &rec.damage {
+        Some(Damage::Corrupt { offset, what }) => eprintln!(
+            "memspy: warning: {} is damaged at byte {offset} ({what}); using the {} samples before it",
+            path.display(),
+            count(rec.samples.len() as u64)
+        ),
+        Some(Damage::Truncated { .. }) | None if !rec.complete => eprintln!(
+            "memspy: note: {} was not closed cleanly (memspy was killed or the disk filled up); {} samples recovered",
+            path.display(),
+            count(rec.samples.len() as u64)
+        ),
+        _ => {}
+    }
+    Ok((path, rec))
+}
+
+#[derive(Serialize)]
+struct Info {
+    file: String,
+    bytes: u64,
+    complete: bool,
+    damage: Option<String>,
+    memspy_version: String,
+    start_unix_ns: u64,
+    rate_hz: f64,
+    blocking: bool,
+    memory: String,
+    duration_s: f64,
+    samples: u64,
+    failed: FailureCounts,
+    ticks: u64,
+    missed_ticks: u64,
+    late_max_ms: f64,
+    late_mean_ms: f64,
+    functions: usize,
+    stacks: usize,
+    processes: Vec<ProcessInfo>,
+}
+
+#[derive(Serialize, Default)]
+struct FailureCounts {
+    raced: u64,
+    exited: u64,
+    fatal: u64,
+}
+
+#[derive(Serialize)]
+struct ProcessInfo {
+    pid: i32,
+    command: String,
+    python: String,
+    parent_pid: Option<i32>,
+    samples: u64,
+    failed: FailureCounts,
+    start_s: f64,
+    end_s: Option<f64>,
+    end: Option<String>,
+    exit_code: Option<i32>,
+    rss_min: u64,
+    rss_max: u64,
+    threads: usize,
+}
+
+pub fn run(path: Option<&Path>, json: bool) -> Result<()> {
+    let (path, rec) = open_recording(path)?;
+    let info = summarize(&path, &rec);
+    let result = if json { write_json(&info) } else { write_text(&info) };
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.map_err(|e| Error::io("writing output", e)),
+    }
+}
+
+fn summarize(path: &Path, rec: &Recording) -> Info {
+    let mut processes: Vec<ProcessInfo> = rec
+        .processes
+        .iter()
+        .map(|p| ProcessInfo {
+            pid: p.pid,
+            command: rec.string(p.command).to_string(),
+            python: rec.string(p.python).to_string(),
+            parent_pid: p.parent.map(|i| rec.processes[i as usize].pid),
+            samples: 0,
+            failed: FailureCounts::default(),
+            start_s: p.start_us as f64 / 1e6,
+            end_s: p.end_us.map(|t| t as f64 / 1e6),
+            end: p.end_reason.map(|r| format!("{r:?}").to_lowercase()),
+            exit_code: p.exit,
+            rss_min: u64::MAX,
+            rss_max: 0,
+            threads: rec.threads.iter().filter(|t| rec.processes[t.process as usize].pid == p.pid).count(),
+        })
+        .collect();
+    for s in &rec.samples {
+        let p = &mut processes[s.process as usize];
+        p.samples += 1;
+        p.rss_min = p.rss_min.min(s.rss_bytes);
+        p.rss_max = p.rss_max.max(s.rss_bytes);
+    }
+    let mut failed = FailureCounts::default();
+    for f in &rec.failures {
+        let counts = [&mut failed, &mut processes[f.process as usize].failed];
+        for c in counts {
+            match f.kind {
+                FailureKind::Raced => c.raced += 1,
+                FailureKind::Exited => c.exited += 1,
+                FailureKind::Fatal => c.fatal += 1,
+            }
+        }
+    }
+    for p in &mut processes {
+        if p.samples == 0 {
+            p.rss_min = 0;
+        }
+    }
+    let damage = rec.damage.as_ref().map(|d| match d {
+        Damage::Truncated { offset } => format!("cut short at byte {offset} (crash, kill -9 or full disk)"),
+        Damage::Corrupt { offset, what } => format!("damaged at byte {offset}: {what}"),
+    });
+    let st = &rec.stats;
+    Info {
+        file: path.display().to_string(),
+        bytes: rec.file_bytes,
+        complete: rec.complete,
+        damage,
+        memspy_version: rec.meta.memspy_version.clone(),
+        start_unix_ns: rec.meta.start_unix_ns,
+        rate_hz: rec.meta.rate_hz,
+        blocking: rec.meta.blocking,
+        memory: rec.meta.memory.clone(),
+        duration_s: rec.duration_us() as f64 / 1e6,
+        samples: rec.samples.len() as u64,
+        failed,
+        ticks: st.ticks,
+        missed_ticks: st.missed,
+        late_max_ms: st.late_max_us as f64 / 1e3,
+        late_mean_ms: if st.ticks > 0 { st.late_total_us as f64 / 1e3 / st.ticks as f64 } else { 0.0 },
+        functions: rec.functions.len(),
+        stacks: rec.stacks.len(),
+        processes,
+    }
+}
+
+fn write_json(info: &Info) -> io::Result<()> {
+    let mut w = io::stdout().lock();
+    serde_json::to_writer_pretty(&mut w, info)?;
+    writeln!(w)
+}
+
+fn write_text(i: &Info) -> io::Result<()> {
+    let mut w = io::BufWriter::new(io::stdout().lock());
+    let state = match (&i.damage, i.complete) {
+        (Some(d), _) => d.clone(),
+        (None, true) => "closed cleanly".into(),
+        (None, false) => "not closed (recording still running, or memspy was killed)".into(),
+    };
+    writeln!(w, "{}: {}, {}", i.file, bytes(i.bytes as f64), state)?;
+    let started = chrono::DateTime::from_timestamp_nanos(i.start_unix_ns as i64).with_timezone(&chrono::Local);
+    writeln!(
+        w,
+        "recorded {} for {:.1} s at {} Hz, {}, memory {}, by memspy {}",
+        started.format("%Y-%m-%d %H:%M:%S"),
+        i.duration_s,
+        i.rate_hz,
+        if i.blocking { "blocking" } else { "non-blocking" },
+        i.memory,
+        i.memspy_version
+    )?;
+    let f = &i.failed;
+    writeln!(
+        w,
+        "samples: {}   failed: {} (raced {}, process exited {}, fatal {})",
+        count(i.samples),
+        count(f.raced + f.exited + f.fatal),
+        f.raced,
+        f.exited,
+        f.fatal
+    )?;
+    writeln!(
+        w,
+        "schedule: {} ticks, {} missed, lateness mean {:.2} ms, max {:.2} ms",
+        count(i.ticks),
+        count(i.missed_ticks),
+        i.late_mean_ms,
+        i.late_max_ms
+    )?;
+    writeln!(w, "functions: {}   distinct stacks: {}", count(i.functions as u64), count(i.stacks as u64))?;
+    writeln!(w, "\n{:>8} {:>8} {:>8} {:>7} {:>10} {:>10} {:>16}  command", "pid", "python", "samples", "failed", "rss min", "rss max", "span (s)")?;
+    for p in &i.processes {
+        let end = match (&p.end, p.exit_code) {
+            (Some(e), Some(code)) => format!("  [{e}, status {code}]"),
+            (Some(e), None) => format!("  [{e}]"),
+            _ => String::new(),
+        };
+        writeln!(
+            w,
+            "{:>8} {:>8} {:>8} {:>7} {:>10} {:>10} {:>16}  {}{}",
+            p.pid,
+            p.python,
+            count(p.samples),
+            p.failed.raced + p.failed.exited + p.failed.fatal,
+            bytes(p.rss_min as f64),
+            bytes(p.rss_max as f64),
+            format!("{:.1}-{}", p.start_s, p.end_s.map_or("".into(), |e| format!("{e:.1}"))),
+            one_line(&p.command, 100),
+            end
+        )?;
+    }
+    w.flush()
+}

@@ -1,0 +1,193 @@
+//! `memspy record`: sample a program (launched or attached to) into a recording file.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::exfiltrator::origin::WithOrigin;
+use signal_hook::iterator::SignalsInfo;
+use signal_hook::low_level::siginfo::Cause;
+
+use crate::error::{Error, Result};
+use crate::output::units::{bytes, count};
+use crate::recording::{Meta, Writer};
+use crate::sample::{Config, MemoryMode, Progress, Root, Sampler};
+use crate::target::launch::{shell_status, Launched};
+
+/// Options of `memspy record`.
+#[derive(Clone, Debug)]
+pub struct RecordOptions {
+    pub pid: Option<i32>,
+    pub command: Vec<String>,
+    pub output: Option<PathBuf>,
+    pub rate_hz: f64,
+    pub duration: Option<f64>,
+    pub subprocesses: bool,
+    pub nonblocking: bool,
+    pub memory: MemoryMode,
+}
+
+/// `memspy-YYYYmmdd-HHMMSS.msp` in the current folder.
+pub fn default_output() -> PathBuf {
+    PathBuf::from(chrono::Local::now().format("memspy-%Y%m%d-%H%M%S.msp").to_string())
+}
+
+/// Record; returns the exit status memspy should end with.
+pub fn run(opts: &RecordOptions) -> Result<u8> {
+    if !(opts.rate_hz > 0.0 && opts.rate_hz <= 100_000.0) {
+        return Err(Error::Usage(format!("the rate must be between 0 and 100000 Hz, not {}", opts.rate_hz)));
+    }
+    if let Some(d) = opts.duration {
+        if !(d > 0.0 && d.is_finite()) {
+            return Err(Error::Usage(format!("the duration must be a positive number of seconds, not {d}")));
+        }
+    }
+    let output = opts.output.clone().unwrap_or_else(default_output);
+    let root = match (opts.pid, opts.command.is_empty()) {
+        (Some(pid), true) => Root::Attach(pid),
+        (None, false) => Root::Launch(Launched::spawn(&opts.command)?),
+        _ => return Err(Error::Usage("give either --pid PID or a command after --".into())),
+    };
+    let meta = Meta {
+        memspy_version: env!("CARGO_PKG_VERSION").to_string(),
+        start_unix_ns: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+        command: std::env::args().collect(),
+        rate_hz: opts.rate_hz,
+        blocking: !opts.nonblocking,
+        memory: opts.memory.name().to_string(),
+        subprocesses: opts.subprocesses,
+        rollup_interval_ms: None,
+    };
+    let writer = match Writer::create(&output, &meta) {
+        Ok(w) => w,
+        Err(e) => {
+            if let Root::Launch(l) = &root {
+                l.signal(libc::SIGKILL);
+            }
+            return Err(Error::io(format!("cannot create {}", output.display()), e));
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let child = Arc::new(AtomicI32::new(match &root {
+        Root::Launch(l) => l.pid(),
+        Root::Attach(_) => 0,
+    }));
+    watch_signals(stop.clone(), child.clone())?;
+    let config = Config {
+        rate_hz: opts.rate_hz,
+        duration: opts.duration.map(Duration::from_secs_f64),
+        blocking: !opts.nonblocking,
+        memory: opts.memory,
+        subprocesses: opts.subprocesses,
+    };
+    let launched = matches!(root, Root::Launch(_));
+    let resume = match &root {
+        Root::Launch(l) => Some(l.pid()),
+        Root::Attach(_) => None,
+    };
+    let sampler = match Sampler::new(config, writer, root, &stop) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = std::fs::remove_file(&output);
+            return Err(e);
+        }
+    };
+    if let Some(pid) = resume {
+        crate::target::launch::resume(pid)?;
+    }
+    let bar = progress_bar();
+    let finished = sampler.run(|p| bar.set_message(progress_message(p)));
+    bar.finish_and_clear();
+
+    let p = &finished.progress;
+    let mut failures: Vec<String> = p.failures.iter().map(|(k, n)| format!("{n} {}", format!("{k:?}").to_lowercase())).collect();
+    if failures.is_empty() {
+        failures.push("none".into());
+    }
+    eprintln!(
+        "memspy: {} samples of {} process{} in {:.1} s written to {} ({}); failed samples: {}; {} of {} ticks missed (lateness max {:.1} ms)",
+        count(p.samples),
+        p.processes_seen,
+        if p.processes_seen == 1 { "" } else { "es" },
+        p.elapsed.as_secs_f64(),
+        output.display(),
+        bytes(finished.bytes as f64),
+        failures.join(", "),
+        count(p.missed_ticks),
+        count(p.ticks + p.missed_ticks),
+        p.late_max.as_secs_f64() * 1e3,
+    );
+    if p.processes_seen == 0 {
+        eprintln!(
+            "memspy: warning: no Python process was found{}",
+            if opts.subprocesses { "" } else { " (if the command starts Python in a child process, add --subprocesses)" }
+        );
+    }
+    if let Some(e) = &finished.write_error {
+        let hint = if e.raw_os_error() == Some(libc::ENOSPC) { " (the disk is full)" } else { "" };
+        eprintln!(
+            "memspy: error: writing {} failed{hint}: {e}; the file holds everything recorded before that",
+            output.display()
+        );
+        return Ok(2);
+    }
+    if launched {
+        // The program's own exit status, so memspy can wrap a CI job transparently.
+        return Ok(finished.exit.map_or(2, shell_status));
+    }
+    Ok(0)
+}
+
+/// SIGINT and SIGTERM end an attached recording; with a launched program they are passed on to
+/// it (unless the terminal already sent them to it), and the recording ends when it exits.
+fn watch_signals(stop: Arc<AtomicBool>, child: Arc<AtomicI32>) -> Result<()> {
+    let mut signals = SignalsInfo::<WithOrigin>::new([SIGINT, SIGTERM])
+        .map_err(|e| Error::io("installing signal handlers", e))?;
+    std::thread::spawn(move || {
+        for info in signals.forever() {
+            let pid = child.load(Ordering::Relaxed);
+            if pid == 0 {
+                stop.store(true, Ordering::Relaxed);
+                continue;
+            }
+            // Ctrl-C in a terminal reaches the whole foreground process group, the program
+            // included: only a signal sent to memspy alone (kill) is passed on.
+            if !matches!(info.cause, Cause::Kernel) {
+                // SAFETY-free: kill(2) through nix on a pid memspy started.
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::try_from(info.signal).ok(),
+                );
+            }
+        }
+    });
+    Ok(())
+}
+
+fn progress_bar() -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(10));
+    bar.set_style(ProgressStyle::with_template("{spinner} recording {elapsed} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+    bar.enable_steady_tick(Duration::from_millis(100));
+    bar
+}
+
+fn progress_message(p: &Progress) -> String {
+    format!(
+        "· {} samples · {} process{} · RSS {} · {} errors · {} late ticks",
+        count(p.samples),
+        p.processes_now,
+        if p.processes_now == 1 { "" } else { "es" },
+        bytes(p.rss_now as f64),
+        count(p.failed()),
+        count(p.missed_ticks)
+    )
+}

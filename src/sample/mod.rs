@@ -1,0 +1,374 @@
+//! The sampling loop: an absolute schedule of ticks; at each tick every recorded process is
+//! sampled ([`process`]), processes found by the [`discovery`] thread join, lower-rate memory
+//! readings are taken, and lateness is measured (how far behind the schedule, how many ticks
+//! missed).
+
+pub mod discovery;
+pub mod process;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::time::{clock_gettime, clock_nanosleep, ClockId, ClockNanosleepFlags};
+
+use crate::error::{Error, Result};
+use crate::python::{binary, StackReader};
+use crate::recording::{EndReason, FailureKind, Writer};
+use crate::target::family::ProcessKey;
+use crate::target::launch::Launched;
+use crate::target::{procfs, ProcessMemory};
+use discovery::Found;
+use process::{Outcome, ProcessSampler};
+
+/// Which memory number attribution uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemoryMode {
+    Rss,
+    Pss,
+    Uss,
+}
+
+impl MemoryMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            MemoryMode::Rss => "rss",
+            MemoryMode::Pss => "pss",
+            MemoryMode::Uss => "uss",
+        }
+    }
+}
+
+/// How to sample.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub rate_hz: f64,
+    pub duration: Option<Duration>,
+    pub blocking: bool,
+    pub memory: MemoryMode,
+    pub subprocesses: bool,
+}
+
+/// Where the target comes from.
+pub enum Root {
+    Attach(i32),
+    Launch(Launched),
+}
+
+impl Root {
+    pub fn pid(&self) -> i32 {
+        match self {
+            Root::Attach(pid) => *pid,
+            Root::Launch(l) => l.pid(),
+        }
+    }
+}
+
+/// Progress for the display and the final summary.
+#[derive(Clone, Debug, Default)]
+pub struct Progress {
+    pub elapsed: Duration,
+    pub samples: u64,
+    pub processes_now: usize,
+    pub processes_seen: usize,
+    pub rss_now: u64,
+    pub failures: BTreeMap<FailureKind, u64>,
+    pub ticks: u64,
+    pub missed_ticks: u64,
+    pub late_max: Duration,
+    pub late_total: Duration,
+}
+
+impl Progress {
+    pub fn failed(&self) -> u64 {
+        self.failures.values().sum()
+    }
+}
+
+/// How often the RSS split (status) is read.
+const STATUS_NS: u64 = 100_000_000;
+/// Bounds of the PSS/USS reading interval; in between it adapts so that reading
+/// smaps_rollup costs at most 1 % of one core.
+const ROLLUP_MIN_NS: u64 = 100_000_000;
+const ROLLUP_MAX_NS: u64 = 5_000_000_000;
+
+pub(crate) fn now_ns() -> u64 {
+    let ts = clock_gettime(ClockId::CLOCK_MONOTONIC).unwrap_or_else(|_| nix::sys::time::TimeSpec::new(0, 0));
+    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
+}
+
+fn sleep_until_ns(t: u64) {
+    let ts = nix::sys::time::TimeSpec::new((t / 1_000_000_000) as i64, (t % 1_000_000_000) as i64);
+    // EINTR (a signal arrived) just ends the sleep early: the loop checks its flags.
+    let _ = clock_nanosleep(ClockId::CLOCK_MONOTONIC, ClockNanosleepFlags::TIMER_ABSTIME, &ts);
+}
+
+/// Runs the loop until the target is gone, the duration is over, or `stop` is set.
+pub struct Sampler<'a> {
+    config: Config,
+    writer: Writer,
+    root: Root,
+    stop: &'a AtomicBool,
+    processes: Vec<ProcessSampler>,
+    found: Receiver<Found>,
+    recheck: Sender<(ProcessKey, Option<i32>)>,
+    discovery_done: Arc<AtomicBool>,
+    progress: Progress,
+    /// pid -> recording id of every process recorded so far (for parent links).
+    recorded: BTreeMap<i32, u32>,
+    /// Processes whose series ended: pid, command, failed samples.
+    finished: Vec<(i32, String, u64)>,
+    write_error: Option<io::Error>,
+}
+
+/// What a finished recording run reports.
+pub struct Finished {
+    pub progress: Progress,
+    /// Exit status of the launched program.
+    pub exit: Option<std::process::ExitStatus>,
+    pub bytes: u64,
+    pub write_error: Option<io::Error>,
+    /// Processes recorded, with their failure counts.
+    pub processes: Vec<(i32, String, u64)>,
+}
+
+impl<'a> Sampler<'a> {
+    /// Prepare to record `root`. Attaching to a process that is not Python fails here (unless
+    /// its children are recorded too).
+    pub fn new(config: Config, mut writer: Writer, root: Root, stop: &'a AtomicBool) -> Result<Sampler<'a>> {
+        let pid = root.pid();
+        let key = ProcessKey::of(pid).ok_or(Error::NoSuchProcess(pid))?;
+        let mut processes = Vec::new();
+        let mut recorded = BTreeMap::new();
+        let mut progress = Progress::default();
+        // An attached root must be Python now (that error is the user's to see); a launched one
+        // becomes Python after it starts, found by the discovery thread.
+        let root_waits = match &root {
+            Root::Attach(_) => {
+                let located = binary::locate(pid).and_then(|b| StackReader::new(ProcessMemory::new(pid), b));
+                match located {
+                    Ok(reader) => {
+                        let p = ProcessSampler::start(key, reader, None, 0, &mut writer)?;
+                        recorded.insert(pid, p.id);
+                        processes.push(p);
+                        progress.processes_seen = 1;
+                        false
+                    }
+                    Err(Error::NotPython { .. } | Error::Unsupported(_)) if config.subprocesses => true,
+                    Err(e) => return Err(e),
+                }
+            }
+            Root::Launch(_) => true,
+        };
+        let (found_tx, found) = channel();
+        let (recheck, recheck_rx) = channel();
+        let discovery_done = Arc::new(AtomicBool::new(false));
+        let done = discovery_done.clone();
+        let subprocesses = config.subprocesses;
+        std::thread::Builder::new()
+            .name("memspy-discovery".into())
+            .spawn(move || discovery::run(key, root_waits, subprocesses, found_tx, recheck_rx, done))
+            .map_err(|e| Error::io("starting the discovery thread", e))?;
+        Ok(Sampler {
+            config,
+            writer,
+            root,
+            stop,
+            processes,
+            found,
+            recheck,
+            discovery_done,
+            progress,
+            recorded,
+            finished: Vec::new(),
+            write_error: None,
+        })
+    }
+
+    /// Record until done; `on_progress` is called about ten times a second.
+    pub fn run(mut self, mut on_progress: impl FnMut(&Progress)) -> Finished {
+        let _ = nix::sys::prctl::set_timerslack(1);
+        let interval = (1e9 / self.config.rate_hz).max(1.0) as u64;
+        let start = now_ns();
+        let deadline = self.config.duration.map(|d| start + d.as_nanos() as u64);
+        let mut scheduled = start;
+        let (mut next_status, mut next_rollup, mut next_report) = (start, start, start);
+        let mut exit_status = None;
+        loop {
+            // Stop conditions.
+            if self.stop.load(Ordering::Relaxed) || self.write_error.is_some() {
+                break;
+            }
+            let now = now_ns();
+            if deadline.is_some_and(|d| now >= d) {
+                break;
+            }
+            if let Root::Launch(l) = &mut self.root {
+                if let Some(status) = l.poll() {
+                    exit_status = Some(status);
+                    break;
+                }
+            } else if self.processes.is_empty() && !self.root_alive() {
+                break;
+            }
+
+            // The schedule is absolute: tick k is due at start + k * interval. A tick that
+            // comes too late to be useful is counted as missed, not made up in a burst.
+            sleep_until_ns(scheduled);
+            let now = now_ns();
+            let late = now.saturating_sub(scheduled);
+            if late >= interval {
+                let missed = late / interval;
+                self.progress.missed_ticks += missed;
+                scheduled += missed * interval;
+            }
+            let late = now.saturating_sub(scheduled);
+            self.progress.late_max = self.progress.late_max.max(Duration::from_nanos(late));
+            self.progress.late_total += Duration::from_nanos(late);
+            self.progress.ticks += 1;
+            scheduled += interval;
+            let time_us = (now - start) / 1000;
+
+            self.adopt(time_us);
+            self.sample_all(time_us);
+            if now >= next_status {
+                next_status = now + STATUS_NS.max(interval);
+                let rollup = self.config.memory != MemoryMode::Rss && now >= next_rollup;
+                let mut cost = 0;
+                for p in &mut self.processes {
+                    match p.sample_memory_split(&mut self.writer, time_us, rollup) {
+                        Ok(c) => cost += c.unwrap_or(0),
+                        Err(e) => self.write_error = Some(e),
+                    }
+                }
+                if rollup {
+                    next_rollup = now + (cost * 1000 * 100).clamp(ROLLUP_MIN_NS, ROLLUP_MAX_NS);
+                }
+            }
+            if now >= next_report {
+                next_report = now + 100_000_000;
+                self.progress.elapsed = Duration::from_nanos(now - start);
+                self.progress.processes_now = self.processes.len();
+                self.progress.rss_now = self.processes.iter().map(|p| p.last_rss).sum();
+                on_progress(&self.progress);
+                if let Err(e) = self.write_stats() {
+                    self.write_error = Some(e);
+                }
+            }
+        }
+        self.progress.elapsed = Duration::from_nanos(now_ns() - start);
+        if self.config.memory != MemoryMode::Rss {
+            self.progress.processes_now = self.processes.len();
+        }
+        self.finish(exit_status)
+    }
+
+    fn root_alive(&self) -> bool {
+        ProcessKey::of(self.root.pid()).is_some()
+            || (self.config.subprocesses && !procfs::descendants(self.root.pid()).is_empty())
+    }
+
+    /// Start sampling the processes the discovery thread found.
+    fn adopt(&mut self, time_us: u64) {
+        while let Ok(found) = self.found.try_recv() {
+            let parent = found.parent_pid.and_then(|pid| self.recorded.get(&pid).copied());
+            match ProcessSampler::start(found.key, found.reader, parent, time_us, &mut self.writer) {
+                Ok(p) => {
+                    self.recorded.insert(found.key.pid, p.id);
+                    self.processes.push(p);
+                    self.progress.processes_seen += 1;
+                }
+                Err(Error::Io { source, .. }) => self.write_error = Some(source),
+                // It ended between being found and being adopted.
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// One tick for every recorded process.
+    fn sample_all(&mut self, time_us: u64) {
+        let blocking = self.config.blocking;
+        let mut ended = Vec::new();
+        for (i, p) in self.processes.iter_mut().enumerate() {
+            match p.sample(&mut self.writer, time_us, blocking) {
+                Ok(Outcome::Sampled) => self.progress.samples += 1,
+                Ok(Outcome::Failed(kind)) => *self.progress.failures.entry(kind).or_insert(0) += 1,
+                Ok(Outcome::Ended(reason)) => ended.push((i, reason)),
+                Err(e) => {
+                    self.write_error = Some(e);
+                    return;
+                }
+            }
+        }
+        for (i, reason) in ended.into_iter().rev() {
+            let p = self.processes.remove(i);
+            let exit = match (&mut self.root, reason) {
+                (Root::Launch(l), EndReason::Exited) if l.pid() == p.key.pid => {
+                    l.poll().and_then(|s| s.code())
+                }
+                _ => None,
+            };
+            if let Err(e) = self.writer.process_end(p.id, time_us, reason, exit) {
+                self.write_error = Some(e);
+            }
+            if reason == EndReason::Exec {
+                // Same process, new program: look at it again.
+                let parent = self.processes_parent_pid(&p);
+                let _ = self.recheck.send((p.key, parent));
+            }
+            self.finished.push((p.key.pid, p.command.clone(), p.failed()));
+        }
+    }
+
+    /// The pid of the recorded parent of `p`, if any.
+    fn processes_parent_pid(&self, p: &ProcessSampler) -> Option<i32> {
+        let parent = p.parent?;
+        self.recorded.iter().find(|(_, id)| **id == parent).map(|(pid, _)| *pid)
+    }
+
+    fn write_stats(&mut self) -> io::Result<()> {
+        let p = &self.progress;
+        self.writer.stats(
+            p.ticks,
+            p.missed_ticks,
+            p.late_max.as_micros() as u64,
+            p.late_total.as_micros() as u64,
+        )
+    }
+
+    fn finish(mut self, exit_status: Option<std::process::ExitStatus>) -> Finished {
+        self.discovery_done.store(true, Ordering::Relaxed);
+        let time_us = self.progress.elapsed.as_micros() as u64;
+        let mut exit_status = exit_status;
+        for p in std::mem::take(&mut self.processes) {
+            let (reason, exit) = match &mut self.root {
+                Root::Launch(l) if l.pid() == p.key.pid => {
+                    let s = l.poll();
+                    exit_status = exit_status.or(s);
+                    (if s.is_some() { EndReason::Exited } else { EndReason::RecordingEnded }, s.and_then(|s| s.code()))
+                }
+                _ if !p.key.alive() => (EndReason::Exited, None),
+                _ => (EndReason::RecordingEnded, None),
+            };
+            let _ = self.writer.process_end(p.id, time_us, reason, exit);
+            self.finished.push((p.key.pid, p.command.clone(), p.failed()));
+        }
+        let stats = self.write_stats();
+        let write_error = self.write_error.take().or(stats.err());
+        let (bytes, write_error) = match write_error {
+            Some(e) => {
+                let _ = self.writer.flush();
+                (self.writer.bytes_written, Some(e))
+            }
+            None => match self.writer.finish() {
+                Ok(bytes) => (bytes, None),
+                Err(e) => (0, Some(e)),
+            },
+        };
+        self.progress.processes_seen = self.progress.processes_seen.max(self.finished.len());
+        Finished { progress: self.progress, exit: exit_status, bytes, write_error, processes: self.finished }
+    }
+}
