@@ -144,7 +144,7 @@ impl ProcessSampler {
         let pid = self.key.pid;
         let rss = match self.statm.read().ok().and_then(|b| procfs::parse_statm_rss(b, self.page_size)) {
             Some(rss) if rss > 0 => rss,
-            _ => return self.failed(writer, time_us, self.gone_or(Outcome::Failed(FailureKind::Exited))),
+            _ => return self.record_failure(writer, time_us, self.gone_or(Outcome::Failed(FailureKind::Exited))),
         };
         self.last_rss = rss;
         // Counters first: a stopped thread would read as not running.
@@ -166,7 +166,7 @@ impl ProcessSampler {
                 WalkError::Denied => Outcome::Failed(FailureKind::Fatal),
                 WalkError::Raced(_) => self.exec_or(Outcome::Failed(FailureKind::Raced)),
             };
-            return self.failed(writer, time_us, outcome);
+            return self.record_failure(writer, time_us, outcome);
         }
         self.consecutive_fatal = 0;
         self.join(writer, time_us)?;
@@ -284,7 +284,7 @@ impl ProcessSampler {
     }
 
     /// Count and record a failed sample (an ended series is not a failure).
-    fn failed(&mut self, writer: &mut Writer, time_us: u64, outcome: Outcome) -> io::Result<Outcome> {
+    fn record_failure(&mut self, writer: &mut Writer, time_us: u64, outcome: Outcome) -> io::Result<Outcome> {
         if let Outcome::Failed(kind) = outcome {
             self.failures[kind as usize] += 1;
             self.consecutive_fatal = if kind == FailureKind::Fatal { self.consecutive_fatal + 1 } else { 0 };
