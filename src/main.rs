@@ -26,7 +26,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Sample a Python program's stacks and memory into a recording
-    #[command(after_help = "Examples:\n  memspy record -- python server.py\n  memspy record --pid 1234 -d 30\n  memspy record --subprocesses -- gunicorn -w 4 app:app\n  memspy record -o run.msp -r 1000 --nonblocking --pid 1234")]
+    #[command(
+        after_help = "Examples:\n  memspy record -- python server.py\n  memspy record --pid 1234 -d 30\n  memspy record --subprocesses -- gunicorn -w 4 app:app\n  memspy record -o run.msp -r 1000 --nonblocking --pid 1234"
+    )]
     Record(RecordArgs),
     /// Print every Python thread's stack of a running process
     Dump(DumpArgs),

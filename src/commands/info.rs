@@ -102,7 +102,11 @@ struct ProcessInfo {
 pub fn run(path: Option<&Path>, json: bool) -> Result<()> {
     let (path, rec) = open_recording(path)?;
     let info = summarize(&path, &rec);
-    let result = if json { write_json(&info) } else { write_text(&info) };
+    let result = if json {
+        write_json(&info)
+    } else {
+        write_text(&info)
+    };
     match result {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         other => other.map_err(|e| Error::io("writing output", e)),
@@ -126,7 +130,11 @@ fn summarize(path: &Path, rec: &Recording) -> Info {
             exit_code: p.exit,
             rss_min: u64::MAX,
             rss_max: 0,
-            threads: rec.threads.iter().filter(|t| rec.processes[t.process as usize].pid == p.pid).count(),
+            threads: rec
+                .threads
+                .iter()
+                .filter(|t| rec.processes[t.process as usize].pid == p.pid)
+                .count(),
         })
         .collect();
     for s in &rec.samples {
@@ -152,7 +160,9 @@ fn summarize(path: &Path, rec: &Recording) -> Info {
         }
     }
     let damage = rec.damage.as_ref().map(|d| match d {
-        Damage::Truncated { offset } => format!("cut short at byte {offset} (crash, kill -9 or full disk)"),
+        Damage::Truncated { offset } => {
+            format!("cut short at byte {offset} (crash, kill -9 or full disk)")
+        }
         Damage::Corrupt { offset, what } => format!("damaged at byte {offset}: {what}"),
     });
     let st = &rec.stats;
@@ -172,7 +182,11 @@ fn summarize(path: &Path, rec: &Recording) -> Info {
         ticks: st.ticks,
         missed_ticks: st.missed,
         late_max_ms: st.late_max_us as f64 / 1e3,
-        late_mean_ms: if st.ticks > 0 { st.late_total_us as f64 / 1e3 / st.ticks as f64 } else { 0.0 },
+        late_mean_ms: if st.ticks > 0 {
+            st.late_total_us as f64 / 1e3 / st.ticks as f64
+        } else {
+            0.0
+        },
         functions: rec.functions.len(),
         stacks: rec.stacks.len(),
         processes,
@@ -193,14 +207,19 @@ fn write_text(i: &Info) -> io::Result<()> {
         (None, false) => "not closed (recording still running, or memspy was killed)".into(),
     };
     writeln!(w, "{}: {}, {}", i.file, bytes(i.bytes as f64), state)?;
-    let started = chrono::DateTime::from_timestamp_nanos(i.start_unix_ns as i64).with_timezone(&chrono::Local);
+    let started = chrono::DateTime::from_timestamp_nanos(i.start_unix_ns as i64)
+        .with_timezone(&chrono::Local);
     writeln!(
         w,
         "recorded {} for {:.1} s at {} Hz, {}, memory {}, by memspy {}",
         started.format("%Y-%m-%d %H:%M:%S"),
         i.duration_s,
         i.rate_hz,
-        if i.blocking { "blocking" } else { "non-blocking" },
+        if i.blocking {
+            "blocking"
+        } else {
+            "non-blocking"
+        },
         i.memory,
         i.memspy_version
     )?;
@@ -222,8 +241,17 @@ fn write_text(i: &Info) -> io::Result<()> {
         i.late_mean_ms,
         i.late_max_ms
     )?;
-    writeln!(w, "functions: {}   distinct stacks: {}", count(i.functions as u64), count(i.stacks as u64))?;
-    writeln!(w, "\n{:>8} {:>8} {:>8} {:>7} {:>10} {:>10} {:>16}  command", "pid", "python", "samples", "failed", "rss min", "rss max", "span (s)")?;
+    writeln!(
+        w,
+        "functions: {}   distinct stacks: {}",
+        count(i.functions as u64),
+        count(i.stacks as u64)
+    )?;
+    writeln!(
+        w,
+        "\n{:>8} {:>8} {:>8} {:>7} {:>10} {:>10} {:>16}  command",
+        "pid", "python", "samples", "failed", "rss min", "rss max", "span (s)"
+    )?;
     for p in &i.processes {
         let end = match (&p.end, p.exit_code) {
             (Some(e), Some(code)) => format!("  [{e}, status {code}]"),
@@ -239,7 +267,11 @@ fn write_text(i: &Info) -> io::Result<()> {
             p.failed.raced + p.failed.exited + p.failed.fatal,
             bytes(p.rss_min as f64),
             bytes(p.rss_max as f64),
-            format!("{:.1}-{}", p.start_s, p.end_s.map_or("".into(), |e| format!("{e:.1}"))),
+            format!(
+                "{:.1}-{}",
+                p.start_s,
+                p.end_s.map_or("".into(), |e| format!("{e:.1}"))
+            ),
             one_line(&p.command, 100),
             end
         )?;

@@ -33,24 +33,37 @@ pub struct RecordOptions {
 
 /// `memspy-YYYYmmdd-HHMMSS.msp` in the current folder.
 pub fn default_output() -> PathBuf {
-    PathBuf::from(chrono::Local::now().format("memspy-%Y%m%d-%H%M%S.msp").to_string())
+    PathBuf::from(
+        chrono::Local::now()
+            .format("memspy-%Y%m%d-%H%M%S.msp")
+            .to_string(),
+    )
 }
 
 /// Record; returns the exit status memspy should end with.
 pub fn run(opts: &RecordOptions) -> Result<u8> {
     if !(opts.rate_hz > 0.0 && opts.rate_hz <= 100_000.0) {
-        return Err(Error::Usage(format!("the rate must be between 0 and 100000 Hz, not {}", opts.rate_hz)));
+        return Err(Error::Usage(format!(
+            "the rate must be between 0 and 100000 Hz, not {}",
+            opts.rate_hz
+        )));
     }
     if let Some(d) = opts.duration {
         if !(d > 0.0 && d.is_finite()) {
-            return Err(Error::Usage(format!("the duration must be a positive number of seconds, not {d}")));
+            return Err(Error::Usage(format!(
+                "the duration must be a positive number of seconds, not {d}"
+            )));
         }
     }
     let output = opts.output.clone().unwrap_or_else(default_output);
     let root = match (opts.pid, opts.command.is_empty()) {
         (Some(pid), true) => Root::Attach(pid),
         (None, false) => Root::Launch(Launched::spawn(&opts.command)?),
-        _ => return Err(Error::Usage("give either --pid PID or a command after --".into())),
+        _ => {
+            return Err(Error::Usage(
+                "give either --pid PID or a command after --".into(),
+            ))
+        }
     };
     let meta = Meta {
         memspy_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -106,7 +119,11 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
     bar.finish_and_clear();
 
     let p = &finished.progress;
-    let mut failures: Vec<String> = p.failures.iter().map(|(k, n)| format!("{n} {}", format!("{k:?}").to_lowercase())).collect();
+    let mut failures: Vec<String> = p
+        .failures
+        .iter()
+        .map(|(k, n)| format!("{n} {}", format!("{k:?}").to_lowercase()))
+        .collect();
     if failures.is_empty() {
         failures.push("none".into());
     }
@@ -126,11 +143,19 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
     if p.processes_seen == 0 {
         eprintln!(
             "memspy: warning: no Python process was found{}",
-            if opts.subprocesses { "" } else { " (if the command starts Python in a child process, add --subprocesses)" }
+            if opts.subprocesses {
+                ""
+            } else {
+                " (if the command starts Python in a child process, add --subprocesses)"
+            }
         );
     }
     if let Some(e) = &finished.write_error {
-        let hint = if e.raw_os_error() == Some(libc::ENOSPC) { " (the disk is full)" } else { "" };
+        let hint = if e.raw_os_error() == Some(libc::ENOSPC) {
+            " (the disk is full)"
+        } else {
+            ""
+        };
         eprintln!(
             "memspy: error: writing {} failed{hint}: {e}; the file holds everything recorded before that",
             output.display()
@@ -175,7 +200,10 @@ fn progress_bar() -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(10));
-    bar.set_style(ProgressStyle::with_template("{spinner} recording {elapsed} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} recording {elapsed} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
     bar.enable_steady_tick(Duration::from_millis(100));
     bar
 }

@@ -55,7 +55,10 @@ mod tests {
         assert_eq!(count(0), "0");
         assert_eq!(count(1234567), "1,234,567");
         assert_eq!(count(100), "100");
-        assert_eq!(one_line("python -c \"\nimport x\n  x.y()\"", 80), "python -c \" import x x.y()\"");
+        assert_eq!(
+            one_line("python -c \"\nimport x\n  x.y()\"", 80),
+            "python -c \" import x x.y()\""
+        );
         assert_eq!(one_line("abcdef", 4), "abc…");
     }
 }

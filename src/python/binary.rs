@@ -62,7 +62,10 @@ pub struct BinaryCache {
 impl BinaryCache {
     fn facts(&mut self, pid: i32, m: &MapRange) -> Option<ElfFacts> {
         let key = (m.path.clone(), m.dev.clone(), m.inode);
-        self.files.entry(key).or_insert_with(|| analyse(pid, m)).clone()
+        self.files
+            .entry(key)
+            .or_insert_with(|| analyse(pid, m))
+            .clone()
     }
 }
 
@@ -115,20 +118,27 @@ pub fn locate_cached(pid: i32, cache: &mut BinaryCache) -> Result<PythonBinary> 
     }
 
     for m in candidates {
-        let Some(facts) = cache.facts(pid, m) else { continue };
-        let Some(runtime) = facts.runtime else { continue };
+        let Some(facts) = cache.facts(pid, m) else {
+            continue;
+        };
+        let Some(runtime) = facts.runtime else {
+            continue;
+        };
         let bias = load_bias(&facts, &maps, &m.path)
             .ok_or_else(|| Error::Other(format!("cannot find where {} is loaded", m.path)))?;
-        let (version, version_source) = facts
-            .version
-            .ok_or_else(|| Error::Unsupported(format!("cannot tell which Python version {} is", m.path)))?;
+        let (version, version_source) = facts.version.ok_or_else(|| {
+            Error::Unsupported(format!("cannot tell which Python version {} is", m.path))
+        })?;
         let libc = maps.iter().find(|m| {
             let n = m.file_name();
             m.is_file() && (n.starts_with("libc.so") || n.starts_with("libc-"))
         });
         let pthread_tid_offset = facts
             .pthread_tid
-            .or_else(|| libc.and_then(|l| cache.facts(pid, l)).and_then(|f| f.pthread_tid))
+            .or_else(|| {
+                libc.and_then(|l| cache.facts(pid, l))
+                    .and_then(|f| f.pthread_tid)
+            })
             .unwrap_or(DEFAULT_PTHREAD_TID_OFFSET);
         return Ok(PythonBinary {
             pid,
@@ -180,7 +190,10 @@ fn load_bias(facts: &ElfFacts, maps: &[MapRange], path: &str) -> Option<u64> {
     if facts.fixed {
         return Some(0);
     }
-    let map = maps.iter().filter(|m| m.path == path && m.offset == 0).min_by_key(|m| m.start)?;
+    let map = maps
+        .iter()
+        .filter(|m| m.path == path && m.offset == 0)
+        .min_by_key(|m| m.start)?;
     Some(map.start.wrapping_sub(facts.base))
 }
 

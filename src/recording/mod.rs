@@ -22,7 +22,12 @@ mod tests {
     fn file_with_samples(n: u64) -> Vec<u8> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.msp");
-        let meta = Meta { memspy_version: "test".into(), rate_hz: 100.0, memory: "rss".into(), ..Meta::default() };
+        let meta = Meta {
+            memspy_version: "test".into(),
+            rate_hz: 100.0,
+            memory: "rss".into(),
+            ..Meta::default()
+        };
         let mut w = Writer::create(&path, &meta).unwrap();
         let p = w
             .process_start(&ProcessDef {
@@ -44,15 +49,28 @@ mod tests {
         let s2 = w.stack([a, b]).unwrap();
         for i in 0..n {
             let threads = [
-                ThreadEntry { slot: main, stack: s1, flags: 0, cpu_ns_total: 0, minflt: 0 },
-                ThreadEntry { slot: worker, stack: s2, flags: 3, cpu_ns_total: i * 10_000_000, minflt: i },
+                ThreadEntry {
+                    slot: main,
+                    stack: s1,
+                    flags: 0,
+                    cpu_ns_total: 0,
+                    minflt: 0,
+                },
+                ThreadEntry {
+                    slot: worker,
+                    stack: s2,
+                    flags: 3,
+                    cpu_ns_total: i * 10_000_000,
+                    minflt: i,
+                },
             ];
             w.sample(p, i * 10_000, (100 + i) << 20, &threads).unwrap();
         }
         w.failure(p, 500_000, FailureKind::Raced).unwrap();
         w.memory(p, 500_000, MemoryKind::Pss, 90 << 20).unwrap();
         w.stats(51, 1, 300, 900).unwrap();
-        w.process_end(p, 510_000, EndReason::Exited, Some(0)).unwrap();
+        w.process_end(p, 510_000, EndReason::Exited, Some(0))
+            .unwrap();
         w.finish().unwrap();
         std::fs::read(&path).unwrap()
     }
@@ -75,7 +93,10 @@ mod tests {
         assert_eq!(t[1].flags, 3);
         let frames: Vec<_> = rec.stack_frames(t[1].stack.unwrap()).collect();
         assert_eq!(frames.len(), 2);
-        assert_eq!(rec.string(rec.functions[frames[0].function as usize].qualname), "Cache.leak");
+        assert_eq!(
+            rec.string(rec.functions[frames[0].function as usize].qualname),
+            "Cache.leak"
+        );
         assert_eq!(frames[0].line, 12);
         assert_eq!(rec.failures.len(), 1);
         assert_eq!(rec.memory[0].bytes, 90 << 20);
@@ -87,7 +108,8 @@ mod tests {
     fn stays_small_for_repeated_stacks() {
         // Samples of a process with two threads, one of them burning CPU and faulting pages on
         // every sample while RSS grows: what each sample adds to the file.
-        let per_sample = (file_with_samples(1000).len() - file_with_samples(0).len()) as f64 / 1000.0;
+        let per_sample =
+            (file_with_samples(1000).len() - file_with_samples(0).len()) as f64 / 1000.0;
         assert!(per_sample <= 16.0, "{per_sample} bytes per sample");
     }
 
@@ -98,14 +120,21 @@ mod tests {
         for cut in 0..file.len() {
             match Recording::parse(&file[..cut]) {
                 Ok(rec) => {
-                    assert!(rec.samples.len() >= last_samples, "prefixes never lose samples");
+                    assert!(
+                        rec.samples.len() >= last_samples,
+                        "prefixes never lose samples"
+                    );
                     last_samples = rec.samples.len();
                     assert!(!rec.complete || cut == file.len());
-                    assert!(matches!(rec.damage, None | Some(Damage::Truncated { .. })), "cut {cut}");
+                    assert!(
+                        matches!(rec.damage, None | Some(Damage::Truncated { .. })),
+                        "cut {cut}"
+                    );
                 }
                 Err(e) => {
                     // Only a file cut inside its first record (the description) is unreadable.
-                    let first_end = 16 + 8 + u32::from_le_bytes(file[16..20].try_into().unwrap()) as usize;
+                    let first_end =
+                        16 + 8 + u32::from_le_bytes(file[16..20].try_into().unwrap()) as usize;
                     assert!(cut < first_end, "cut at {cut}: {e}")
                 }
             }

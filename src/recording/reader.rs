@@ -137,8 +137,10 @@ pub struct Recording {
 impl Recording {
     /// Read a recording file.
     pub fn open(path: &Path) -> Result<Recording> {
-        let data = std::fs::read(path).map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
-        Recording::parse(&data).map_err(|what| Error::Recording(format!("{}: {what}", path.display())))
+        let data = std::fs::read(path)
+            .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+        Recording::parse(&data)
+            .map_err(|what| Error::Recording(format!("{}: {what}", path.display())))
     }
 
     /// Parse the bytes of a recording. Fails only when the start of the file is not a memspy
@@ -153,7 +155,10 @@ impl Recording {
                 "recording format version {version} is not supported by this memspy (it reads version {VERSION})"
             ));
         }
-        let mut rec = Recording { file_bytes: data.len() as u64, ..Recording::default() };
+        let mut rec = Recording {
+            file_bytes: data.len() as u64,
+            ..Recording::default()
+        };
         let mut state = ReadState::default();
         let mut pos = HEADER_LEN;
         let mut saw_meta = false;
@@ -165,7 +170,10 @@ impl Recording {
             };
             let len = u32::from_le_bytes(len_bytes.try_into().unwrap_or_default()) as usize;
             if len == 0 || len > MAX_RECORD {
-                rec.damage = Some(Damage::Corrupt { offset, what: format!("impossible record length {len}") });
+                rec.damage = Some(Damage::Corrupt {
+                    offset,
+                    what: format!("impossible record length {len}"),
+                });
                 break;
             }
             let Some(body) = data.get(pos + 4..pos + 4 + len) else {
@@ -177,7 +185,10 @@ impl Recording {
                 break;
             };
             if u32::from_le_bytes(crc.try_into().unwrap_or_default()) != crc32fast::hash(body) {
-                rec.damage = Some(Damage::Corrupt { offset, what: "checksum mismatch".into() });
+                rec.damage = Some(Damage::Corrupt {
+                    offset,
+                    what: "checksum mismatch".into(),
+                });
                 break;
             }
             if !saw_meta && body[0] != T_META {
@@ -202,7 +213,8 @@ impl Recording {
         let bad = |what: &str| format!("malformed {what} record");
         match body[0] {
             T_META => {
-                self.meta = serde_json::from_slice(c.rest()).map_err(|e| format!("bad description: {e}"))?;
+                self.meta = serde_json::from_slice(c.rest())
+                    .map_err(|e| format!("bad description: {e}"))?;
             }
             T_STRING => {
                 let id = c.uv32().ok_or_else(|| bad("string"))?;
@@ -215,7 +227,15 @@ impl Recording {
                     let id = c.uv32()?;
                     let (name, qualname, file) = (c.uv32()?, c.uv32()?, c.uv32()?);
                     let firstlineno = c.sv()? as i32;
-                    Some((id, Function { name, qualname, file, firstlineno }))
+                    Some((
+                        id,
+                        Function {
+                            name,
+                            qualname,
+                            file,
+                            firstlineno,
+                        },
+                    ))
                 })()
                 .ok_or_else(|| bad("function"))?;
                 expect_next(f.0, self.functions.len(), "function")?;
@@ -225,8 +245,8 @@ impl Recording {
                 self.functions.push(f.1);
             }
             T_FRAME => {
-                let (id, function, line) =
-                    (|| Some((c.uv32()?, c.uv32()?, c.sv()? as i32)))().ok_or_else(|| bad("frame"))?;
+                let (id, function, line) = (|| Some((c.uv32()?, c.uv32()?, c.sv()? as i32)))()
+                    .ok_or_else(|| bad("frame"))?;
                 expect_next(id, self.frames.len(), "frame")?;
                 known(function, self.functions.len(), "function")?;
                 self.frames.push(FrameDef { function, line });
@@ -244,7 +264,11 @@ impl Recording {
                     }
                 };
                 let depth = parent.map_or(1, |p| self.stacks[p as usize].depth + 1);
-                self.stacks.push(StackNode { parent, frame, depth });
+                self.stacks.push(StackNode {
+                    parent,
+                    frame,
+                    depth,
+                });
             }
             T_PROCESS_START => {
                 let p = (|| {
@@ -276,8 +300,8 @@ impl Recording {
                 state.last_rss_kib.push(0);
             }
             T_PROCESS_END => {
-                let (id, time, reason, exit) =
-                    (|| Some((c.uv32()?, c.uv()?, c.u8()?, c.sv()?)))().ok_or_else(|| bad("process end"))?;
+                let (id, time, reason, exit) = (|| Some((c.uv32()?, c.uv()?, c.u8()?, c.sv()?)))()
+                    .ok_or_else(|| bad("process end"))?;
                 known(id, self.processes.len(), "process")?;
                 let p = &mut self.processes[id as usize];
                 p.end_us = Some(time);
@@ -286,18 +310,32 @@ impl Recording {
             }
             T_THREAD => {
                 let (process, slot, tid, name) =
-                    (|| Some((c.uv32()?, c.uv32()?, c.uv()? as i32, c.uv32()?)))().ok_or_else(|| bad("thread"))?;
+                    (|| Some((c.uv32()?, c.uv32()?, c.uv()? as i32, c.uv32()?)))()
+                        .ok_or_else(|| bad("thread"))?;
                 known(process, self.processes.len(), "process")?;
                 known(name, self.strings.len(), "string")?;
                 let slots = state.thread_index.entry(process).or_default();
                 expect_next(slot, slots.len(), "thread")?;
                 slots.push(self.threads.len() as u32);
-                self.threads.push(Thread { process, slot, tid, name });
+                self.threads.push(Thread {
+                    process,
+                    slot,
+                    tid,
+                    name,
+                });
             }
-            T_EVENTS => self.apply_events(state, &mut c).ok_or_else(|| bad("events"))??,
+            T_EVENTS => self
+                .apply_events(state, &mut c)
+                .ok_or_else(|| bad("events"))??,
             T_STATS => {
-                let s = (|| Some((c.uv()?, c.uv()?, c.uv()?, c.uv()?)))().ok_or_else(|| bad("stats"))?;
-                self.stats = Stats { ticks: s.0, missed: s.1, late_max_us: s.2, late_total_us: s.3 };
+                let s = (|| Some((c.uv()?, c.uv()?, c.uv()?, c.uv()?)))()
+                    .ok_or_else(|| bad("stats"))?;
+                self.stats = Stats {
+                    ticks: s.0,
+                    missed: s.1,
+                    late_max_us: s.2,
+                    late_total_us: s.3,
+                };
             }
             T_END => self.complete = true,
             // Unknown record types from a newer writer of the same format version are skipped.
@@ -306,7 +344,11 @@ impl Recording {
         Ok(())
     }
 
-    fn apply_events(&mut self, state: &mut ReadState, c: &mut Cursor) -> Option<std::result::Result<(), String>> {
+    fn apply_events(
+        &mut self,
+        state: &mut ReadState,
+        c: &mut Cursor,
+    ) -> Option<std::result::Result<(), String>> {
         let mut time = c.uv()?;
         let count = c.uv()?;
         for _ in 0..count {
@@ -327,20 +369,32 @@ impl Recording {
                         let head = c.uv()?;
                         let slot = u32::try_from(head >> 3).ok()?;
                         let flags = (head & 3) as u8;
-                        let Some(&thread) = state.thread_index.get(&process).and_then(|s| s.get(slot as usize))
+                        let Some(&thread) = state
+                            .thread_index
+                            .get(&process)
+                            .and_then(|s| s.get(slot as usize))
                         else {
                             return Some(Err(format!("sample of undefined thread {slot}")));
                         };
                         let stack = if head & SAME_STACK != 0 {
                             match state.last_stack.get(thread as usize) {
                                 Some(&s) => s,
-                                None => return Some(Err("repeated stack of a thread never sampled".into())),
+                                None => {
+                                    return Some(Err(
+                                        "repeated stack of a thread never sampled".into()
+                                    ))
+                                }
                             }
                         } else {
                             match c.uv32()? {
                                 0 => None,
                                 s if (s as usize) <= self.stacks.len() => Some(s - 1),
-                                s => return Some(Err(format!("sample of undefined stack {}", s - 1))),
+                                s => {
+                                    return Some(Err(format!(
+                                        "sample of undefined stack {}",
+                                        s - 1
+                                    )))
+                                }
                             }
                         };
                         let cpu_us = c.uv()?;
@@ -349,7 +403,13 @@ impl Recording {
                             state.last_stack.resize(thread as usize + 1, None);
                         }
                         state.last_stack[thread as usize] = stack;
-                        self.thread_samples.push(ThreadSample { thread, stack, flags, cpu_us, minflt });
+                        self.thread_samples.push(ThreadSample {
+                            thread,
+                            stack,
+                            flags,
+                            cpu_us,
+                            minflt,
+                        });
                     }
                     self.samples.push(Sample {
                         process,
@@ -361,12 +421,21 @@ impl Recording {
                 }
                 E_FAILURE => {
                     let kind = FailureKind::from_u8(c.u8()?)?;
-                    self.failures.push(Failure { process, time_us: time, kind });
+                    self.failures.push(Failure {
+                        process,
+                        time_us: time,
+                        kind,
+                    });
                 }
                 E_MEMORY => {
                     let kind = MemoryKind::from_u8(c.u8()?)?;
                     let kib = c.uv()?;
-                    self.memory.push(MemoryReading { process, time_us: time, kind, bytes: kib.saturating_mul(1024) });
+                    self.memory.push(MemoryReading {
+                        process,
+                        time_us: time,
+                        kind,
+                        bytes: kib.saturating_mul(1024),
+                    });
                 }
                 _ => return Some(Err(format!("unknown event type {tag}"))),
             }
@@ -415,7 +484,9 @@ fn expect_next(id: u32, next: usize, what: &str) -> std::result::Result<(), Stri
     if id as usize == next {
         Ok(())
     } else {
-        Err(format!("{what} {id} defined out of order (expected {next})"))
+        Err(format!(
+            "{what} {id} defined out of order (expected {next})"
+        ))
     }
 }
 

@@ -60,6 +60,8 @@ pub struct Writer {
     batch_events: u32,
     batch_base_us: u64,
     last_event_us: u64,
+    /// When records were last handed to the kernel.
+    last_flush_us: u64,
     strings: HashMap<Arc<str>, u32>,
     functions: HashMap<(u32, u32, u32, i32), u32>,
     frames: HashMap<(u32, i32), u32>,
@@ -85,6 +87,7 @@ impl Writer {
             batch_events: 0,
             batch_base_us: 0,
             last_event_us: 0,
+            last_flush_us: 0,
             strings: HashMap::new(),
             functions: HashMap::new(),
             frames: HashMap::new(),
@@ -119,7 +122,10 @@ impl Writer {
     /// Frame `self.record` as a record and hand it to the buffered file.
     fn end_record(&mut self) -> io::Result<()> {
         if let Some(kind) = self.failed {
-            return Err(io::Error::new(kind, "recording stopped after an earlier write error"));
+            return Err(io::Error::new(
+                kind,
+                "recording stopped after an earlier write error",
+            ));
         }
         let len = self.record.len() as u32;
         let crc = crc32fast::hash(&self.record);
@@ -155,8 +161,19 @@ impl Writer {
     }
 
     /// The id of a function, defining it on first use.
-    pub fn function(&mut self, name: &str, qualname: &str, file: &str, firstlineno: i32) -> io::Result<u32> {
-        let key = (self.string(name)?, self.string(qualname)?, self.string(file)?, firstlineno);
+    pub fn function(
+        &mut self,
+        name: &str,
+        qualname: &str,
+        file: &str,
+        firstlineno: i32,
+    ) -> io::Result<u32> {
+        let key = (
+            self.string(name)?,
+            self.string(qualname)?,
+            self.string(file)?,
+            firstlineno,
+        );
         if let Some(&id) = self.functions.get(&key) {
             return Ok(id);
         }
@@ -188,7 +205,10 @@ impl Writer {
 
     /// The id of a stack given by frame ids from the outermost to the innermost; None for an
     /// empty stack.
-    pub fn stack(&mut self, outermost_first: impl IntoIterator<Item = u32>) -> io::Result<Option<u32>> {
+    pub fn stack(
+        &mut self,
+        outermost_first: impl IntoIterator<Item = u32>,
+    ) -> io::Result<Option<u32>> {
         let mut node: Option<u32> = None;
         for frame in outermost_first {
             let parent = node.map_or(0, |n| n + 1);
@@ -213,10 +233,20 @@ impl Writer {
     /// Define a process; returns its id in the recording.
     pub fn process_start(&mut self, p: &ProcessDef) -> io::Result<u32> {
         let id = self.processes.len() as u32;
-        let (command, exe, python) = (self.string(p.command)?, self.string(p.exe)?, self.string(p.python)?);
+        let (command, exe, python) = (
+            self.string(p.command)?,
+            self.string(p.exe)?,
+            self.string(p.python)?,
+        );
         self.flush_batch()?;
         self.begin(T_PROCESS_START);
-        for v in [id as u64, p.pid as u64, p.starttime, p.parent.map_or(0, |x| x as u64 + 1), p.time_us] {
+        for v in [
+            id as u64,
+            p.pid as u64,
+            p.starttime,
+            p.parent.map_or(0, |x| x as u64 + 1),
+            p.time_us,
+        ] {
             put_uv(&mut self.record, v);
         }
         for s in [command, exe, python] {
@@ -228,7 +258,13 @@ impl Writer {
     }
 
     /// A process's series ended (`exit`: its exit status when known).
-    pub fn process_end(&mut self, process: u32, time_us: u64, reason: EndReason, exit: Option<i32>) -> io::Result<()> {
+    pub fn process_end(
+        &mut self,
+        process: u32,
+        time_us: u64,
+        reason: EndReason,
+        exit: Option<i32>,
+    ) -> io::Result<()> {
         self.flush_batch()?;
         self.begin(T_PROCESS_END);
         put_uv(&mut self.record, process as u64);
@@ -266,7 +302,13 @@ impl Writer {
     }
 
     /// One sample of a process: its RSS and its Python threads.
-    pub fn sample(&mut self, process: u32, time_us: u64, rss_bytes: u64, threads: &[ThreadEntry]) -> io::Result<()> {
+    pub fn sample(
+        &mut self,
+        process: u32,
+        time_us: u64,
+        rss_bytes: u64,
+        threads: &[ThreadEntry],
+    ) -> io::Result<()> {
         self.event(E_SAMPLE, process, time_us);
         let rss_kib = (rss_bytes / 1024) as i64;
         let state = &mut self.processes[process as usize];
@@ -275,14 +317,20 @@ impl Writer {
         put_uv(&mut self.batch, threads.len() as u64);
         for t in threads {
             let cpu_us = t.cpu_ns_total / 1000;
-            let previous = self.thread_last.insert((process, t.slot), (cpu_us, t.stack));
+            let previous = self
+                .thread_last
+                .insert((process, t.slot), (cpu_us, t.stack));
             let same = previous.is_some_and(|p| p.1 == t.stack);
-            let head = (t.slot as u64) << 3 | if same { SAME_STACK } else { 0 } | (t.flags & 3) as u64;
+            let head =
+                (t.slot as u64) << 3 | if same { SAME_STACK } else { 0 } | (t.flags & 3) as u64;
             put_uv(&mut self.batch, head);
             if !same {
                 put_uv(&mut self.batch, t.stack.map_or(0, |s| s as u64 + 1));
             }
-            put_uv(&mut self.batch, cpu_us.saturating_sub(previous.map_or(cpu_us, |p| p.0)));
+            put_uv(
+                &mut self.batch,
+                cpu_us.saturating_sub(previous.map_or(cpu_us, |p| p.0)),
+            );
             put_uv(&mut self.batch, t.minflt);
         }
         self.samples += 1;
@@ -297,15 +345,27 @@ impl Writer {
     }
 
     /// A memory reading other than the per-sample RSS.
-    pub fn memory(&mut self, process: u32, time_us: u64, kind: MemoryKind, bytes: u64) -> io::Result<()> {
+    pub fn memory(
+        &mut self,
+        process: u32,
+        time_us: u64,
+        kind: MemoryKind,
+        bytes: u64,
+    ) -> io::Result<()> {
         self.event(E_MEMORY, process, time_us);
         self.batch.push(kind as u8);
         put_uv(&mut self.batch, bytes / 1024);
         self.flush_if_due(time_us)
     }
 
-    /// Cumulative schedule statistics (µs).
-    pub fn stats(&mut self, ticks: u64, missed: u64, late_max_us: u64, late_total_us: u64) -> io::Result<()> {
+    /// Cumulative schedule statistics (µs); written with the next batch.
+    pub fn stats(
+        &mut self,
+        ticks: u64,
+        missed: u64,
+        late_max_us: u64,
+        late_total_us: u64,
+    ) -> io::Result<()> {
         self.flush_batch()?;
         self.begin(T_STATS);
         for v in [ticks, missed, late_max_us, late_total_us] {
@@ -315,8 +375,11 @@ impl Writer {
     }
 
     fn flush_if_due(&mut self, now_us: u64) -> io::Result<()> {
-        if self.batch.len() >= MAX_BATCH || now_us.saturating_sub(self.batch_base_us) >= FLUSH_INTERVAL_US {
+        if now_us.saturating_sub(self.last_flush_us) >= FLUSH_INTERVAL_US {
+            self.last_flush_us = now_us;
             self.flush()?;
+        } else if self.batch.len() >= MAX_BATCH {
+            self.flush_batch()?;
         }
         Ok(())
     }
@@ -337,13 +400,14 @@ impl Writer {
     /// Write pending events and hand everything to the kernel.
     pub fn flush(&mut self) -> io::Result<()> {
         self.flush_batch()?;
-        self.out.flush().inspect_err(|e| self.failed = Some(e.kind()))
+        self.out
+            .flush()
+            .inspect_err(|e| self.failed = Some(e.kind()))
     }
 
-    /// Whether the time since the last batch started calls for a flush (for idle periods
-    /// without events).
-    pub fn flush_due(&self, now_us: u64) -> bool {
-        self.batch_events > 0 && now_us.saturating_sub(self.batch_base_us) >= FLUSH_INTERVAL_US
+    /// Flush if the last flush is a second old (for periods without events).
+    pub fn tick(&mut self, now_us: u64) -> io::Result<()> {
+        self.flush_if_due(now_us)
     }
 
     /// Write the end record and close the file (synced to disk).

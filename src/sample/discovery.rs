@@ -51,11 +51,22 @@ pub fn run(
     let mut waiting: BTreeMap<ProcessKey, Waiting> = BTreeMap::new();
     let mut known: Vec<ProcessKey> = vec![root];
     let mut binaries = BinaryCache::default();
-    let add = |waiting: &mut BTreeMap<ProcessKey, Waiting>, key: ProcessKey, parent_pid: Option<i32>| {
-        let now = now_ns();
-        let exe = procfs::exe(key.pid).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-        waiting.insert(key, Waiting { parent_pid, exe, first_seen_ns: now, next_try_ns: now });
-    };
+    let add =
+        |waiting: &mut BTreeMap<ProcessKey, Waiting>, key: ProcessKey, parent_pid: Option<i32>| {
+            let now = now_ns();
+            let exe = procfs::exe(key.pid)
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            waiting.insert(
+                key,
+                Waiting {
+                    parent_pid,
+                    exe,
+                    first_seen_ns: now,
+                    next_try_ns: now,
+                },
+            );
+        };
     if root_is_waiting {
         add(&mut waiting, root, None);
     }
@@ -74,7 +85,11 @@ pub fn run(
             known.retain(|k| !changes.ended.contains(k));
         }
         let now = now_ns();
-        let due: Vec<ProcessKey> = waiting.iter().filter(|(_, w)| w.next_try_ns <= now).map(|(k, _)| *k).collect();
+        let due: Vec<ProcessKey> = waiting
+            .iter()
+            .filter(|(_, w)| w.next_try_ns <= now)
+            .map(|(k, _)| *k)
+            .collect();
         for key in due {
             if !key.alive() {
                 waiting.remove(&key);
@@ -85,13 +100,22 @@ pub fn run(
             match located {
                 Ok(reader) => {
                     let w = waiting.remove(&key).expect("waiting entry");
-                    if found.send(Found { key, parent_pid: w.parent_pid, reader }).is_err() {
+                    if found
+                        .send(Found {
+                            key,
+                            parent_pid: w.parent_pid,
+                            reader,
+                        })
+                        .is_err()
+                    {
                         return;
                     }
                 }
                 Err(_) => {
                     let w = waiting.get_mut(&key).expect("waiting entry");
-                    let exe = procfs::exe(key.pid).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+                    let exe = procfs::exe(key.pid)
+                        .map(|p| p.to_string_lossy().into_owned())
+                        .unwrap_or_default();
                     let young = now.saturating_sub(w.first_seen_ns) < YOUNG_NS;
                     let changed = exe != w.exe;
                     w.exe = exe;

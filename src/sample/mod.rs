@@ -96,14 +96,19 @@ const ROLLUP_MIN_NS: u64 = 100_000_000;
 const ROLLUP_MAX_NS: u64 = 5_000_000_000;
 
 pub(crate) fn now_ns() -> u64 {
-    let ts = clock_gettime(ClockId::CLOCK_MONOTONIC).unwrap_or_else(|_| nix::sys::time::TimeSpec::new(0, 0));
+    let ts = clock_gettime(ClockId::CLOCK_MONOTONIC)
+        .unwrap_or_else(|_| nix::sys::time::TimeSpec::new(0, 0));
     ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
 }
 
 fn sleep_until_ns(t: u64) {
     let ts = nix::sys::time::TimeSpec::new((t / 1_000_000_000) as i64, (t % 1_000_000_000) as i64);
     // EINTR (a signal arrived) just ends the sleep early: the loop checks its flags.
-    let _ = clock_nanosleep(ClockId::CLOCK_MONOTONIC, ClockNanosleepFlags::TIMER_ABSTIME, &ts);
+    let _ = clock_nanosleep(
+        ClockId::CLOCK_MONOTONIC,
+        ClockNanosleepFlags::TIMER_ABSTIME,
+        &ts,
+    );
 }
 
 /// Runs the loop until the target is gone, the duration is over, or `stop` is set.
@@ -138,7 +143,12 @@ pub struct Finished {
 impl<'a> Sampler<'a> {
     /// Prepare to record `root`. Attaching to a process that is not Python fails here (unless
     /// its children are recorded too).
-    pub fn new(config: Config, mut writer: Writer, root: Root, stop: &'a AtomicBool) -> Result<Sampler<'a>> {
+    pub fn new(
+        config: Config,
+        mut writer: Writer,
+        root: Root,
+        stop: &'a AtomicBool,
+    ) -> Result<Sampler<'a>> {
         let pid = root.pid();
         let key = ProcessKey::of(pid).ok_or(Error::NoSuchProcess(pid))?;
         let mut processes = Vec::new();
@@ -148,7 +158,8 @@ impl<'a> Sampler<'a> {
         // becomes Python after it starts, found by the discovery thread.
         let root_waits = match &root {
             Root::Attach(_) => {
-                let located = binary::locate(pid).and_then(|b| StackReader::new(ProcessMemory::new(pid), b));
+                let located =
+                    binary::locate(pid).and_then(|b| StackReader::new(ProcessMemory::new(pid), b));
                 match located {
                     Ok(reader) => {
                         let p = ProcessSampler::start(key, reader, None, 0, &mut writer)?;
@@ -157,7 +168,9 @@ impl<'a> Sampler<'a> {
                         progress.processes_seen = 1;
                         false
                     }
-                    Err(Error::NotPython { .. } | Error::Unsupported(_)) if config.subprocesses => true,
+                    Err(Error::NotPython { .. } | Error::Unsupported(_)) if config.subprocesses => {
+                        true
+                    }
                     Err(e) => return Err(e),
                 }
             }
@@ -170,7 +183,9 @@ impl<'a> Sampler<'a> {
         let subprocesses = config.subprocesses;
         std::thread::Builder::new()
             .name("memspy-discovery".into())
-            .spawn(move || discovery::run(key, root_waits, subprocesses, found_tx, recheck_rx, done))
+            .spawn(move || {
+                discovery::run(key, root_waits, subprocesses, found_tx, recheck_rx, done)
+            })
             .map_err(|e| Error::io("starting the discovery thread", e))?;
         Ok(Sampler {
             config,
@@ -195,7 +210,8 @@ impl<'a> Sampler<'a> {
         let start = now_ns();
         let deadline = self.config.duration.map(|d| start + d.as_nanos() as u64);
         let mut scheduled = start;
-        let (mut next_status, mut next_rollup, mut next_report) = (start, start, start);
+        let (mut next_status, mut next_rollup, mut next_report, mut next_stats) =
+            (start, start, start, start);
         let mut exit_status = None;
         loop {
             // Stop conditions.
@@ -254,7 +270,10 @@ impl<'a> Sampler<'a> {
                 self.progress.processes_now = self.processes.len();
                 self.progress.rss_now = self.processes.iter().map(|p| p.last_rss).sum();
                 on_progress(&self.progress);
-                if let Err(e) = self.write_stats() {
+            }
+            if now >= next_stats {
+                next_stats = now + 1_000_000_000;
+                if let Err(e) = self.write_stats().and_then(|()| self.writer.tick(time_us)) {
                     self.write_error = Some(e);
                 }
             }
@@ -274,8 +293,11 @@ impl<'a> Sampler<'a> {
     /// Start sampling the processes the discovery thread found.
     fn adopt(&mut self, time_us: u64) {
         while let Ok(found) = self.found.try_recv() {
-            let parent = found.parent_pid.and_then(|pid| self.recorded.get(&pid).copied());
-            match ProcessSampler::start(found.key, found.reader, parent, time_us, &mut self.writer) {
+            let parent = found
+                .parent_pid
+                .and_then(|pid| self.recorded.get(&pid).copied());
+            match ProcessSampler::start(found.key, found.reader, parent, time_us, &mut self.writer)
+            {
                 Ok(p) => {
                     self.recorded.insert(found.key.pid, p.id);
                     self.processes.push(p);
@@ -319,14 +341,18 @@ impl<'a> Sampler<'a> {
                 let parent = self.processes_parent_pid(&p);
                 let _ = self.recheck.send((p.key, parent));
             }
-            self.finished.push((p.key.pid, p.command.clone(), p.failed()));
+            self.finished
+                .push((p.key.pid, p.command.clone(), p.failed()));
         }
     }
 
     /// The pid of the recorded parent of `p`, if any.
     fn processes_parent_pid(&self, p: &ProcessSampler) -> Option<i32> {
         let parent = p.parent?;
-        self.recorded.iter().find(|(_, id)| **id == parent).map(|(pid, _)| *pid)
+        self.recorded
+            .iter()
+            .find(|(_, id)| **id == parent)
+            .map(|(pid, _)| *pid)
     }
 
     fn write_stats(&mut self) -> io::Result<()> {
@@ -348,13 +374,21 @@ impl<'a> Sampler<'a> {
                 Root::Launch(l) if l.pid() == p.key.pid => {
                     let s = l.poll();
                     exit_status = exit_status.or(s);
-                    (if s.is_some() { EndReason::Exited } else { EndReason::RecordingEnded }, s.and_then(|s| s.code()))
+                    (
+                        if s.is_some() {
+                            EndReason::Exited
+                        } else {
+                            EndReason::RecordingEnded
+                        },
+                        s.and_then(|s| s.code()),
+                    )
                 }
                 _ if !p.key.alive() => (EndReason::Exited, None),
                 _ => (EndReason::RecordingEnded, None),
             };
             let _ = self.writer.process_end(p.id, time_us, reason, exit);
-            self.finished.push((p.key.pid, p.command.clone(), p.failed()));
+            self.finished
+                .push((p.key.pid, p.command.clone(), p.failed()));
         }
         let stats = self.write_stats();
         let write_error = self.write_error.take().or(stats.err());
@@ -369,6 +403,12 @@ impl<'a> Sampler<'a> {
             },
         };
         self.progress.processes_seen = self.progress.processes_seen.max(self.finished.len());
-        Finished { progress: self.progress, exit: exit_status, bytes, write_error, processes: self.finished }
+        Finished {
+            progress: self.progress,
+            exit: exit_status,
+            bytes,
+            write_error,
+            processes: self.finished,
+        }
     }
 }

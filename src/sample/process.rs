@@ -96,9 +96,12 @@ impl ProcessSampler {
         writer: &mut Writer,
     ) -> Result<ProcessSampler, Error> {
         let pid = key.pid;
-        let statm = ProcFile::open(format!("/proc/{pid}/statm"), 256).map_err(|e| Error::proc_io(pid, e))?;
+        let statm = ProcFile::open(format!("/proc/{pid}/statm"), 256)
+            .map_err(|e| Error::proc_io(pid, e))?;
         let status = ProcFile::open(format!("/proc/{pid}/status"), 4096).ok();
-        let exe = procfs::exe(pid).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+        let exe = procfs::exe(pid)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let command = procfs::cmdline(pid).unwrap_or_default();
         let python = reader.layout.version.to_string();
         let id = writer
@@ -139,12 +142,28 @@ impl ProcessSampler {
     }
 
     /// Take one sample and write it (or its failure).
-    pub fn sample(&mut self, writer: &mut Writer, time_us: u64, blocking: bool) -> io::Result<Outcome> {
+    pub fn sample(
+        &mut self,
+        writer: &mut Writer,
+        time_us: u64,
+        blocking: bool,
+    ) -> io::Result<Outcome> {
         self.ticks += 1;
         let pid = self.key.pid;
-        let rss = match self.statm.read().ok().and_then(|b| procfs::parse_statm_rss(b, self.page_size)) {
+        let rss = match self
+            .statm
+            .read()
+            .ok()
+            .and_then(|b| procfs::parse_statm_rss(b, self.page_size))
+        {
             Some(rss) if rss > 0 => rss,
-            _ => return self.record_failure(writer, time_us, self.gone_or(Outcome::Failed(FailureKind::Exited))),
+            _ => {
+                return self.record_failure(
+                    writer,
+                    time_us,
+                    self.gone_or(Outcome::Failed(FailureKind::Exited)),
+                )
+            }
         };
         self.last_rss = rss;
         // Counters first: a stopped thread would read as not running.
@@ -190,7 +209,9 @@ impl ProcessSampler {
                     let tid = t.native_id.unwrap_or(0);
                     let name = procfs::thread_name(pid, tid).unwrap_or_default();
                     let slot = writer.thread(self.id, tid, &name)?;
-                    let open = |file: &str| ProcFile::open(format!("/proc/{pid}/task/{tid}/{file}"), 1024).ok();
+                    let open = |file: &str| {
+                        ProcFile::open(format!("/proc/{pid}/task/{tid}/{file}"), 1024).ok()
+                    };
                     let mut state = ThreadState {
                         slot,
                         stat: t.native_id.and_then(|_| open("stat")),
@@ -222,7 +243,12 @@ impl ProcessSampler {
                         Some(id) => id,
                         None => {
                             let info = self.reader.code_info(f.code);
-                            let id = writer.function(&info.name, &info.qualname, &info.filename, info.firstlineno)?;
+                            let id = writer.function(
+                                &info.name,
+                                &info.qualname,
+                                &info.filename,
+                                info.firstlineno,
+                            )?;
                             self.functions[code] = Some(id);
                             id
                         }
@@ -259,9 +285,19 @@ impl ProcessSampler {
     /// Read the memory numbers taken less often: RSS split (status) and, when asked, PSS/USS
     /// (smaps_rollup, which costs milliseconds on large processes). Returns the time the
     /// rollup read took, in µs.
-    pub fn sample_memory_split(&mut self, writer: &mut Writer, time_us: u64, rollup: bool) -> io::Result<Option<u64>> {
+    pub fn sample_memory_split(
+        &mut self,
+        writer: &mut Writer,
+        time_us: u64,
+        rollup: bool,
+    ) -> io::Result<Option<u64>> {
         if let Some(f) = self.status.as_mut() {
-            if let Some(split) = f.read().ok().and_then(|b| std::str::from_utf8(b).ok()).and_then(procfs::parse_status_rss) {
+            if let Some(split) = f
+                .read()
+                .ok()
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .and_then(procfs::parse_status_rss)
+            {
                 writer.memory(self.id, time_us, MemoryKind::RssAnon, split.anon)?;
                 writer.memory(self.id, time_us, MemoryKind::RssFile, split.file)?;
                 writer.memory(self.id, time_us, MemoryKind::RssShmem, split.shmem)?;
@@ -274,7 +310,13 @@ impl ProcessSampler {
             self.rollup = ProcFile::open(format!("/proc/{}/smaps_rollup", self.key.pid), 4096).ok();
         }
         let started = std::time::Instant::now();
-        let read = self.rollup.as_mut().and_then(|f| f.read().ok().and_then(|b| std::str::from_utf8(b).ok().and_then(procfs::parse_smaps_rollup)));
+        let read = self.rollup.as_mut().and_then(|f| {
+            f.read().ok().and_then(|b| {
+                std::str::from_utf8(b)
+                    .ok()
+                    .and_then(procfs::parse_smaps_rollup)
+            })
+        });
         let cost = started.elapsed().as_micros() as u64;
         if let Some(r) = read {
             writer.memory(self.id, time_us, MemoryKind::Pss, r.pss)?;
@@ -284,10 +326,19 @@ impl ProcessSampler {
     }
 
     /// Count and record a failed sample (an ended series is not a failure).
-    fn record_failure(&mut self, writer: &mut Writer, time_us: u64, outcome: Outcome) -> io::Result<Outcome> {
+    fn record_failure(
+        &mut self,
+        writer: &mut Writer,
+        time_us: u64,
+        outcome: Outcome,
+    ) -> io::Result<Outcome> {
         if let Outcome::Failed(kind) = outcome {
             self.failures[kind as usize] += 1;
-            self.consecutive_fatal = if kind == FailureKind::Fatal { self.consecutive_fatal + 1 } else { 0 };
+            self.consecutive_fatal = if kind == FailureKind::Fatal {
+                self.consecutive_fatal + 1
+            } else {
+                0
+            };
             if self.consecutive_fatal >= 100 {
                 return Ok(Outcome::Ended(EndReason::Lost));
             }

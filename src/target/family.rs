@@ -16,7 +16,10 @@ impl ProcessKey {
     /// The key of a running process, or None when it is gone.
     pub fn of(pid: i32) -> Option<ProcessKey> {
         let stat = procfs::stat(pid).ok()?;
-        (stat.state != b'Z' && stat.state != b'X').then_some(ProcessKey { pid, starttime: stat.starttime })
+        (stat.state != b'Z' && stat.state != b'X').then_some(ProcessKey {
+            pid,
+            starttime: stat.starttime,
+        })
     }
 
     /// Whether this very process still runs (not a zombie, not a new process with its pid).
@@ -41,7 +44,10 @@ pub struct Changes {
 
 impl Family {
     pub fn new(root: i32) -> Family {
-        Family { root, known: BTreeMap::new() }
+        Family {
+            root,
+            known: BTreeMap::new(),
+        }
     }
 
     /// Scan `/proc` for the root's descendants.
@@ -54,7 +60,9 @@ impl Family {
                 if seen.contains_key(&child) || seen.len() >= 65536 {
                     continue;
                 }
-                let Some(key) = ProcessKey::of(child) else { continue };
+                let Some(key) = ProcessKey::of(child) else {
+                    continue;
+                };
                 seen.insert(child, key);
                 queue.push(child);
                 if self.known.get(&child) != Some(&key) {

@@ -24,7 +24,9 @@ pub struct Launched {
 impl Launched {
     /// Start `argv`, stopped before it executes anything.
     pub fn spawn(argv: &[String]) -> Result<Launched> {
-        let (program, args) = argv.split_first().ok_or_else(|| Error::Usage("no command to run".into()))?;
+        let (program, args) = argv
+            .split_first()
+            .ok_or_else(|| Error::Usage("no command to run".into()))?;
         let mut cmd = Command::new(program);
         cmd.args(args);
         // SAFETY: the closure runs in the forked child before exec, where only
@@ -38,7 +40,9 @@ impl Launched {
                 Ok(())
             });
         }
-        let child = cmd.spawn().map_err(|e| Error::io(format!("cannot start {program}"), e))?;
+        let child = cmd
+            .spawn()
+            .map_err(|e| Error::io(format!("cannot start {program}"), e))?;
         // The exec stops the traced child with SIGTRAP.
         let pid = Pid::from_raw(child.id() as i32);
         loop {
@@ -52,7 +56,10 @@ impl Launched {
                 Err(e) => return Err(Error::Other(format!("waiting for {program} to start: {e}"))),
             }
         }
-        Ok(Launched { child, status: None })
+        Ok(Launched {
+            child,
+            status: None,
+        })
     }
 
     pub fn pid(&self) -> i32 {
@@ -88,7 +95,10 @@ impl Launched {
         if let Some(s) = self.status {
             return s;
         }
-        let status = self.child.wait().unwrap_or_else(|_| ExitStatus::from_raw(2 << 8));
+        let status = self
+            .child
+            .wait()
+            .unwrap_or_else(|_| ExitStatus::from_raw(2 << 8));
         self.status = Some(status);
         status
     }
@@ -106,5 +116,6 @@ pub fn shell_status(status: ExitStatus) -> u8 {
 /// Let a program started by [`Launched::spawn`] run (stop tracing it; its exec SIGTRAP is not
 /// delivered).
 pub fn resume(pid: i32) -> Result<()> {
-    nix::sys::ptrace::detach(Pid::from_raw(pid), None).map_err(|e| Error::Other(format!("resuming the program: {e}")))
+    nix::sys::ptrace::detach(Pid::from_raw(pid), None)
+        .map_err(|e| Error::Other(format!("resuming the program: {e}")))
 }

@@ -40,7 +40,8 @@ pub struct StoppedThreads {
 pub fn stop_threads(pid: i32, tids: &[i32]) -> Result<StoppedThreads, Error> {
     let mut locks = Vec::with_capacity(tids.len());
     for &tid in tids {
-        let thread = remoteprocess::Thread::new(tid).map_err(|e| Error::from_remoteprocess(pid, e))?;
+        let thread =
+            remoteprocess::Thread::new(tid).map_err(|e| Error::from_remoteprocess(pid, e))?;
         match thread.lock() {
             Ok(lock) => locks.push(lock),
             Err(remoteprocess::Error::NixError(nix::errno::Errno::ESRCH)) => continue,

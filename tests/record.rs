@@ -1,0 +1,579 @@
+//! `memspy record` and `memspy info` with real interpreters: what a recording holds, workers,
+//! crash safety, damaged files, exit statuses and signals.
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{fixtures_dir, interpreters, memspy, memspy_bin, start_fixture, Interpreter};
+use memspy::recording::{EndReason, Recording};
+use serde_json::Value;
+
+const MIB: u64 = 1 << 20;
+
+/// `memspy record -o <tmp>/run.msp <args>`; returns its output, the recording path and the dir.
+fn record(args: &[&str]) -> (Output, PathBuf, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.msp");
+    let out = Command::new(memspy_bin())
+        .arg("record")
+        .arg("-o")
+        .arg(&path)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (out, path, dir)
+}
+
+fn info_json(path: &Path) -> Value {
+    let out = memspy(&["info", "--json", path.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "info: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Names (qualified) of the functions on the stacks of a recording's samples.
+fn functions_seen(rec: &Recording) -> Vec<String> {
+    rec.functions
+        .iter()
+        .map(|f| rec.string(f.qualname).to_string())
+        .collect()
+}
+
+/// Line of `# @marker` in a fixture.
+fn marker(file: &str, name: &str) -> i32 {
+    let text = std::fs::read_to_string(fixtures_dir().join(file)).unwrap();
+    let tag = format!("# @{name}");
+    text.lines()
+        .position(|l| l.trim_end().ends_with(&tag))
+        .unwrap() as i32
+        + 1
+}
+
+fn check_alloc(py: &Interpreter) {
+    let script = fixtures_dir().join("alloc.py");
+    let (out, path, _dir) = record(&[
+        "-r",
+        "200",
+        "--",
+        py.exe.to_str().unwrap(),
+        script.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}: {}",
+        py.label,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rec = Recording::open(&path).unwrap();
+    assert!(rec.complete, "{}: recording not closed", py.label);
+    assert_eq!(rec.processes.len(), 1, "{}", py.label);
+    assert_eq!(
+        rec.string(rec.processes[0].python),
+        py.version,
+        "{}",
+        py.label
+    );
+    assert_eq!(rec.processes[0].end_reason, Some(EndReason::Exited));
+    assert_eq!(rec.processes[0].exit, Some(0));
+    let functions = functions_seen(&rec);
+    for f in ["grow", "hold", "main"] {
+        assert!(
+            functions.iter().any(|n| n == f),
+            "{}: {f} not in {functions:?}",
+            py.label
+        );
+    }
+    // Some sample caught grow() on its allocation line, and hold() on its line.
+    let grow_line = marker("alloc.py", "grow");
+    let lines_of = |name: &str| -> Vec<i32> {
+        rec.frames
+            .iter()
+            .filter(|fr| rec.string(rec.functions[fr.function as usize].qualname) == name)
+            .map(|fr| fr.line)
+            .collect()
+    };
+    assert!(
+        lines_of("grow").contains(&grow_line),
+        "{}: grow lines {:?}",
+        py.label,
+        lines_of("grow")
+    );
+    assert!(
+        lines_of("hold").contains(&marker("alloc.py", "hold")),
+        "{}",
+        py.label
+    );
+    // RSS rises by the 200 MiB the fixture allocates, while grow() runs.
+    let in_function = |s: &memspy::recording::reader::Sample, name: &str| {
+        rec.threads_of(s).iter().any(|t| {
+            t.stack.is_some_and(|st| {
+                rec.stack_frames(st)
+                    .any(|f| rec.string(rec.functions[f.function as usize].qualname) == name)
+            })
+        })
+    };
+    let before = rec
+        .samples
+        .iter()
+        .filter(|s| !in_function(s, "hold"))
+        .map(|s| s.rss_bytes)
+        .min()
+        .unwrap();
+    let holding = rec
+        .samples
+        .iter()
+        .filter(|s| in_function(s, "hold"))
+        .map(|s| s.rss_bytes)
+        .min()
+        .unwrap();
+    assert!(
+        holding >= before + 190 * MIB,
+        "{}: rss {} MiB -> {} MiB",
+        py.label,
+        before / MIB,
+        holding / MIB
+    );
+    let samples = rec.samples.len();
+    assert!(
+        samples >= 150,
+        "{}: only {samples} samples at 200 Hz over ~1.5 s",
+        py.label
+    );
+    let per_thread_sample = rec.file_bytes as f64 / rec.thread_samples.len() as f64;
+    eprintln!(
+        "{}: {samples} samples, {:.1} bytes per sample with definitions",
+        py.label, per_thread_sample
+    );
+}
+
+macro_rules! record_tests {
+    ($($name:ident => $label:literal,)*) => {$(
+        #[test]
+        fn $name() {
+            match interpreters().into_iter().find(|i| i.label == $label) {
+                Some(py) => check_alloc(&py),
+                None => eprintln!("*** SKIPPED: interpreter {} is not provisioned ***", $label),
+            }
+        }
+    )*};
+}
+
+record_tests! {
+    record_pyenv_3_8 => "pyenv-3.8.18",
+    record_pyenv_3_9 => "pyenv-3.9.18",
+    record_pyenv_3_10 => "pyenv-3.10.13",
+    record_pyenv_3_11 => "pyenv-3.11.7",
+    record_pyenv_3_12 => "pyenv-3.12.1",
+    record_pyenv_3_13 => "pyenv-3.13.0",
+    record_debian_3_9 => "debian-bullseye-3.9",
+    record_debian_3_11 => "debian-bookworm-3.11",
+    record_debian_3_13 => "debian-trixie-3.13",
+    record_debian_3_14 => "debian-sid-3.14",
+    record_debian_3_15 => "debian-sid-3.15",
+}
+
+/// A supervisor with a multiprocessing worker, a forked worker and a worker that dies young and
+/// is replaced: every worker is recorded with its own samples and memory.
+#[test]
+fn subprocesses_and_replaced_workers() {
+    for py in interpreters().into_iter().filter(|p| {
+        ["pyenv-3.8.18", "debian-bookworm-3.11", "debian-sid-3.15"].contains(&p.label.as_str())
+    }) {
+        let script = fixtures_dir().join("workers.py");
+        let (out, path, _dir) = record(&[
+            "--subprocesses",
+            "--",
+            py.exe.to_str().unwrap(),
+            script.to_str().unwrap(),
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}: {}",
+            py.label,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let workers: BTreeMap<u32, i32> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() == 3 && f[0] == "worker")
+                    .then(|| (f[1].parse().unwrap(), f[2].parse().unwrap()))
+            })
+            .collect();
+        assert_eq!(workers.len(), 4, "{}: {workers:?}", py.label);
+        let rec = Recording::open(&path).unwrap();
+        for (n, pid) in &workers {
+            let id = rec
+                .processes
+                .iter()
+                .position(|p| p.pid == *pid)
+                .unwrap_or_else(|| panic!("{}: worker {n} (pid {pid}) not recorded", py.label))
+                as u32;
+            let samples: Vec<_> = rec.samples.iter().filter(|s| s.process == id).collect();
+            assert!(
+                samples.len() >= 20,
+                "{}: worker {n}: {} samples",
+                py.label,
+                samples.len()
+            );
+            let rss_min = samples.iter().map(|s| s.rss_bytes).min().unwrap();
+            let rss_max = samples.iter().map(|s| s.rss_bytes).max().unwrap();
+            let expected = 10 * (*n as u64 + 1) * MIB;
+            assert!(
+                rss_max - rss_min >= expected * 6 / 10,
+                "{}: worker {n} grew {} MiB",
+                py.label,
+                (rss_max - rss_min) / MIB
+            );
+            let p = &rec.processes[id as usize];
+            assert!(p.parent.is_some(), "{}: worker {n} has no parent", py.label);
+            let serve = rec.threads_of(samples[samples.len() / 2]).iter().any(|t| {
+                t.stack.is_some_and(|st| {
+                    rec.stack_frames(st)
+                        .any(|f| rec.string(rec.functions[f.function as usize].name) == "serve")
+                })
+            });
+            assert!(serve, "{}: worker {n} not seen in serve()", py.label);
+        }
+        let young = &rec.processes[rec
+            .processes
+            .iter()
+            .position(|p| p.pid == workers[&1])
+            .unwrap()];
+        assert_eq!(young.end_reason, Some(EndReason::Exited), "{}", py.label);
+        assert!(
+            young.end_us.unwrap() < 1_500_000,
+            "{}: worker 1 ended at {:?}",
+            py.label,
+            young.end_us
+        );
+    }
+}
+
+/// kill -9 of memspy: the file is readable and holds the samples up to about a second before.
+#[test]
+fn killed_recorder_leaves_a_readable_file() {
+    let py = interpreters()
+        .into_iter()
+        .find(|p| p.minor() >= (3, 11))
+        .expect("interpreter");
+    let (target, _) = start_fixture(&py, "spin.py", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("killed.msp");
+    let started = Instant::now();
+    let mut rec = Command::new(memspy_bin())
+        .args([
+            "record",
+            "--pid",
+            &target.pid().to_string(),
+            "-o",
+            path.to_str().unwrap(),
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(3000));
+    rec.kill().unwrap();
+    let lived = started.elapsed();
+    rec.wait().unwrap();
+    let info = info_json(&path);
+    assert_eq!(info["complete"], false);
+    let recording = Recording::open(&path).unwrap();
+    let last = recording
+        .samples
+        .last()
+        .expect("samples were recovered")
+        .time_us;
+    assert!(
+        Duration::from_micros(last) + Duration::from_millis(1300) >= lived,
+        "last sample at {last} µs, memspy lived {lived:?}: more than ~1 s of samples lost"
+    );
+    // The target was left running.
+    assert!(target.pid() > 0 && std::path::Path::new(&format!("/proc/{}", target.pid())).exists());
+}
+
+/// Damaged recordings: `info` reports what it recovered and never panics.
+#[test]
+fn truncated_and_corrupt_recordings() {
+    let py = interpreters().into_iter().next().expect("interpreter");
+    let script = fixtures_dir().join("alloc.py");
+    let (out, path, dir) = record(&[
+        "--",
+        py.exe.to_str().unwrap(),
+        script.to_str().unwrap(),
+        "20",
+        "0.5",
+    ]);
+    assert!(out.status.success());
+    let good = std::fs::read(&path).unwrap();
+    let full = info_json(&path)["samples"].as_u64().unwrap();
+
+    let cut = dir.path().join("cut.msp");
+    std::fs::write(&cut, &good[..good.len() * 6 / 10]).unwrap();
+    let info = info_json(&cut);
+    assert!(
+        info["damage"].as_str().unwrap().contains("cut short"),
+        "{info}"
+    );
+    assert!(info["samples"].as_u64().unwrap() <= full);
+
+    for at in [good.len() / 3, good.len() / 2, good.len() - 10] {
+        let mut bad = good.clone();
+        bad[at] ^= 0x5a;
+        let flipped = dir.path().join("flipped.msp");
+        std::fs::write(&flipped, &bad).unwrap();
+        let out = memspy(&["info", flipped.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        assert!(!stderr.contains("panicked"));
+        // A flipped length field may make the file look cut short instead: either way the
+        // damage is reported and the records before it are kept.
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("damaged at byte") || stdout.contains("cut short at byte"),
+            "flip at {at}: {stdout}"
+        );
+    }
+
+    // Not a recording at all, an empty file, a missing file: one clear line, status 2.
+    for (name, content) in [
+        ("text.msp", &b"hello world, not a recording"[..]),
+        ("empty.msp", &b""[..]),
+    ] {
+        let p = dir.path().join(name);
+        std::fs::write(&p, content).unwrap();
+        let out = memspy(&["info", p.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.starts_with("memspy: error:") && stderr.contains("not a memspy recording"),
+            "{stderr}"
+        );
+    }
+    let out = memspy(&["info", dir.path().join("missing.msp").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// The launched program's exit status is memspy's: 0, 3, and 143 for death by SIGTERM.
+#[test]
+fn exit_status_passthrough() {
+    let py = interpreters().into_iter().next().expect("interpreter");
+    let exe = py.exe.to_str().unwrap();
+    for (code, expected) in [
+        ("import sys; sys.exit(0)", 0),
+        ("import sys; sys.exit(3)", 3),
+        (
+            "import os, signal; os.kill(os.getpid(), signal.SIGTERM)",
+            143,
+        ),
+    ] {
+        let (out, path, _dir) = record(&["--", exe, "-c", code]);
+        assert_eq!(
+            out.status.code(),
+            Some(expected),
+            "{code}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(Recording::open(&path).unwrap().complete);
+    }
+}
+
+/// stdin, stdout and stderr reach the program unchanged.
+#[test]
+fn standard_streams_pass_through() {
+    let py = interpreters().into_iter().next().expect("interpreter");
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(memspy_bin())
+        .args([
+            "record",
+            "-o",
+            dir.path().join("io.msp").to_str().unwrap(),
+            "--",
+            py.exe.to_str().unwrap(),
+            "-c",
+        ])
+        .arg("import sys; line = input(); print(line.upper()); print('to stderr', file=sys.stderr)")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "HELLO\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("to stderr"));
+    assert!(out.status.success());
+}
+
+/// SIGTERM to memspy is passed on to a program it launched; the recording is finished.
+#[test]
+fn sigterm_is_forwarded_to_the_launched_program() {
+    let py = interpreters().into_iter().next().expect("interpreter");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("term.msp");
+    let child = Command::new(memspy_bin())
+        .args([
+            "record",
+            "-o",
+            path.to_str().unwrap(),
+            "--",
+            py.exe.to_str().unwrap(),
+            "-c",
+            "import time; time.sleep(60)",
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143));
+    let rec = Recording::open(&path).unwrap();
+    assert!(rec.complete);
+    assert!(!rec.samples.is_empty());
+}
+
+/// SIGINT to memspy attached to a process ends the recording and leaves the process running.
+#[test]
+fn sigint_ends_an_attached_recording_and_the_target_runs_on() {
+    let py = interpreters().into_iter().next().expect("interpreter");
+    let (target, _) = start_fixture(&py, "spin.py", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("attached.msp");
+    let child = Command::new(memspy_bin())
+        .args([
+            "record",
+            "--pid",
+            &target.pid().to_string(),
+            "-o",
+            path.to_str().unwrap(),
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        summary.lines().count(),
+        1,
+        "one summary line when stderr is not a terminal: {summary}"
+    );
+    assert!(Recording::open(&path).unwrap().complete);
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", target.pid())).unwrap();
+    let state = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .trim_start()
+        .chars()
+        .next()
+        .unwrap();
+    assert!(
+        state == 'R' || state == 'S',
+        "target state {state} after memspy left"
+    );
+}
+
+/// `-d` ends an attached recording after that many seconds; without -o the file is named
+/// memspy-<date>-<time>.msp in the current folder, and `info` finds the newest one.
+#[test]
+fn duration_and_default_output() {
+    let py = interpreters().into_iter().next().expect("interpreter");
+    let (target, _) = start_fixture(&py, "spin.py", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let out = Command::new(memspy_bin())
+        .args(["record", "--pid", &target.pid().to_string(), "-d", "1"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let files: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files.len(), 1);
+    assert!(
+        files[0].starts_with("memspy-") && files[0].ends_with(".msp") && files[0].len() == 26,
+        "{files:?}"
+    );
+    let out = Command::new(memspy_bin())
+        .args(["info", "--json"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let info: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let samples = info["samples"].as_u64().unwrap();
+    assert!(
+        (60..=110).contains(&samples),
+        "{samples} samples in 1 s at 100 Hz"
+    );
+}
+
+/// Bad arguments and targets: one clear line, status 2.
+#[test]
+fn record_bad_input() {
+    let mut sleep = Command::new("sleep").arg("30").spawn().unwrap();
+    let out = memspy(&[
+        "record",
+        "--pid",
+        &sleep.id().to_string(),
+        "-o",
+        "/tmp/never.msp",
+        "-d",
+        "1",
+    ]);
+    let _ = sleep.kill();
+    let _ = sleep.wait();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not a CPython program"), "{stderr}");
+    assert!(
+        !Path::new("/tmp/never.msp").exists(),
+        "no empty recording is left behind"
+    );
+    for args in [
+        &["record"][..],
+        &["record", "-r", "0", "--", "true"][..],
+        &["record", "-d", "-1", "--", "true"][..],
+        &["record", "--", "/no/such/program"][..],
+        &["record", "-o", "/no/such/dir/x.msp", "--", "true"][..],
+    ] {
+        let out = memspy(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
