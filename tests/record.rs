@@ -577,3 +577,123 @@ fn record_bad_input() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+/// Programs that become Python later are not forgotten: a shell that execs python (the root,
+/// not Python when it starts), and a Python parent whose child execs another Python program.
+#[test]
+fn processes_that_become_python_later() {
+    let py = interpreters()
+        .into_iter()
+        .find(|p| p.minor() >= (3, 11))
+        .expect("interpreter");
+    let alloc = fixtures_dir().join("alloc.py");
+    let shell = format!(
+        "sleep 0.3; exec {} {} 20 0.5",
+        py.exe.display(),
+        alloc.display()
+    );
+    let (out, path, _dir) = record(&["--", "sh", "-c", &shell]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rec = Recording::open(&path).unwrap();
+    assert!(
+        functions_seen(&rec).contains(&"grow".to_string()),
+        "the exec'd python was not recorded"
+    );
+
+    let parent = format!(
+        "import subprocess, sys, time\nsubprocess.run([sys.executable, {:?}, '20', '0.5'])\ntime.sleep(0.2)",
+        alloc.to_str().unwrap()
+    );
+    let (out, path, _dir) = record(&[
+        "--subprocesses",
+        "--",
+        py.exe.to_str().unwrap(),
+        "-c",
+        &parent,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rec = Recording::open(&path).unwrap();
+    let grow = rec
+        .samples
+        .iter()
+        .filter(|s| {
+            rec.threads_of(s).iter().any(|t| {
+                t.stack.is_some_and(|st| {
+                    rec.stack_frames(st)
+                        .any(|f| rec.string(rec.functions[f.function as usize].name) == "grow")
+                })
+            })
+        })
+        .map(|s| rec.processes[s.process as usize].pid)
+        .collect::<std::collections::BTreeSet<_>>();
+    assert_eq!(grow.len(), 1, "the child that ran alloc.py: {grow:?}");
+    assert!(
+        !grow.contains(&rec.processes[0].pid),
+        "grow() was attributed to the parent"
+    );
+}
+
+/// --memory pss records PSS and USS (and the RSS split) for each process.
+#[test]
+fn pss_and_uss_readings() {
+    let py = interpreters()
+        .into_iter()
+        .find(|p| p.minor() >= (3, 11))
+        .expect("interpreter");
+    let script = fixtures_dir().join("workers.py");
+    let (out, path, _dir) = record(&[
+        "--memory",
+        "pss",
+        "--subprocesses",
+        "--",
+        py.exe.to_str().unwrap(),
+        script.to_str().unwrap(),
+        "2",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rec = Recording::open(&path).unwrap();
+    assert_eq!(rec.meta.memory, "pss");
+    use memspy::recording::MemoryKind;
+    for (i, p) in rec.processes.iter().enumerate() {
+        let kinds: std::collections::BTreeSet<MemoryKind> = rec
+            .memory
+            .iter()
+            .filter(|m| m.process == i as u32)
+            .map(|m| m.kind)
+            .collect();
+        for kind in [
+            MemoryKind::Pss,
+            MemoryKind::Uss,
+            MemoryKind::RssAnon,
+            MemoryKind::RssFile,
+        ] {
+            assert!(kinds.contains(&kind), "pid {}: no {kind:?} reading", p.pid);
+        }
+        let pss = rec
+            .memory
+            .iter()
+            .find(|m| m.process == i as u32 && m.kind == MemoryKind::Pss)
+            .unwrap();
+        assert!(
+            pss.bytes > MIB && pss.bytes < 1 << 30,
+            "pid {}: PSS {}",
+            p.pid,
+            pss.bytes
+        );
+    }
+}

@@ -436,7 +436,7 @@ impl<M: RemoteMemory> StackReader<M> {
         };
         for thread in out.threads.iter_mut() {
             let start = out.frames.len();
-            for raw in &self.raw[thread.frames.clone()] {
+            for (depth, raw) in self.raw[thread.frames.clone()].iter().enumerate() {
                 let Some(slot) = self.resolved[raw.slot as usize] else {
                     continue;
                 };
@@ -454,6 +454,13 @@ impl<M: RemoteMemory> StackReader<M> {
                     None => (raw.position as i32 as i64) * lasti_scale,
                 };
                 if offset >= entry.code_len as i64 || offset < -2 {
+                    // The innermost frame of a running thread may be caught while it is being
+                    // pushed or popped (its code set, its instruction pointer not yet): CPython
+                    // itself would call it incomplete. Deeper frames do not change under a
+                    // running thread, so there it means the read is inconsistent.
+                    if depth == 0 {
+                        continue;
+                    }
                     return Err(WalkError::Raced(format!(
                         "instruction offset {offset} outside its code object ({} bytes)",
                         entry.code_len
