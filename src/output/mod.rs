@@ -1,2 +1,5 @@
 //! What users read: reports, exports and the formatting they share.
+pub mod collapsed;
+pub mod flame;
+pub mod lines;
 pub mod units;

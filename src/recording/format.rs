@@ -24,6 +24,7 @@
 //! | 9 | Events | base_time:uv count:uv event* |
 //! | 10 | Stats | ticks:uv missed:uv late_max:uv late_total:uv (µs) |
 //! | 11 | End | samples:uv |
+//! | 12 | Source | file:uv (string id) text (the source file, read when the recording ends) |
 //!
 //! Events (in time order; each time is a delta from the previous event of the batch, the first
 //! from `base_time`):
@@ -65,6 +66,7 @@ pub const T_THREAD: u8 = 8;
 pub const T_EVENTS: u8 = 9;
 pub const T_STATS: u8 = 10;
 pub const T_END: u8 = 11;
+pub const T_SOURCE: u8 = 12;
 
 pub const E_SAMPLE: u8 = 0;
 pub const E_FAILURE: u8 = 1;

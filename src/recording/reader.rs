@@ -128,6 +128,8 @@ pub struct Recording {
     pub failures: Vec<Failure>,
     pub memory: Vec<MemoryReading>,
     pub stats: Stats,
+    /// Source files by file-name string id.
+    pub sources: std::collections::HashMap<u32, String>,
     /// The writer closed the file properly.
     pub complete: bool,
     pub damage: Option<Damage>,
@@ -338,6 +340,12 @@ impl Recording {
                 };
             }
             T_END => self.complete = true,
+            T_SOURCE => {
+                let file = c.uv32().ok_or_else(|| bad("source"))?;
+                known(file, self.strings.len(), "string")?;
+                let text = c.str().ok_or_else(|| bad("source"))?;
+                self.sources.insert(file, text.to_string());
+            }
             // Unknown record types from a newer writer of the same format version are skipped.
             _ => {}
         }

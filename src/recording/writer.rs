@@ -410,6 +410,30 @@ impl Writer {
         self.flush_if_due(now_us)
     }
 
+    /// The file names of every function defined so far.
+    pub fn function_files(&self) -> Vec<String> {
+        let mut ids: Vec<u32> = self.functions.keys().map(|k| k.2).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut names = vec![String::new(); self.strings.len()];
+        for (s, &id) in &self.strings {
+            names[id as usize] = s.to_string();
+        }
+        ids.into_iter()
+            .map(|id| names[id as usize].clone())
+            .collect()
+    }
+
+    /// The text of a source file, for per-line reports.
+    pub fn source(&mut self, file: &str, text: &str) -> io::Result<()> {
+        let id = self.string(file)?;
+        self.flush_batch()?;
+        self.begin(T_SOURCE);
+        put_uv(&mut self.record, id as u64);
+        put_str(&mut self.record, text);
+        self.end_record()
+    }
+
     /// Write the end record and close the file (synced to disk).
     pub fn finish(mut self) -> io::Result<u64> {
         self.flush_batch()?;

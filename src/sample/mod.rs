@@ -355,6 +355,50 @@ impl<'a> Sampler<'a> {
             .map(|(pid, _)| *pid)
     }
 
+    /// Keep the source of every file the recorded functions come from, for per-line reports:
+    /// read through a recorded process's `/proc/PID/root` while it still runs (its files may be
+    /// in a container), else from the path itself.
+    fn write_sources(&mut self) -> io::Result<()> {
+        const MAX_FILE: u64 = 4 << 20;
+        const MAX_TOTAL: u64 = 64 << 20;
+        let mut total = 0;
+        let roots: Vec<i32> = self.processes.iter().map(|p| p.key.pid).collect();
+        for file in self.writer.function_files() {
+            if file.starts_with('<') || file.is_empty() {
+                continue; // "<string>", "<frozen importlib._bootstrap>"
+            }
+            // A relative name (a script started as `python app.py` on 3.8) is relative to the
+            // process's working directory.
+            let candidates: Vec<std::path::PathBuf> = if file.starts_with('/') {
+                roots
+                    .iter()
+                    .map(|pid| procfs::target_path(*pid, &file))
+                    .chain([file.clone().into()])
+                    .collect()
+            } else {
+                roots
+                    .iter()
+                    .map(|pid| format!("/proc/{pid}/cwd/{file}").into())
+                    .chain([file.clone().into()])
+                    .collect()
+            };
+            for path in candidates {
+                let Ok(meta) = std::fs::metadata(&path) else {
+                    continue;
+                };
+                if meta.len() > MAX_FILE || total + meta.len() > MAX_TOTAL {
+                    break;
+                }
+                if let Ok(text) = std::fs::read_to_string(&path) {
+                    total += meta.len();
+                    self.writer.source(&file, &text)?;
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn write_stats(&mut self) -> io::Result<()> {
         let p = &self.progress;
         self.writer.stats(
@@ -367,6 +411,9 @@ impl<'a> Sampler<'a> {
 
     fn finish(mut self, exit_status: Option<std::process::ExitStatus>) -> Finished {
         self.discovery_done.store(true, Ordering::Relaxed);
+        if let Err(e) = self.write_sources() {
+            self.write_error.get_or_insert(e);
+        }
         let time_us = self.progress.elapsed.as_micros() as u64;
         let mut exit_status = exit_status;
         for p in std::mem::take(&mut self.processes) {

@@ -1,0 +1,446 @@
+//! Attribution: turning samples into time and memory per stack, function and line. All the
+//! rules live here.
+//!
+//! **Time.** Every thread of every sample counts for the stack it was on:
+//! - *wall*: the time since the process's previous sample (capped at ten sampling intervals, so
+//!   a pause of the recorder is not blamed on anyone; the first sample counts one interval);
+//! - *cpu*: the CPU time the thread used since its previous sample (`schedstat`), so idle
+//!   threads weigh nothing.
+//!
+//! **Memory.** A process's memory series is its RSS at every sample (or, recorded with
+//! `--memory pss|uss`, its PSS/USS readings, taken less often). Each change between two
+//! consecutive readings is attributed to what ran in between:
+//! 1. when the series is sparser than the samples (PSS/USS), the change is spread over the
+//!    samples taken in that interval, in proportion to the page faults each saw (evenly if none);
+//! 2. within a sample, it is split between threads by the minor page faults each thread caused
+//!    since its previous sample (the thread that touched new pages grew the memory); with no
+//!    faults to go by, it goes to the thread holding the GIL, else to the thread that used the
+//!    most CPU, else evenly to the threads that were in Python code;
+//! 3. a thread's share goes half to the stack it had at the previous sample and half to the
+//!    one it has now (the change happened in between; this halves the error at the boundary
+//!    between two functions);
+//! 4. a change with no Python thread to take it is reported as `[unattributed]`, and one that
+//!    lands on a thread outside Python code as `[no Python frames]`: never hidden.
+//!
+//! Positive changes sum to *growth*, negative ones (as positive numbers) to *freed*, both
+//! together to *net*. *Peak* is the net each stack had contributed from the process's first
+//! reading up to the moment it reached its highest reading. The first reading of a process is
+//! its baseline and is attributed to nobody.
+
+use std::collections::HashMap;
+
+use crate::recording::reader::{Sample, ThreadSample};
+use crate::recording::{MemoryKind, Recording};
+
+/// What a report measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Metric {
+    Wall,
+    Cpu,
+    Growth,
+    Freed,
+    Net,
+    Peak,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 6] = [
+        Metric::Wall,
+        Metric::Cpu,
+        Metric::Growth,
+        Metric::Freed,
+        Metric::Net,
+        Metric::Peak,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Wall => "wall",
+            Metric::Cpu => "cpu",
+            Metric::Growth => "growth",
+            Metric::Freed => "freed",
+            Metric::Net => "net",
+            Metric::Peak => "peak",
+        }
+    }
+
+    /// A phrase for titles.
+    pub fn title(self) -> &'static str {
+        match self {
+            Metric::Wall => "Wall time",
+            Metric::Cpu => "CPU time",
+            Metric::Growth => "Memory growth",
+            Metric::Freed => "Memory freed",
+            Metric::Net => "Net memory change",
+            Metric::Peak => "Memory at peak",
+        }
+    }
+
+    /// Whether values are bytes (else microseconds).
+    pub fn is_memory(self) -> bool {
+        !matches!(self, Metric::Wall | Metric::Cpu)
+    }
+}
+
+/// Where a value landed within a process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Site {
+    /// A recorded stack (innermost frame's id in the stack tree).
+    Stack(u32),
+    /// A Python thread that was not running Python code.
+    NoPythonFrames,
+    /// Memory that changed while no Python thread could take it.
+    Unattributed,
+}
+
+/// A site in a process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    /// Index into `Recording::processes`.
+    pub process: u32,
+    pub site: Site,
+}
+
+/// Every metric's values by key. Time in microseconds, memory in bytes.
+#[derive(Clone, Debug, Default)]
+pub struct Attribution {
+    pub wall: HashMap<Key, f64>,
+    pub cpu: HashMap<Key, f64>,
+    pub growth: HashMap<Key, f64>,
+    pub freed: HashMap<Key, f64>,
+    pub net: HashMap<Key, f64>,
+    pub peak: HashMap<Key, f64>,
+    /// Per process: its memory series (time µs, bytes) as attributed.
+    pub series: Vec<Vec<(u64, u64)>>,
+}
+
+impl Attribution {
+    pub fn values(&self, metric: Metric) -> &HashMap<Key, f64> {
+        match metric {
+            Metric::Wall => &self.wall,
+            Metric::Cpu => &self.cpu,
+            Metric::Growth => &self.growth,
+            Metric::Freed => &self.freed,
+            Metric::Net => &self.net,
+            Metric::Peak => &self.peak,
+        }
+    }
+
+    pub fn total(&self, metric: Metric) -> f64 {
+        self.values(metric).values().sum()
+    }
+}
+
+/// Which processes to look at.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    /// Only processes with this pid.
+    pub pid: Option<i32>,
+}
+
+impl Filter {
+    pub fn includes(&self, rec: &Recording, process: u32) -> bool {
+        self.pid
+            .is_none_or(|pid| rec.processes[process as usize].pid == pid)
+    }
+}
+
+/// The memory kind a recording's attribution uses.
+fn memory_kind(rec: &Recording) -> Option<MemoryKind> {
+    match rec.meta.memory.as_str() {
+        "pss" => Some(MemoryKind::Pss),
+        "uss" => Some(MemoryKind::Uss),
+        _ => None,
+    }
+}
+
+/// Attribute a whole recording (see the module documentation for the rules).
+pub fn attribute(rec: &Recording, filter: &Filter) -> Attribution {
+    let n = rec.processes.len();
+    let mut a = Attribution {
+        series: vec![Vec::new(); n],
+        ..Attribution::default()
+    };
+    let interval_us = if rec.meta.rate_hz > 0.0 {
+        (1e6 / rec.meta.rate_hz) as u64
+    } else {
+        10_000
+    };
+    let kind = memory_kind(rec);
+
+    // Samples of each process, in time order (indices into rec.samples).
+    let mut by_process: Vec<Vec<u32>> = vec![Vec::new(); n];
+    for (i, s) in rec.samples.iter().enumerate() {
+        if filter.includes(rec, s.process) {
+            by_process[s.process as usize].push(i as u32);
+        }
+    }
+    for (p, samples) in by_process.iter().enumerate() {
+        if samples.is_empty() {
+            continue;
+        }
+        let p = p as u32;
+        // Time.
+        let mut previous_time: Option<u64> = None;
+        for &i in samples {
+            let s = &rec.samples[i as usize];
+            let dt = match previous_time {
+                Some(t) => s.time_us.saturating_sub(t).min(10 * interval_us),
+                None => interval_us,
+            } as f64;
+            previous_time = Some(s.time_us);
+            for t in rec.threads_of(s) {
+                let key = Key {
+                    process: p,
+                    site: site_of(t),
+                };
+                *a.wall.entry(key).or_insert(0.0) += dt;
+                if t.cpu_us > 0 {
+                    *a.cpu.entry(key).or_insert(0.0) += t.cpu_us as f64;
+                }
+            }
+        }
+        // Memory: the series, then each change between consecutive readings.
+        let series: Vec<(u64, u64)> = match kind {
+            None => samples
+                .iter()
+                .map(|&i| {
+                    (
+                        rec.samples[i as usize].time_us,
+                        rec.samples[i as usize].rss_bytes,
+                    )
+                })
+                .collect(),
+            Some(k) => rec
+                .memory
+                .iter()
+                .filter(|m| m.process == p && m.kind == k)
+                .map(|m| (m.time_us, m.bytes))
+                .collect(),
+        };
+        let peak_at = series
+            .iter()
+            .enumerate()
+            .max_by_key(|(i, (_, v))| (*v, std::cmp::Reverse(*i)))
+            .map(|(i, _)| i);
+        let mut cursor = 0; // first sample not yet given a memory change
+        for j in 1..series.len() {
+            let (t0, v0) = series[j - 1];
+            let (t1, v1) = series[j];
+            let delta = v1 as f64 - v0 as f64;
+            // Positions (in `samples`) of the samples in (t0, t1]; with an RSS series that is
+            // exactly the sample of reading j.
+            let in_interval = if kind.is_none() {
+                j..j + 1
+            } else {
+                while cursor < samples.len() && rec.samples[samples[cursor] as usize].time_us <= t0
+                {
+                    cursor += 1;
+                }
+                let mut end = cursor;
+                while end < samples.len() && rec.samples[samples[end] as usize].time_us <= t1 {
+                    end += 1;
+                }
+                cursor..end
+            };
+            let counts_for_peak = peak_at.is_some_and(|pk| j <= pk);
+            if delta == 0.0 {
+                continue;
+            }
+            if in_interval.is_empty() {
+                a.add_memory(
+                    Key {
+                        process: p,
+                        site: Site::Unattributed,
+                    },
+                    delta,
+                    counts_for_peak,
+                );
+                continue;
+            }
+            let faults_of = |pos: usize| -> f64 {
+                rec.threads_of(&rec.samples[samples[pos] as usize])
+                    .iter()
+                    .map(|t| t.minflt as f64)
+                    .sum()
+            };
+            let total_faults: f64 = in_interval.clone().map(faults_of).sum();
+            let count = in_interval.len() as f64;
+            for pos in in_interval {
+                let share = if total_faults > 0.0 {
+                    faults_of(pos) / total_faults
+                } else {
+                    1.0 / count
+                };
+                if share > 0.0 {
+                    let previous = pos.checked_sub(1).map(|q| samples[q]);
+                    a.split_in_sample(
+                        rec,
+                        p,
+                        samples[pos],
+                        previous,
+                        delta * share,
+                        counts_for_peak,
+                    );
+                }
+            }
+        }
+        a.series[p as usize] = series;
+    }
+    a
+}
+
+fn site_of(t: &ThreadSample) -> Site {
+    t.stack.map_or(Site::NoPythonFrames, Site::Stack)
+}
+
+impl Attribution {
+    fn add_memory(&mut self, key: Key, amount: f64, counts_for_peak: bool) {
+        if amount > 0.0 {
+            *self.growth.entry(key).or_insert(0.0) += amount;
+        } else {
+            *self.freed.entry(key).or_insert(0.0) -= amount;
+        }
+        *self.net.entry(key).or_insert(0.0) += amount;
+        if counts_for_peak {
+            *self.peak.entry(key).or_insert(0.0) += amount;
+        }
+    }
+
+    /// Split `amount` between the threads of sample `i` (rules 2 to 4).
+    fn split_in_sample(
+        &mut self,
+        rec: &Recording,
+        p: u32,
+        i: u32,
+        previous: Option<u32>,
+        amount: f64,
+        peak: bool,
+    ) {
+        let s: &Sample = &rec.samples[i as usize];
+        let threads = rec.threads_of(s);
+        if threads.is_empty() {
+            self.add_memory(
+                Key {
+                    process: p,
+                    site: Site::Unattributed,
+                },
+                amount,
+                peak,
+            );
+            return;
+        }
+        let faults: f64 = threads.iter().map(|t| t.minflt as f64).sum();
+        let weights: Vec<f64> = if faults > 0.0 {
+            threads.iter().map(|t| t.minflt as f64 / faults).collect()
+        } else if let Some(g) = threads
+            .iter()
+            .position(|t| t.flags & crate::recording::format::FLAG_GIL != 0)
+        {
+            (0..threads.len())
+                .map(|x| if x == g { 1.0 } else { 0.0 })
+                .collect()
+        } else if let Some(busiest) = threads
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.cpu_us > 0)
+            .max_by_key(|(_, t)| t.cpu_us)
+            .map(|(x, _)| x)
+        {
+            (0..threads.len())
+                .map(|x| if x == busiest { 1.0 } else { 0.0 })
+                .collect()
+        } else {
+            let in_python = threads.iter().filter(|t| t.stack.is_some()).count().max(1) as f64;
+            let any_python = threads.iter().any(|t| t.stack.is_some());
+            threads
+                .iter()
+                .map(|t| {
+                    if t.stack.is_some() || !any_python {
+                        1.0 / in_python
+                    } else {
+                        0.0
+                    }
+                })
+                .collect()
+        };
+        let before: &[ThreadSample] =
+            previous.map_or(&[], |pi| rec.threads_of(&rec.samples[pi as usize]));
+        for (t, w) in threads.iter().zip(weights) {
+            if w == 0.0 {
+                continue;
+            }
+            let share = amount * w;
+            let now = site_of(t);
+            let then = before
+                .iter()
+                .find(|b| b.thread == t.thread)
+                .map_or(now, site_of);
+            self.add_memory(
+                Key {
+                    process: p,
+                    site: then,
+                },
+                share / 2.0,
+                peak,
+            );
+            self.add_memory(
+                Key {
+                    process: p,
+                    site: now,
+                },
+                share / 2.0,
+                peak,
+            );
+        }
+    }
+}
+
+/// How frames are named in reports.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Naming {
+    /// Leave line numbers out (one node per function).
+    pub functions_only: bool,
+}
+
+/// A frame's label: `qualname (file:line)`, or `qualname (file)` without lines.
+pub fn frame_label(
+    rec: &Recording,
+    frame: crate::recording::reader::FrameDef,
+    naming: Naming,
+) -> String {
+    let f = &rec.functions[frame.function as usize];
+    let name = rec.string(f.qualname);
+    let file = rec.string(f.file);
+    if naming.functions_only || frame.line < 0 {
+        format!("{name} ({file})")
+    } else {
+        format!("{name} ({file}:{})", frame.line)
+    }
+}
+
+/// The label of a process's root node: `process 4242 gunicorn: worker [app]`.
+pub fn process_label(rec: &Recording, process: u32) -> String {
+    let p = &rec.processes[process as usize];
+    format!(
+        "process {} {}",
+        p.pid,
+        crate::output::units::one_line(rec.string(p.command), 60)
+    )
+}
+
+/// Frame labels of a site, outermost first (pseudo-frames for non-stack sites).
+pub fn site_path(rec: &Recording, site: Site, naming: Naming) -> Vec<String> {
+    match site {
+        Site::Stack(s) => {
+            let mut v: Vec<String> = rec
+                .stack_frames(s)
+                .map(|f| frame_label(rec, f, naming))
+                .collect();
+            v.reverse();
+            v
+        }
+        Site::NoPythonFrames => vec!["[no Python frames]".to_string()],
+        Site::Unattributed => vec!["[unattributed]".to_string()],
+    }
+}

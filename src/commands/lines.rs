@@ -1,0 +1,56 @@
+//! `memspy lines`: the per-line table of a recording.
+
+use std::io::{self, IsTerminal, Write};
+use std::path::PathBuf;
+
+use crate::analysis::{attribute, Filter, Metric};
+use crate::commands::info::open_recording;
+use crate::error::{Error, Result};
+use crate::output::lines::{rows, write_csv, write_json, write_text};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Csv,
+    Json,
+}
+
+#[derive(Clone, Debug)]
+pub struct LinesOptions {
+    pub input: Option<PathBuf>,
+    pub metric: Metric,
+    pub top: Option<usize>,
+    pub function: Option<String>,
+    pub pid: Option<i32>,
+    pub format: Format,
+}
+
+pub fn run(opts: &LinesOptions) -> Result<()> {
+    let (_, rec) = open_recording(opts.input.as_deref())?;
+    let attr = attribute(&rec, &Filter { pid: opts.pid });
+    let mut table = rows(&rec, &attr, opts.metric, opts.function.as_deref());
+    if let Some(f) = &opts.function {
+        if table.is_empty() {
+            return Err(Error::Usage(format!(
+                "no function named {f} in the recording"
+            )));
+        }
+    }
+    // A terminal gets the top 20 by default; a pipe or file gets everything.
+    let top = opts
+        .top
+        .or((opts.function.is_none() && io::stdout().is_terminal()).then_some(20));
+    if let Some(n) = top {
+        table.truncate(n);
+    }
+    let out = io::BufWriter::new(io::stdout().lock());
+    let written = match opts.format {
+        Format::Text => write_text(&table, opts.metric, out),
+        Format::Csv => write_csv(&table, opts.metric, out),
+        Format::Json => write_json(&table, opts.metric, out).and_then(|()| io::stdout().flush()),
+    };
+    match written {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.map_err(|e| Error::io("writing output", e)),
+    }
+}

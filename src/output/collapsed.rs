@@ -1,0 +1,63 @@
+//! Folded stacks ("collapsed" format, the input of inferno and flamegraph.pl): one line per
+//! distinct stack, frames from the outermost separated by `;`, then a space and the value.
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+
+use crate::analysis::{process_label, site_path, Attribution, Metric, Naming};
+use crate::recording::Recording;
+
+/// How stacks are folded.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Fold {
+    /// One tree for all processes instead of one root node per process.
+    pub merge_processes: bool,
+    pub naming: Naming,
+}
+
+/// Make a frame label safe for the folded format: `;` separates frames and a newline ends a
+/// line, so neither may appear inside one.
+fn clean(label: &str) -> String {
+    label
+        .chars()
+        .map(|c| {
+            if c == ';' {
+                ':'
+            } else if c.is_control() {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// Folded stacks of a metric, sorted, with positive integer values (µs or bytes). Negative
+/// values (a stack's net memory can be negative) cannot be drawn and are left out.
+pub fn fold(rec: &Recording, attr: &Attribution, metric: Metric, fold: Fold) -> Vec<(String, u64)> {
+    let mut folded: HashMap<String, f64> = HashMap::new();
+    for (key, &value) in attr.values(metric) {
+        let mut path: Vec<String> = Vec::new();
+        if !fold.merge_processes {
+            path.push(process_label(rec, key.process));
+        }
+        path.extend(site_path(rec, key.site, fold.naming));
+        let line = path.iter().map(|l| clean(l)).collect::<Vec<_>>().join(";");
+        *folded.entry(line).or_insert(0.0) += value;
+    }
+    let mut out: Vec<(String, u64)> = folded
+        .into_iter()
+        .filter(|(_, v)| *v >= 0.5)
+        .map(|(k, v)| (k, v.round() as u64))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Write folded stacks.
+pub fn write(lines: &[(String, u64)], mut w: impl Write) -> io::Result<()> {
+    for (stack, value) in lines {
+        writeln!(w, "{stack} {value}")?;
+    }
+    w.flush()
+}
