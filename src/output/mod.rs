@@ -2,4 +2,5 @@
 pub mod collapsed;
 pub mod flame;
 pub mod lines;
+pub mod plot;
 pub mod units;

@@ -1,0 +1,559 @@
+//! Memory over time as an SVG chart (`memspy plot`): one line per process, and the functions
+//! that grew memory the most marked on the curves where they ran, in the manner of `mprof plot`'s
+//! function brackets. Also computes those functions and their time spans, which the mprof export
+//! shares.
+//!
+//! Drawn with plotters' SVG backend, which writes text as `<text>` elements and estimates text
+//! sizes without loading any font, so nothing here depends on fonts installed on the machine.
+
+use std::collections::HashMap;
+use std::io;
+
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use crate::analysis::{Attribution, Filter, Site};
+use crate::output::units::one_line;
+use crate::recording::Recording;
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// A function marked on the curves.
+#[derive(Clone, Debug)]
+pub struct Marked {
+    /// Index into `Recording::functions`.
+    pub function: u32,
+    /// Memory growth attributed to it, bytes, over every process looked at.
+    pub growth: f64,
+    /// Where it ran, per process, in time order within each process.
+    pub spans: Vec<Span>,
+}
+
+/// A contiguous run of samples of one process whose stack (any thread's) contained a function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    /// Index into `Recording::processes`.
+    pub process: u32,
+    /// Time of the run's first sample, µs since the recording started.
+    pub start_us: u64,
+    /// Time of the run's last sample (equal to `start_us` for a run of one sample).
+    pub end_us: u64,
+    /// Smallest depth of the function in the stacks of the run (1 = outermost frame).
+    pub depth: u32,
+}
+
+/// The `n` functions with the most memory growth, and where each ran.
+///
+/// Growth is *self* growth: a stack's growth counts for its innermost function only. Counted
+/// inclusively, the outer functions (`<module>`, `main`) would hold everything and always come
+/// first, which says nothing; innermost-first picks the functions that did the allocating.
+/// `[no Python frames]` and `[unattributed]` are not functions and are never marked.
+pub fn top_functions(
+    rec: &Recording,
+    attr: &Attribution,
+    filter: &Filter,
+    n: usize,
+) -> Vec<Marked> {
+    let mut by_function: HashMap<u32, f64> = HashMap::new();
+    for (key, &v) in &attr.growth {
+        if let Site::Stack(s) = key.site {
+            let node = rec.stacks[s as usize];
+            *by_function
+                .entry(rec.frames[node.frame as usize].function)
+                .or_insert(0.0) += v;
+        }
+    }
+    let mut top: Vec<(u32, f64)> = by_function.into_iter().filter(|(_, g)| *g > 0.0).collect();
+    top.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    top.truncate(n);
+    let mut marked: Vec<Marked> = top
+        .iter()
+        .map(|&(function, growth)| Marked {
+            function,
+            growth,
+            spans: Vec::new(),
+        })
+        .collect();
+    if marked.is_empty() {
+        return marked;
+    }
+    let rank: HashMap<u32, usize> = top.iter().enumerate().map(|(i, &(f, _))| (f, i)).collect();
+
+    // For every node of the stack tree: which marked functions its stack contains, each with the
+    // depth of its outermost frame. A parent always precedes its children in the tree.
+    let mut contains: Vec<Vec<(usize, u32)>> = Vec::with_capacity(rec.stacks.len());
+    for node in &rec.stacks {
+        let mut v = node
+            .parent
+            .map_or_else(Vec::new, |p| contains[p as usize].clone());
+        if let Some(&m) = rank.get(&rec.frames[node.frame as usize].function) {
+            if !v.iter().any(|&(x, _)| x == m) {
+                v.push((m, node.depth));
+            }
+        }
+        contains.push(v);
+    }
+
+    // Runs of samples, per (process, marked function).
+    let mut open: HashMap<(u32, usize), Span> = HashMap::new();
+    let mut present: Vec<Option<u32>> = vec![None; marked.len()];
+    for s in rec
+        .samples
+        .iter()
+        .filter(|s| filter.includes(rec, s.process))
+    {
+        present.iter_mut().for_each(|p| *p = None);
+        for t in rec.threads_of(s) {
+            for &(m, depth) in t.stack.map_or(&[][..], |st| &contains[st as usize]) {
+                present[m] = Some(present[m].map_or(depth, |d| d.min(depth)));
+            }
+        }
+        for (m, here) in present.iter().enumerate() {
+            let key = (s.process, m);
+            match (*here, open.get_mut(&key)) {
+                (Some(depth), Some(span)) => {
+                    span.end_us = s.time_us;
+                    span.depth = span.depth.min(depth);
+                }
+                (Some(depth), None) => {
+                    open.insert(
+                        key,
+                        Span {
+                            process: s.process,
+                            start_us: s.time_us,
+                            end_us: s.time_us,
+                            depth,
+                        },
+                    );
+                }
+                (None, Some(_)) => {
+                    if let Some(span) = open.remove(&key) {
+                        marked[m].spans.push(span);
+                    }
+                }
+                (None, None) => {}
+            }
+        }
+    }
+    for ((_, m), span) in open {
+        marked[m].spans.push(span);
+    }
+    for m in &mut marked {
+        m.spans.sort_by_key(|s| (s.process, s.start_us));
+    }
+    marked
+}
+
+/// `qualname (file.py:firstline)`, with the file's base name.
+pub fn function_label(rec: &Recording, function: u32) -> String {
+    let f = &rec.functions[function as usize];
+    format!(
+        "{} ({}:{})",
+        one_line(rec.string(f.qualname), 60),
+        base_name(rec.string(f.file)),
+        f.firstlineno
+    )
+}
+
+/// The last component of a path.
+pub fn base_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// The name of the memory measure the attribution's series hold: "RSS", "PSS" or "USS".
+pub fn memory_name(rec: &Recording) -> &'static str {
+    match rec.meta.memory.as_str() {
+        "pss" => "PSS",
+        "uss" => "USS",
+        _ => "RSS",
+    }
+}
+
+/// A process's value at time `t` on its series, as the chart draws it: linear between
+/// readings, flat before the first and after the last.
+pub fn value_at(series: &[(u64, u64)], t: u64) -> f64 {
+    let i = series.partition_point(|&(ts, _)| ts <= t);
+    match (i.checked_sub(1).map(|j| series[j]), series.get(i)) {
+        (None, None) => 0.0,
+        (None, Some(&(_, v))) | (Some((_, v)), None) => v as f64,
+        (Some((t0, v0)), Some(&(t1, v1))) => {
+            if t1 == t0 {
+                v1 as f64
+            } else {
+                v0 as f64 + (v1 as f64 - v0 as f64) * (t - t0) as f64 / (t1 - t0) as f64
+            }
+        }
+    }
+}
+
+/// `pid 4242 python3.12 server.py`: the pid and the command with paths cut to their base names.
+pub fn process_label(rec: &Recording, process: u32) -> String {
+    let p = &rec.processes[process as usize];
+    let command: Vec<&str> = rec
+        .string(p.command)
+        .split_whitespace()
+        .map(|w| {
+            if w.contains('/') && !w.ends_with('/') {
+                base_name(w)
+            } else {
+                w
+            }
+        })
+        .collect();
+    format!("pid {} {}", p.pid, one_line(&command.join(" "), 48))
+}
+
+// Colours: dark, muted ones for the processes' lines; bright ones for the function marks.
+const PROCESS_COLORS: [RGBColor; 8] = [
+    RGBColor(20, 20, 20),
+    RGBColor(30, 80, 200),
+    RGBColor(0, 125, 60),
+    RGBColor(150, 30, 150),
+    RGBColor(160, 80, 0),
+    RGBColor(0, 120, 140),
+    RGBColor(180, 20, 50),
+    RGBColor(110, 110, 110),
+];
+const FUNCTION_COLORS: [RGBColor; 8] = [
+    RGBColor(230, 40, 40),
+    RGBColor(40, 170, 60),
+    RGBColor(255, 140, 0),
+    RGBColor(160, 90, 220),
+    RGBColor(0, 180, 220),
+    RGBColor(240, 90, 200),
+    RGBColor(200, 180, 0),
+    RGBColor(130, 200, 120),
+];
+
+const WIDTH: u32 = 1280;
+const CHART_HEIGHT: u32 = 600;
+const LEGEND_ROW: u32 = 20;
+/// Points drawn per process at most (about two per horizontal pixel); longer series are thinned
+/// keeping each bucket's first, last, lowest and highest reading, so peaks stay visible.
+const BUCKETS: usize = 1200;
+
+/// A pale, opaque version of a colour (for bands).
+fn tint(c: RGBColor) -> RGBColor {
+    let mix = |x: u8| (x as u16 * 2 / 5 + 255 * 3 / 5) as u8;
+    RGBColor(mix(c.0), mix(c.1), mix(c.2))
+}
+
+/// Every span with its marked function's rank and its nesting level: how many spans of other
+/// functions on the same process enclose it (of two equal spans, the better-ranked function's
+/// encloses the other's). Sorted outermost first, so inner bands are drawn over outer ones.
+fn nested_spans(marked: &[Marked]) -> Vec<(u32, usize, Span)> {
+    let mut out = Vec::new();
+    for (i, m) in marked.iter().enumerate() {
+        for s in &m.spans {
+            let level = marked
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| j != i)
+                .filter(|&(j, other)| {
+                    // A function's spans on one process are disjoint and sorted by start: only
+                    // the last one starting at or before `s` can enclose it.
+                    let k = other
+                        .spans
+                        .partition_point(|o| (o.process, o.start_us) <= (s.process, s.start_us));
+                    k > 0 && {
+                        let o = other.spans[k - 1];
+                        o.process == s.process
+                            && o.end_us >= s.end_us
+                            && (o.start_us < s.start_us || o.end_us > s.end_us || j < i)
+                    }
+                })
+                .count() as u32;
+            out.push((level, i, *s));
+        }
+    }
+    out.sort_by_key(|&(level, i, s)| (level, i, s.process, s.start_us));
+    out
+}
+
+fn err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(format!("drawing the chart: {e}"))
+}
+
+/// Draw the chart. `subtitle` goes under the title.
+pub fn write_svg(
+    rec: &Recording,
+    attr: &Attribution,
+    marked: &[Marked],
+    title: &str,
+    subtitle: &str,
+    w: &mut dyn io::Write,
+) -> io::Result<()> {
+    let processes: Vec<u32> = (0..attr.series.len() as u32)
+        .filter(|&p| !attr.series[p as usize].is_empty())
+        .collect();
+    let color_of: HashMap<u32, RGBColor> = processes
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| (p, PROCESS_COLORS[i % PROCESS_COLORS.len()]))
+        .collect();
+    let x_max = processes
+        .iter()
+        .filter_map(|&p| attr.series[p as usize].last())
+        .map(|&(t, _)| t as f64 / 1e6)
+        .fold(0.0f64, f64::max);
+    let x_max = if x_max > 0.0 { x_max * 1.02 } else { 1.0 };
+    let y_max = processes
+        .iter()
+        .flat_map(|&p| attr.series[p as usize].iter())
+        .map(|&(_, v)| v as f64 / MIB)
+        .fold(0.0f64, f64::max);
+    let y_max = (y_max * 1.08).max(1.0);
+
+    let legend_rows = processes.len().max(marked.len().max(1)) as u32;
+    let height = CHART_HEIGHT + 40 + legend_rows * LEGEND_ROW + 16;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let (top, legend) = root.split_vertically(CHART_HEIGHT);
+        let top = top
+            .titled(title, ("sans-serif", 22).into_font().color(&BLACK))
+            .map_err(err)?;
+        top.draw_text(
+            subtitle,
+            &("sans-serif", 14)
+                .into_font()
+                .color(&RGBColor(90, 90, 90))
+                .pos(Pos::new(HPos::Center, VPos::Top)),
+            (WIDTH as i32 / 2, 0),
+        )
+        .map_err(err)?;
+        let plot_area = top.margin(26, 0, 10, 30);
+        let mut chart = ChartBuilder::on(&plot_area)
+            .x_label_area_size(46)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0f64..x_max, 0f64..y_max)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc("time since the recording started (s)")
+            .y_desc(format!("{} (MiB)", memory_name(rec)))
+            .axis_desc_style(("sans-serif", 15))
+            .label_style(("sans-serif", 13))
+            .bold_line_style(RGBColor(215, 215, 215))
+            .light_line_style(RGBColor(242, 242, 242))
+            .draw()
+            .map_err(err)?;
+
+        let points = |p: u32| -> Vec<(f64, f64)> {
+            decimate(&attr.series[p as usize], BUCKETS)
+                .into_iter()
+                .map(|(t, v)| (t as f64 / 1e6, v as f64 / MIB))
+                .collect()
+        };
+        // Bands under the lines: the curve's stretch where each marked function ran, pale and
+        // opaque so the lines stay readable; a span inside another function's span is drawn
+        // narrower on top of it, so nested calls show as bands within bands.
+        for (level, i, span) in nested_spans(marked) {
+            let series = &attr.series[span.process as usize];
+            if series.is_empty() {
+                continue;
+            }
+            let mut band = vec![(span.start_us, value_at(series, span.start_us))];
+            band.extend(
+                decimate(series, BUCKETS)
+                    .into_iter()
+                    .filter(|&(t, _)| t > span.start_us && t < span.end_us)
+                    .map(|(t, v)| (t, v as f64)),
+            );
+            band.push((span.end_us, value_at(series, span.end_us)));
+            let band: Vec<(f64, f64)> = band
+                .into_iter()
+                .map(|(t, v)| (t as f64 / 1e6, v / MIB))
+                .collect();
+            let width = 14u32.saturating_sub(5 * level).max(4);
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    band,
+                    tint(FUNCTION_COLORS[i % FUNCTION_COLORS.len()]).stroke_width(width),
+                )))
+                .map_err(err)?;
+        }
+        for &p in &processes {
+            chart
+                .draw_series(LineSeries::new(points(p), color_of[&p].stroke_width(2)))
+                .map_err(err)?;
+        }
+        // Brackets at both ends of each span, as mprof plot draws them.
+        let (bw, bh) = (x_max * 0.006, y_max * 0.03);
+        for (i, m) in marked.iter().enumerate() {
+            let color = FUNCTION_COLORS[i % FUNCTION_COLORS.len()];
+            for span in &m.spans {
+                let series = &attr.series[span.process as usize];
+                if series.is_empty() {
+                    continue;
+                }
+                for (t, dir) in [(span.start_us, 1.0), (span.end_us, -1.0)] {
+                    let (x, y) = (t as f64 / 1e6, value_at(series, t) / MIB);
+                    let bracket = vec![
+                        (x + dir * bw, y + bh),
+                        (x, y + bh),
+                        (x, y - bh),
+                        (x + dir * bw, y - bh),
+                    ];
+                    chart
+                        .draw_series(std::iter::once(PathElement::new(
+                            bracket,
+                            color.stroke_width(2),
+                        )))
+                        .map_err(err)?;
+                }
+            }
+        }
+
+        // The legend, under the chart: processes on the left, marked functions on the right.
+        let left = Pos::new(HPos::Left, VPos::Center);
+        let text = ("sans-serif", 13).into_font().color(&BLACK).pos(left);
+        let head = ("sans-serif", 13)
+            .into_font()
+            .style(FontStyle::Bold)
+            .color(&BLACK)
+            .pos(left);
+        let row_y = |r: u32| (40 + r * LEGEND_ROW + LEGEND_ROW / 2) as i32;
+        let (c1, c2) = (80, WIDTH as i32 / 2);
+        legend
+            .draw_text(
+                &format!("processes ({})", memory_name(rec)),
+                &head,
+                (c1, 20),
+            )
+            .map_err(err)?;
+        for (r, &p) in processes.iter().enumerate() {
+            let y = row_y(r as u32);
+            legend
+                .draw(&PathElement::new(
+                    vec![(c1, y), (c1 + 28, y)],
+                    color_of[&p].stroke_width(2),
+                ))
+                .map_err(err)?;
+            legend
+                .draw_text(&process_label(rec, p), &text, (c1 + 36, y))
+                .map_err(err)?;
+        }
+        legend
+            .draw_text(
+                "functions by memory growth (innermost frame), marked where they ran",
+                &head,
+                (c2, 20),
+            )
+            .map_err(err)?;
+        if marked.is_empty() {
+            legend
+                .draw_text("(no function grew memory)", &text, (c2, row_y(0)))
+                .map_err(err)?;
+        }
+        for (i, m) in marked.iter().enumerate() {
+            let color = FUNCTION_COLORS[i % FUNCTION_COLORS.len()];
+            let y = row_y(i as u32);
+            legend
+                .draw(&PathElement::new(
+                    vec![(c2, y), (c2 + 28, y)],
+                    tint(color).stroke_width(12),
+                ))
+                .map_err(err)?;
+            legend
+                .draw(&PathElement::new(
+                    vec![(c2 + 5, y - 6), (c2, y - 6), (c2, y + 6), (c2 + 5, y + 6)],
+                    color.stroke_width(2),
+                ))
+                .map_err(err)?;
+            legend
+                .draw(&PathElement::new(
+                    vec![
+                        (c2 + 23, y - 6),
+                        (c2 + 28, y - 6),
+                        (c2 + 28, y + 6),
+                        (c2 + 23, y + 6),
+                    ],
+                    color.stroke_width(2),
+                ))
+                .map_err(err)?;
+            legend
+                .draw_text(
+                    &format!(
+                        "{} +{:.1} MiB",
+                        function_label(rec, m.function),
+                        m.growth / MIB
+                    ),
+                    &text,
+                    (c2 + 36, y),
+                )
+                .map_err(err)?;
+        }
+        root.present().map_err(err)?;
+    }
+    w.write_all(svg.as_bytes())
+}
+
+/// At most about `4 * buckets` points of a series: each time bucket keeps its first, lowest,
+/// highest and last readings, in time order.
+fn decimate(series: &[(u64, u64)], buckets: usize) -> Vec<(u64, u64)> {
+    if series.len() <= 4 * buckets {
+        return series.to_vec();
+    }
+    let t0 = series[0].0;
+    let span = series[series.len() - 1].0 - t0;
+    let width = (span / buckets as u64).max(1);
+    let mut out = Vec::with_capacity(4 * buckets + 4);
+    let mut i = 0;
+    while i < series.len() {
+        let bucket = (series[i].0 - t0) / width;
+        let (mut lo, mut hi, mut j) = (i, i, i);
+        while j < series.len() && (series[j].0 - t0) / width == bucket {
+            if series[j].1 < series[lo].1 {
+                lo = j;
+            }
+            if series[j].1 > series[hi].1 {
+                hi = j;
+            }
+            j += 1;
+        }
+        let mut keep = [i, lo, hi, j - 1];
+        keep.sort_unstable();
+        let mut last = usize::MAX;
+        for k in keep {
+            if k != last {
+                out.push(series[k]);
+                last = k;
+            }
+        }
+        i = j;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interpolates_on_the_drawn_curve() {
+        let s = [(100, 1000), (200, 3000), (300, 3000)];
+        assert_eq!(value_at(&s, 0), 1000.0);
+        assert_eq!(value_at(&s, 100), 1000.0);
+        assert_eq!(value_at(&s, 150), 2000.0);
+        assert_eq!(value_at(&s, 250), 3000.0);
+        assert_eq!(value_at(&s, 900), 3000.0);
+        assert_eq!(value_at(&[], 5), 0.0);
+    }
+
+    #[test]
+    fn thinning_keeps_peaks_and_ends() {
+        let series: Vec<(u64, u64)> = (0..100_000u64)
+            .map(|i| (i * 10, if i == 54_321 { 1 << 30 } else { i % 7 }))
+            .collect();
+        let d = decimate(&series, 100);
+        assert!(d.len() <= 400, "{}", d.len());
+        assert_eq!(d.first(), series.first());
+        assert_eq!(d.last(), series.last());
+        assert!(d.contains(&series[54_321]));
+        assert!(d.windows(2).all(|w| w[0].0 < w[1].0));
+        let short = &series[..10];
+        assert_eq!(decimate(short, 100), short);
+    }
+}
