@@ -2,5 +2,6 @@
 pub mod collapsed;
 pub mod flame;
 pub mod lines;
+pub mod mprof;
 pub mod plot;
 pub mod units;

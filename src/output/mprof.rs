@@ -1,0 +1,126 @@
+//! memory_profiler's `mprof` data file (`.dat`), so that `mprof plot` draws a recording.
+//!
+//! The format, as memory_profiler 0.61.0 writes and reads it (`mprof.py`: `run_action` writes
+//! `CMDLINE`, `read_mprofile_file` parses; `memory_profiler.py`: `memory_usage` writes `MEM` and
+//! `CHLD` lines, `TimeStamper.show_results` writes `FUNC` lines), one record per line, fields
+//! separated by single spaces, no blank line anywhere (the reader rejects one):
+//!
+//! ```text
+//! CMDLINE <command line>
+//! MEM <MiB, %.6f> <unix time s, %.4f>                       the main process
+//! CHLD <child key> <MiB, %.6f> <unix time s, %.4f>          a child (mprof keys by index; we use the pid)
+//! FUNC <module.function> <start MiB> <start s> <end MiB> <end s> <stack level>   (all %.4f but the level)
+//! ```
+//!
+//! `mprof plot` merges every `FUNC` line's two (time, MiB) points into the *main* curve, so
+//! only spans on the main process are written as `FUNC` lines: a child's would put the child's
+//! memory on the main process's line.
+
+use std::io::{self, Write};
+
+use crate::analysis::Attribution;
+use crate::output::plot::{base_name, value_at, Marked};
+use crate::output::units::one_line;
+use crate::recording::Recording;
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// The processes of an export: the main one's entries (one pid; a process that exec'd has
+/// several) and the children's. The main process is the first process with readings in the
+/// attribution (the recording's first process, or the one chosen with --pid).
+pub struct Roles {
+    pub main_pid: i32,
+    pub main: Vec<u32>,
+    pub children: Vec<u32>,
+}
+
+/// Which processes are main and which are children; None if no process has readings.
+pub fn roles(rec: &Recording, attr: &Attribution) -> Option<Roles> {
+    let with_data: Vec<u32> = (0..attr.series.len() as u32)
+        .filter(|&p| !attr.series[p as usize].is_empty())
+        .collect();
+    let main_pid = rec.processes[*with_data.first()? as usize].pid;
+    let (main, children) = with_data
+        .into_iter()
+        .partition(|&p| rec.processes[p as usize].pid == main_pid);
+    Some(Roles {
+        main_pid,
+        main,
+        children,
+    })
+}
+
+/// `module.qualname` as memory_profiler names functions (`func.__module__` + name): the module
+/// is the file's base name without `.py` (a package's `__init__.py` is named after its folder).
+/// Spaces, which would split the line, become underscores.
+pub fn dotted_name(rec: &Recording, function: u32) -> String {
+    let f = &rec.functions[function as usize];
+    let file = rec.string(f.file);
+    let mut module = base_name(file).trim_end_matches(".py");
+    if module == "__init__" {
+        module = file
+            .rsplit('/')
+            .nth(1)
+            .filter(|d| !d.is_empty())
+            .unwrap_or(module);
+    }
+    format!("{module}.{}", rec.string(f.qualname))
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join("_")
+}
+
+/// Write the `.dat` file.
+pub fn write_dat(
+    rec: &Recording,
+    attr: &Attribution,
+    roles: &Roles,
+    marked: &[Marked],
+    w: &mut dyn Write,
+) -> io::Result<()> {
+    let main0 = roles.main[0] as usize;
+    writeln!(
+        w,
+        "CMDLINE {}",
+        one_line(rec.string(rec.processes[main0].command), usize::MAX)
+    )?;
+    let start_ns = rec.meta.start_unix_ns;
+    let unix_s = |t_us: u64| start_ns.saturating_add(t_us.saturating_mul(1000)) as f64 / 1e9;
+    let mib = |b: f64| b / MIB;
+
+    // MEM and CHLD lines interleaved in time order, as memory_profiler writes them while sampling.
+    let mut lines: Vec<(u64, u8, i32, f64)> = Vec::new();
+    for (tag, list) in [(0u8, &roles.main), (1u8, &roles.children)] {
+        for &p in list {
+            let pid = rec.processes[p as usize].pid;
+            for &(t, v) in &attr.series[p as usize] {
+                lines.push((t, tag, pid, v as f64));
+            }
+        }
+    }
+    lines.sort_by_key(|a| (a.0, a.1, a.2));
+    for (t, tag, pid, v) in lines {
+        if tag == 0 {
+            writeln!(w, "MEM {:.6} {:.4}", mib(v), unix_s(t))?;
+        } else {
+            writeln!(w, "CHLD {pid} {:.6} {:.4}", mib(v), unix_s(t))?;
+        }
+    }
+
+    for m in marked {
+        let name = dotted_name(rec, m.function);
+        for span in m.spans.iter().filter(|s| roles.main.contains(&s.process)) {
+            let series = &attr.series[span.process as usize];
+            writeln!(
+                w,
+                "FUNC {name} {:.4} {:.4} {:.4} {:.4} {}",
+                mib(value_at(series, span.start_us)),
+                unix_s(span.start_us),
+                mib(value_at(series, span.end_us)),
+                unix_s(span.end_us),
+                span.depth
+            )?;
+        }
+    }
+    Ok(())
+}
