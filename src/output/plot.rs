@@ -291,10 +291,12 @@ pub fn write_svg(
         .enumerate()
         .map(|(i, &p)| (p, PROCESS_COLORS[i % PROCESS_COLORS.len()]))
         .collect();
+    // Spans can end after a process's last reading (PSS/USS readings are sparser than samples).
     let x_max = processes
         .iter()
-        .filter_map(|&p| attr.series[p as usize].last())
-        .map(|&(t, _)| t as f64 / 1e6)
+        .filter_map(|&p| attr.series[p as usize].last().map(|&(t, _)| t))
+        .chain(marked.iter().flat_map(|m| m.spans.iter().map(|s| s.end_us)))
+        .map(|t| t as f64 / 1e6)
         .fold(0.0f64, f64::max);
     let x_max = if x_max > 0.0 { x_max * 1.02 } else { 1.0 };
     let y_max = processes
@@ -444,7 +446,7 @@ pub fn write_svg(
             .map_err(err)?;
         if marked.is_empty() {
             legend
-                .draw_text("(no function grew memory)", &text, (c2, row_y(0)))
+                .draw_text("(none marked)", &text, (c2, row_y(0)))
                 .map_err(err)?;
         }
         for (i, m) in marked.iter().enumerate() {
