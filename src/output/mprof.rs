@@ -51,11 +51,18 @@ pub fn roles(rec: &Recording, attr: &Attribution) -> Option<Roles> {
 }
 
 /// `module.qualname` as memory_profiler names functions (`func.__module__` + name): the module
-/// is the file's base name without `.py` (a package's `__init__.py` is named after its folder).
-/// Spaces, which would split the line, become underscores.
+/// is the file's base name without `.py` (a package's `__init__.py` is named after its folder,
+/// a frozen module's `<frozen importlib._bootstrap>` after the module inside). Spaces, which
+/// would split the line, become underscores.
 pub fn dotted_name(rec: &Recording, function: u32) -> String {
     let f = &rec.functions[function as usize];
     let file = rec.string(f.file);
+    if let Some(frozen) = file
+        .strip_prefix("<frozen ")
+        .and_then(|m| m.strip_suffix('>'))
+    {
+        return format!("{frozen}.{}", rec.string(f.qualname)).replace(char::is_whitespace, "_");
+    }
     let mut module = base_name(file).trim_end_matches(".py");
     if module == "__init__" {
         module = file
@@ -64,10 +71,7 @@ pub fn dotted_name(rec: &Recording, function: u32) -> String {
             .filter(|d| !d.is_empty())
             .unwrap_or(module);
     }
-    format!("{module}.{}", rec.string(f.qualname))
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join("_")
+    format!("{module}.{}", rec.string(f.qualname)).replace(char::is_whitespace, "_")
 }
 
 /// Write the `.dat` file.
@@ -123,4 +127,45 @@ pub fn write_dat(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recording::reader::Function;
+
+    #[test]
+    fn names_functions_as_memory_profiler_does() {
+        let mut rec = Recording::default();
+        let files = [
+            "/srv/app/cache.py",
+            "/srv/app/pkg/__init__.py",
+            "<frozen importlib._bootstrap>",
+            "<string>",
+            "/tmp/my script.py",
+        ];
+        for (i, file) in files.iter().enumerate() {
+            rec.strings.push(file.to_string());
+            rec.strings.push("Cache.fill".to_string());
+            rec.functions.push(Function {
+                name: 2 * i as u32 + 1,
+                qualname: 2 * i as u32 + 1,
+                file: 2 * i as u32,
+                firstlineno: 1,
+            });
+        }
+        let names: Vec<String> = (0..files.len() as u32)
+            .map(|f| dotted_name(&rec, f))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "cache.Cache.fill",
+                "pkg.Cache.fill",
+                "importlib._bootstrap.Cache.fill",
+                "<string>.Cache.fill",
+                "my_script.Cache.fill",
+            ]
+        );
+    }
 }
