@@ -29,6 +29,8 @@
 
 use std::collections::HashMap;
 
+use rustc_hash::FxHashMap;
+
 use crate::recording::reader::{Sample, ThreadSample};
 use crate::recording::{MemoryKind, Recording};
 
@@ -154,6 +156,45 @@ fn memory_kind(rec: &Recording) -> Option<MemoryKind> {
     }
 }
 
+/// Accumulates every metric of a key in one row: one hash lookup per update instead of one per
+/// metric (a million-sample recording makes millions of updates).
+#[derive(Default)]
+struct Table {
+    index: FxHashMap<Key, usize>,
+    rows: Vec<(Key, [f64; 6])>,
+}
+
+const WALL: usize = 0;
+const CPU: usize = 1;
+const GROWTH: usize = 2;
+const FREED: usize = 3;
+const NET: usize = 4;
+const PEAK: usize = 5;
+
+impl Table {
+    fn row(&mut self, key: Key) -> &mut [f64; 6] {
+        let next = self.rows.len();
+        let i = *self.index.entry(key).or_insert(next);
+        if i == next {
+            self.rows.push((key, [0.0; 6]));
+        }
+        &mut self.rows[i].1
+    }
+
+    fn add_memory(&mut self, key: Key, amount: f64, counts_for_peak: bool) {
+        let row = self.row(key);
+        if amount > 0.0 {
+            row[GROWTH] += amount;
+        } else {
+            row[FREED] -= amount;
+        }
+        row[NET] += amount;
+        if counts_for_peak {
+            row[PEAK] += amount;
+        }
+    }
+}
+
 /// Attribute a whole recording (see the module documentation for the rules).
 pub fn attribute(rec: &Recording, filter: &Filter) -> Attribution {
     let n = rec.processes.len();
@@ -161,6 +202,7 @@ pub fn attribute(rec: &Recording, filter: &Filter) -> Attribution {
         series: vec![Vec::new(); n],
         ..Attribution::default()
     };
+    let mut table = Table::default();
     let interval_us = if rec.meta.rate_hz > 0.0 {
         (1e6 / rec.meta.rate_hz) as u64
     } else {
@@ -190,14 +232,12 @@ pub fn attribute(rec: &Recording, filter: &Filter) -> Attribution {
             } as f64;
             previous_time = Some(s.time_us);
             for t in rec.threads_of(s) {
-                let key = Key {
+                let row = table.row(Key {
                     process: p,
                     site: site_of(t),
-                };
-                *a.wall.entry(key).or_insert(0.0) += dt;
-                if t.cpu_us > 0 {
-                    *a.cpu.entry(key).or_insert(0.0) += t.cpu_us as f64;
-                }
+                });
+                row[WALL] += dt;
+                row[CPU] += t.cpu_us as f64;
             }
         }
         // Memory: the series, then each change between consecutive readings.
@@ -248,7 +288,7 @@ pub fn attribute(rec: &Recording, filter: &Filter) -> Attribution {
                 continue;
             }
             if in_interval.is_empty() {
-                a.add_memory(
+                table.add_memory(
                     Key {
                         process: p,
                         site: Site::Unattributed,
@@ -274,7 +314,7 @@ pub fn attribute(rec: &Recording, filter: &Filter) -> Attribution {
                 };
                 if share > 0.0 {
                     let previous = pos.checked_sub(1).map(|q| samples[q]);
-                    a.split_in_sample(
+                    table.split_in_sample(
                         rec,
                         p,
                         samples[pos],
@@ -287,6 +327,20 @@ pub fn attribute(rec: &Recording, filter: &Filter) -> Attribution {
         }
         a.series[p as usize] = series;
     }
+    for (key, row) in table.rows {
+        for (metric, map) in [
+            (WALL, &mut a.wall),
+            (CPU, &mut a.cpu),
+            (GROWTH, &mut a.growth),
+            (FREED, &mut a.freed),
+            (NET, &mut a.net),
+            (PEAK, &mut a.peak),
+        ] {
+            if row[metric] != 0.0 {
+                map.insert(key, row[metric]);
+            }
+        }
+    }
     a
 }
 
@@ -294,19 +348,7 @@ fn site_of(t: &ThreadSample) -> Site {
     t.stack.map_or(Site::NoPythonFrames, Site::Stack)
 }
 
-impl Attribution {
-    fn add_memory(&mut self, key: Key, amount: f64, counts_for_peak: bool) {
-        if amount > 0.0 {
-            *self.growth.entry(key).or_insert(0.0) += amount;
-        } else {
-            *self.freed.entry(key).or_insert(0.0) -= amount;
-        }
-        *self.net.entry(key).or_insert(0.0) += amount;
-        if counts_for_peak {
-            *self.peak.entry(key).or_insert(0.0) += amount;
-        }
-    }
-
+impl Table {
     /// Split `amount` between the threads of sample `i` (rules 2 to 4).
     fn split_in_sample(
         &mut self,
