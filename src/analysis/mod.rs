@@ -15,10 +15,15 @@
 //! 2. within a sample, it is split between threads by the minor page faults each thread caused
 //!    since its previous sample (the thread that touched new pages grew the memory); with no
 //!    faults to go by, it goes to the thread holding the GIL, else to the thread that used the
-//!    most CPU, else evenly to the threads that were in Python code;
-//! 3. a thread's share goes half to the stack it had at the previous sample and half to the
-//!    one it has now (the change happened in between; this halves the error at the boundary
-//!    between two functions);
+//!    most CPU, else evenly to the threads that were in Python code. A decrease is first looked
+//!    for among the threads whose stack changed since the previous sample (memory is freed when
+//!    code finishes), then by the same rules;
+//! 3. a thread's share of a *growth* goes half to the stack it had at the previous sample and
+//!    half to the one it has now (the growth happened in between; this halves the error at the
+//!    boundary between two functions); a *decrease* goes to the stack it had at the previous
+//!    sample, because memory is mostly released when the code holding it finishes (a return
+//!    drops its locals): a temporary buffer then shows as grown and freed by the same line,
+//!    instead of its release landing on whatever runs next;
 //! 4. a change with no Python thread to take it is reported as `[unattributed]`, and one that
 //!    lands on a thread outside Python code as `[no Python frames]`: never hidden.
 //!
@@ -344,6 +349,56 @@ pub fn attribute(rec: &Recording, filter: &Filter) -> Attribution {
     a
 }
 
+/// How a memory change within one sample is split between its threads (rule 2). A growth
+/// follows the threads' page faults. A decrease is looked for among the threads whose stack
+/// changed since the previous sample (freeing happens when code finishes), if any.
+/// Then: the GIL holder, else the busiest thread, else the threads in Python code, evenly.
+fn thread_weights(threads: &[ThreadSample], before: &[ThreadSample], growth: bool) -> Vec<f64> {
+    let moved = |t: &ThreadSample| {
+        before
+            .iter()
+            .find(|b| b.thread == t.thread)
+            .is_none_or(|b| b.stack != t.stack)
+    };
+    let mut candidates: Vec<bool> = vec![true; threads.len()];
+    if !growth && threads.iter().any(moved) {
+        candidates = threads.iter().map(moved).collect();
+    }
+    let among = |x: usize| candidates[x];
+    let one = |chosen: usize| {
+        (0..threads.len())
+            .map(|x| if x == chosen { 1.0 } else { 0.0 })
+            .collect()
+    };
+    let faults: f64 = threads.iter().map(|t| t.minflt as f64).sum();
+    if growth && faults > 0.0 {
+        return threads.iter().map(|t| t.minflt as f64 / faults).collect();
+    }
+    if let Some(g) = (0..threads.len())
+        .find(|&x| among(x) && threads[x].flags & crate::recording::format::FLAG_GIL != 0)
+    {
+        return one(g);
+    }
+    if let Some(busiest) = (0..threads.len())
+        .filter(|&x| among(x) && threads[x].cpu_us > 0)
+        .max_by_key(|&x| threads[x].cpu_us)
+    {
+        return one(busiest);
+    }
+    let in_python: Vec<bool> = (0..threads.len())
+        .map(|x| among(x) && threads[x].stack.is_some())
+        .collect();
+    let pool = if in_python.contains(&true) {
+        in_python
+    } else {
+        candidates
+    };
+    let n = pool.iter().filter(|b| **b).count().max(1) as f64;
+    pool.iter()
+        .map(|&b| if b { 1.0 / n } else { 0.0 })
+        .collect()
+}
+
 fn site_of(t: &ThreadSample) -> Site {
     t.stack.map_or(Site::NoPythonFrames, Site::Stack)
 }
@@ -372,42 +427,9 @@ impl Table {
             );
             return;
         }
-        let faults: f64 = threads.iter().map(|t| t.minflt as f64).sum();
-        let weights: Vec<f64> = if faults > 0.0 {
-            threads.iter().map(|t| t.minflt as f64 / faults).collect()
-        } else if let Some(g) = threads
-            .iter()
-            .position(|t| t.flags & crate::recording::format::FLAG_GIL != 0)
-        {
-            (0..threads.len())
-                .map(|x| if x == g { 1.0 } else { 0.0 })
-                .collect()
-        } else if let Some(busiest) = threads
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| t.cpu_us > 0)
-            .max_by_key(|(_, t)| t.cpu_us)
-            .map(|(x, _)| x)
-        {
-            (0..threads.len())
-                .map(|x| if x == busiest { 1.0 } else { 0.0 })
-                .collect()
-        } else {
-            let in_python = threads.iter().filter(|t| t.stack.is_some()).count().max(1) as f64;
-            let any_python = threads.iter().any(|t| t.stack.is_some());
-            threads
-                .iter()
-                .map(|t| {
-                    if t.stack.is_some() || !any_python {
-                        1.0 / in_python
-                    } else {
-                        0.0
-                    }
-                })
-                .collect()
-        };
         let before: &[ThreadSample] =
             previous.map_or(&[], |pi| rec.threads_of(&rec.samples[pi as usize]));
+        let weights = thread_weights(threads, before, amount > 0.0);
         for (t, w) in threads.iter().zip(weights) {
             if w == 0.0 {
                 continue;
@@ -418,22 +440,12 @@ impl Table {
                 .iter()
                 .find(|b| b.thread == t.thread)
                 .map_or(now, site_of);
-            self.add_memory(
-                Key {
-                    process: p,
-                    site: then,
-                },
-                share / 2.0,
-                peak,
-            );
-            self.add_memory(
-                Key {
-                    process: p,
-                    site: now,
-                },
-                share / 2.0,
-                peak,
-            );
+            let to_then = if share > 0.0 { share / 2.0 } else { share };
+            let key = |site| Key { process: p, site };
+            self.add_memory(key(then), to_then, peak);
+            if share - to_then != 0.0 {
+                self.add_memory(key(now), share - to_then, peak);
+            }
         }
     }
 }
