@@ -32,6 +32,9 @@
 //! reading up to the moment it reached its highest reading. The first reading of a process is
 //! its baseline and is attributed to nobody.
 
+pub mod check;
+pub mod functions;
+
 use std::collections::HashMap;
 
 use rustc_hash::FxHashMap;
