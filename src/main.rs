@@ -7,7 +7,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use memspy::analysis::check::{Budget, Measure, Rule};
 use memspy::analysis::Metric;
+use memspy::commands::check::{self, CheckOptions};
+use memspy::commands::diff::{self, DiffOptions};
 use memspy::commands::dump::{self, DumpOptions};
 use memspy::commands::export::{self, ExportFormat, ExportOptions};
 use memspy::commands::flame::{self, FlameOptions};
@@ -15,6 +18,7 @@ use memspy::commands::info;
 use memspy::commands::lines::{self, Format, LinesOptions};
 use memspy::commands::plot::{self, PlotOptions};
 use memspy::commands::record::{self, RecordOptions};
+use memspy::output::units::{parse_duration, parse_size, Amount};
 use memspy::sample::MemoryMode;
 
 #[derive(Parser)]
@@ -45,8 +49,122 @@ enum Command {
     Plot(PlotArgs),
     /// Write a recording in another tool's format
     Export(ExportArgs),
+    /// Check a recording against budgets or baselines: exit 1 on a regression (for CI)
+    #[command(
+        after_help = "Examples:\n  memspy check -i new.msp --max-peak 512MiB --max-growth 'app.cache.fill=50MiB'\n  memspy check -i new.msp --baseline main.msp --tolerance 10%\n  memspy check -i new.msp --baseline a.msp --baseline b.msp --baseline c.msp --format markdown\n\nExit status: 0 all checks passed, 1 a check failed, 2 memspy could not do its job."
+    )]
+    Check(CheckArgs),
+    /// Compare two recordings: differential flamegraph and the functions that changed most
+    Diff(DiffArgs),
     /// Describe a recording: processes, samples, time span, failures
     Info(InfoArgs),
+}
+
+fn size_arg(text: &str) -> Result<Amount, String> {
+    parse_size(text)
+}
+
+fn percent_arg(text: &str) -> Result<f64, String> {
+    let t = text.trim().trim_end_matches('%');
+    t.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .ok_or_else(|| format!("{text:?} is not a percentage (try 10%)"))
+}
+
+/// PATTERN=AMOUNT, where AMOUNT is a size (memory) or a duration (time).
+fn budget_arg(text: &str, measure: Measure) -> Result<Budget, String> {
+    let (pattern, amount) = text
+        .rsplit_once('=')
+        .ok_or_else(|| format!("{text:?}: expected FUNCTION=LIMIT, e.g. 'app.cache.fill=50MiB'"))?;
+    if pattern.trim().is_empty() {
+        return Err(format!("{text:?}: the function pattern is empty"));
+    }
+    let limit = match measure {
+        Measure::Wall | Measure::Cpu => parse_duration(amount)?,
+        _ => parse_size(amount)?,
+    };
+    Ok(Budget {
+        measure,
+        pattern: Some(pattern.trim().to_string()),
+        limit,
+    })
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CheckFormat {
+    Text,
+    Json,
+    Markdown,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// The recording to check [default: the newest *.msp in the current folder]
+    #[arg(long, short)]
+    input: Option<PathBuf>,
+    /// Peak memory allowed for each process (e.g. 512MiB)
+    #[arg(long, value_parser = size_arg)]
+    max_peak: Option<Amount>,
+    /// Peak memory allowed for all processes together
+    #[arg(long, value_parser = size_arg)]
+    max_peak_total: Option<Amount>,
+    /// Memory growth allowed under a function: PATTERN=SIZE (repeatable; SIZE may be a % of all growth)
+    #[arg(long, value_parser = |s: &str| budget_arg(s, Measure::Growth))]
+    max_growth: Vec<Budget>,
+    /// Net memory change allowed under a function: PATTERN=SIZE (repeatable)
+    #[arg(long, value_parser = |s: &str| budget_arg(s, Measure::Net))]
+    max_net: Vec<Budget>,
+    /// Wall time allowed under a function: PATTERN=TIME, e.g. 'render_*=2s' or '=30%' (repeatable)
+    #[arg(long, value_parser = |s: &str| budget_arg(s, Measure::Wall))]
+    max_wall: Vec<Budget>,
+    /// CPU time allowed under a function: PATTERN=TIME (repeatable)
+    #[arg(long, value_parser = |s: &str| budget_arg(s, Measure::Cpu))]
+    max_cpu: Vec<Budget>,
+    /// Baseline recording to compare with (repeatable: their median is used)
+    #[arg(long, short)]
+    baseline: Vec<PathBuf>,
+    /// Allowed increase over the baseline
+    #[arg(long, short, value_parser = percent_arg, default_value = "10%")]
+    tolerance: f64,
+    /// Increases smaller than this never fail, and functions below it are not compared
+    #[arg(long, value_parser = size_arg, default_value = "5MiB")]
+    noise_floor: Amount,
+    /// Also compare each function's share of CPU time with the baseline
+    #[arg(long)]
+    compare_time: bool,
+    /// Allowed increase of a function's CPU share, in percentage points
+    #[arg(long, value_parser = percent_arg, default_value = "5")]
+    time_tolerance: f64,
+    /// Output format
+    #[arg(long, value_enum, default_value = "text")]
+    format: CheckFormat,
+    /// List passed checks too
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+#[derive(Args)]
+struct DiffArgs {
+    /// The baseline recording
+    base: PathBuf,
+    /// The new recording
+    new: PathBuf,
+    /// Write a differential flamegraph SVG here
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// What to compare
+    #[arg(long, short, value_enum, default_value = "growth")]
+    metric: MetricArg,
+    /// How many functions to list
+    #[arg(long, default_value_t = 15)]
+    top: usize,
+    /// One node per function, without line numbers
+    #[arg(long)]
+    function: bool,
+    /// Scale the baseline to the new recording's total (compare shares rather than amounts)
+    #[arg(long)]
+    normalize: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -272,6 +390,66 @@ fn main() -> ExitCode {
             },
         }),
         Command::Info(a) => info::run(a.file.as_deref(), a.json).map(|()| 0),
+        Command::Check(a) => {
+            let mut budgets = Vec::new();
+            if let Some(limit) = a.max_peak {
+                budgets.push(Budget {
+                    measure: Measure::PeakProcess,
+                    pattern: None,
+                    limit,
+                });
+            }
+            if let Some(limit) = a.max_peak_total {
+                budgets.push(Budget {
+                    measure: Measure::PeakTotal,
+                    pattern: None,
+                    limit,
+                });
+            }
+            budgets.extend(
+                a.max_growth
+                    .into_iter()
+                    .chain(a.max_net)
+                    .chain(a.max_wall)
+                    .chain(a.max_cpu),
+            );
+            let memory_floor = match a.noise_floor {
+                Amount::Absolute(v) => v,
+                Amount::Percent(_) => {
+                    eprintln!(
+                        "memspy: error: --noise-floor takes a size (e.g. 5MiB), not a percentage"
+                    );
+                    return ExitCode::from(2);
+                }
+            };
+            check::run(&CheckOptions {
+                input: a.input,
+                budgets,
+                baselines: a.baseline,
+                rule: Rule {
+                    tolerance_pct: a.tolerance,
+                    memory_floor,
+                    compare_time: a.compare_time,
+                    time_tolerance_pts: a.time_tolerance,
+                },
+                format: match a.format {
+                    CheckFormat::Text => check::Format::Text,
+                    CheckFormat::Json => check::Format::Json,
+                    CheckFormat::Markdown => check::Format::Markdown,
+                },
+                verbose: a.verbose,
+            })
+        }
+        Command::Diff(a) => diff::run(&DiffOptions {
+            base: a.base,
+            new: a.new,
+            output: a.output,
+            metric: a.metric.metric(),
+            top: a.top,
+            functions_only: a.function,
+            normalize: a.normalize,
+        })
+        .map(|()| 0),
         Command::Flame(a) => flame::run(&FlameOptions {
             output: a.output,
             input: a.input,

@@ -15,10 +15,15 @@
 //! 2. within a sample, it is split between threads by the minor page faults each thread caused
 //!    since its previous sample (the thread that touched new pages grew the memory); with no
 //!    faults to go by, it goes to the thread holding the GIL, else to the thread that used the
-//!    most CPU, else evenly to the threads that were in Python code;
-//! 3. a thread's share goes half to the stack it had at the previous sample and half to the
-//!    one it has now (the change happened in between; this halves the error at the boundary
-//!    between two functions);
+//!    most CPU, else evenly to the threads that were in Python code. A decrease is first looked
+//!    for among the threads whose stack changed since the previous sample (memory is freed when
+//!    code finishes), then by the same rules;
+//! 3. a thread's share of a *growth* goes half to the stack it had at the previous sample and
+//!    half to the one it has now (the growth happened in between; this halves the error at the
+//!    boundary between two functions); a *decrease* goes to the stack it had at the previous
+//!    sample, because memory is mostly released when the code holding it finishes (a return
+//!    drops its locals): a temporary buffer then shows as grown and freed by the same line,
+//!    instead of its release landing on whatever runs next;
 //! 4. a change with no Python thread to take it is reported as `[unattributed]`, and one that
 //!    lands on a thread outside Python code as `[no Python frames]`: never hidden.
 //!
@@ -27,7 +32,12 @@
 //! reading up to the moment it reached its highest reading. The first reading of a process is
 //! its baseline and is attributed to nobody.
 
+pub mod check;
+pub mod functions;
+
 use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
 
 use crate::recording::reader::{Sample, ThreadSample};
 use crate::recording::{MemoryKind, Recording};
@@ -154,6 +164,45 @@ fn memory_kind(rec: &Recording) -> Option<MemoryKind> {
     }
 }
 
+/// Accumulates every metric of a key in one row: one hash lookup per update instead of one per
+/// metric (a million-sample recording makes millions of updates).
+#[derive(Default)]
+struct Table {
+    index: FxHashMap<Key, usize>,
+    rows: Vec<(Key, [f64; 6])>,
+}
+
+const WALL: usize = 0;
+const CPU: usize = 1;
+const GROWTH: usize = 2;
+const FREED: usize = 3;
+const NET: usize = 4;
+const PEAK: usize = 5;
+
+impl Table {
+    fn row(&mut self, key: Key) -> &mut [f64; 6] {
+        let next = self.rows.len();
+        let i = *self.index.entry(key).or_insert(next);
+        if i == next {
+            self.rows.push((key, [0.0; 6]));
+        }
+        &mut self.rows[i].1
+    }
+
+    fn add_memory(&mut self, key: Key, amount: f64, counts_for_peak: bool) {
+        let row = self.row(key);
+        if amount > 0.0 {
+            row[GROWTH] += amount;
+        } else {
+            row[FREED] -= amount;
+        }
+        row[NET] += amount;
+        if counts_for_peak {
+            row[PEAK] += amount;
+        }
+    }
+}
+
 /// Attribute a whole recording (see the module documentation for the rules).
 pub fn attribute(rec: &Recording, filter: &Filter) -> Attribution {
     let n = rec.processes.len();
@@ -161,6 +210,7 @@ pub fn attribute(rec: &Recording, filter: &Filter) -> Attribution {
         series: vec![Vec::new(); n],
         ..Attribution::default()
     };
+    let mut table = Table::default();
     let interval_us = if rec.meta.rate_hz > 0.0 {
         (1e6 / rec.meta.rate_hz) as u64
     } else {
@@ -190,14 +240,12 @@ pub fn attribute(rec: &Recording, filter: &Filter) -> Attribution {
             } as f64;
             previous_time = Some(s.time_us);
             for t in rec.threads_of(s) {
-                let key = Key {
+                let row = table.row(Key {
                     process: p,
                     site: site_of(t),
-                };
-                *a.wall.entry(key).or_insert(0.0) += dt;
-                if t.cpu_us > 0 {
-                    *a.cpu.entry(key).or_insert(0.0) += t.cpu_us as f64;
-                }
+                });
+                row[WALL] += dt;
+                row[CPU] += t.cpu_us as f64;
             }
         }
         // Memory: the series, then each change between consecutive readings.
@@ -248,7 +296,7 @@ pub fn attribute(rec: &Recording, filter: &Filter) -> Attribution {
                 continue;
             }
             if in_interval.is_empty() {
-                a.add_memory(
+                table.add_memory(
                     Key {
                         process: p,
                         site: Site::Unattributed,
@@ -274,7 +322,7 @@ pub fn attribute(rec: &Recording, filter: &Filter) -> Attribution {
                 };
                 if share > 0.0 {
                     let previous = pos.checked_sub(1).map(|q| samples[q]);
-                    a.split_in_sample(
+                    table.split_in_sample(
                         rec,
                         p,
                         samples[pos],
@@ -287,26 +335,78 @@ pub fn attribute(rec: &Recording, filter: &Filter) -> Attribution {
         }
         a.series[p as usize] = series;
     }
+    for (key, row) in table.rows {
+        for (metric, map) in [
+            (WALL, &mut a.wall),
+            (CPU, &mut a.cpu),
+            (GROWTH, &mut a.growth),
+            (FREED, &mut a.freed),
+            (NET, &mut a.net),
+            (PEAK, &mut a.peak),
+        ] {
+            if row[metric] != 0.0 {
+                map.insert(key, row[metric]);
+            }
+        }
+    }
     a
+}
+
+/// How a memory change within one sample is split between its threads (rule 2). A growth
+/// follows the threads' page faults. A decrease is looked for among the threads whose stack
+/// changed since the previous sample (freeing happens when code finishes), if any.
+/// Then: the GIL holder, else the busiest thread, else the threads in Python code, evenly.
+fn thread_weights(threads: &[ThreadSample], before: &[ThreadSample], growth: bool) -> Vec<f64> {
+    let moved = |t: &ThreadSample| {
+        before
+            .iter()
+            .find(|b| b.thread == t.thread)
+            .is_none_or(|b| b.stack != t.stack)
+    };
+    let mut candidates: Vec<bool> = vec![true; threads.len()];
+    if !growth && threads.iter().any(moved) {
+        candidates = threads.iter().map(moved).collect();
+    }
+    let among = |x: usize| candidates[x];
+    let one = |chosen: usize| {
+        (0..threads.len())
+            .map(|x| if x == chosen { 1.0 } else { 0.0 })
+            .collect()
+    };
+    let faults: f64 = threads.iter().map(|t| t.minflt as f64).sum();
+    if growth && faults > 0.0 {
+        return threads.iter().map(|t| t.minflt as f64 / faults).collect();
+    }
+    if let Some(g) = (0..threads.len())
+        .find(|&x| among(x) && threads[x].flags & crate::recording::format::FLAG_GIL != 0)
+    {
+        return one(g);
+    }
+    if let Some(busiest) = (0..threads.len())
+        .filter(|&x| among(x) && threads[x].cpu_us > 0)
+        .max_by_key(|&x| threads[x].cpu_us)
+    {
+        return one(busiest);
+    }
+    let in_python: Vec<bool> = (0..threads.len())
+        .map(|x| among(x) && threads[x].stack.is_some())
+        .collect();
+    let pool = if in_python.contains(&true) {
+        in_python
+    } else {
+        candidates
+    };
+    let n = pool.iter().filter(|b| **b).count().max(1) as f64;
+    pool.iter()
+        .map(|&b| if b { 1.0 / n } else { 0.0 })
+        .collect()
 }
 
 fn site_of(t: &ThreadSample) -> Site {
     t.stack.map_or(Site::NoPythonFrames, Site::Stack)
 }
 
-impl Attribution {
-    fn add_memory(&mut self, key: Key, amount: f64, counts_for_peak: bool) {
-        if amount > 0.0 {
-            *self.growth.entry(key).or_insert(0.0) += amount;
-        } else {
-            *self.freed.entry(key).or_insert(0.0) -= amount;
-        }
-        *self.net.entry(key).or_insert(0.0) += amount;
-        if counts_for_peak {
-            *self.peak.entry(key).or_insert(0.0) += amount;
-        }
-    }
-
+impl Table {
     /// Split `amount` between the threads of sample `i` (rules 2 to 4).
     fn split_in_sample(
         &mut self,
@@ -330,42 +430,9 @@ impl Attribution {
             );
             return;
         }
-        let faults: f64 = threads.iter().map(|t| t.minflt as f64).sum();
-        let weights: Vec<f64> = if faults > 0.0 {
-            threads.iter().map(|t| t.minflt as f64 / faults).collect()
-        } else if let Some(g) = threads
-            .iter()
-            .position(|t| t.flags & crate::recording::format::FLAG_GIL != 0)
-        {
-            (0..threads.len())
-                .map(|x| if x == g { 1.0 } else { 0.0 })
-                .collect()
-        } else if let Some(busiest) = threads
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| t.cpu_us > 0)
-            .max_by_key(|(_, t)| t.cpu_us)
-            .map(|(x, _)| x)
-        {
-            (0..threads.len())
-                .map(|x| if x == busiest { 1.0 } else { 0.0 })
-                .collect()
-        } else {
-            let in_python = threads.iter().filter(|t| t.stack.is_some()).count().max(1) as f64;
-            let any_python = threads.iter().any(|t| t.stack.is_some());
-            threads
-                .iter()
-                .map(|t| {
-                    if t.stack.is_some() || !any_python {
-                        1.0 / in_python
-                    } else {
-                        0.0
-                    }
-                })
-                .collect()
-        };
         let before: &[ThreadSample] =
             previous.map_or(&[], |pi| rec.threads_of(&rec.samples[pi as usize]));
+        let weights = thread_weights(threads, before, amount > 0.0);
         for (t, w) in threads.iter().zip(weights) {
             if w == 0.0 {
                 continue;
@@ -376,22 +443,12 @@ impl Attribution {
                 .iter()
                 .find(|b| b.thread == t.thread)
                 .map_or(now, site_of);
-            self.add_memory(
-                Key {
-                    process: p,
-                    site: then,
-                },
-                share / 2.0,
-                peak,
-            );
-            self.add_memory(
-                Key {
-                    process: p,
-                    site: now,
-                },
-                share / 2.0,
-                peak,
-            );
+            let to_then = if share > 0.0 { share / 2.0 } else { share };
+            let key = |site| Key { process: p, site };
+            self.add_memory(key(then), to_then, peak);
+            if share - to_then != 0.0 {
+                self.add_memory(key(now), share - to_then, peak);
+            }
         }
     }
 }

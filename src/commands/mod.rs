@@ -1,5 +1,7 @@
 //! One module per subcommand: each turns its parsed arguments into calls to the stage modules
 //! (target, python, sample, recording, analysis, output) and prints the result.
+pub mod check;
+pub mod diff;
 pub mod dump;
 pub mod export;
 pub mod flame;

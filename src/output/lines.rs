@@ -28,7 +28,9 @@ pub struct LineRow {
     pub time_pct: f64,
     pub growth: f64,
     pub net: f64,
-    /// Share of the memory at peak that this line (with its calls) had contributed, in percent.
+    /// Net memory this line (with its calls) had contributed when memory was at its highest.
+    pub peak: f64,
+    /// That, as a share of the growth over the baseline at the peak, in percent.
     pub peak_pct: f64,
     pub source: Option<String>,
 }
@@ -157,6 +159,7 @@ pub fn rows(
                 time_pct: pct(wall.get(&k).map_or(0.0, |v| v.1), wall_total),
                 growth: growth.get(&k).map_or(0.0, |v| v.1),
                 net: net.get(&k).map_or(0.0, |v| v.1),
+                peak: peak.get(&k).map_or(0.0, |v| v.1),
                 peak_pct: pct(peak.get(&k).map_or(0.0, |v| v.1), peak_total),
                 source: sources.line(k.0, k.1),
             }
@@ -191,20 +194,20 @@ pub fn write_text(rows: &[LineRow], metric: Metric, mut w: impl Write) -> io::Re
     )?;
     writeln!(
         w,
-        "{:>11} {:>11} {:>7} {:>11} {:>11} {:>7}  {:<28} {:<30} source",
-        "self", "total", "time %", "growth", "net", "peak %", "function", "location"
+        "{:>11} {:>11} {:>7} {:>11} {:>11} {:>11}  {:<28} {:<30} source",
+        "self", "total", "time %", "growth", "net", "at peak", "function", "location"
     )?;
     for r in rows {
         let file = r.file.rsplit('/').next().unwrap_or(&r.file);
         writeln!(
             w,
-            "{:>11} {:>11} {:>6.1}% {:>11} {:>11} {:>6.1}%  {:<28} {:<30} {}",
+            "{:>11} {:>11} {:>6.1}% {:>11} {:>11} {:>11}  {:<28} {:<30} {}",
             value(metric, r.self_value),
             value(metric, r.total_value),
             r.time_pct,
             bytes(r.growth),
             bytes(r.net),
-            r.peak_pct,
+            bytes(r.peak),
             one_line(&r.function, 28),
             one_line(&format!("{file}:{}", r.line), 30),
             r.source.as_deref().unwrap_or("")
@@ -216,12 +219,12 @@ pub fn write_text(rows: &[LineRow], metric: Metric, mut w: impl Write) -> io::Re
 /// CSV with raw numbers (µs or bytes).
 pub fn write_csv(rows: &[LineRow], metric: Metric, mut w: impl Write) -> io::Result<()> {
     let unit = if metric.is_memory() { "bytes" } else { "us" };
-    writeln!(w, "file,line,function,self_{unit},total_{unit},time_pct,growth_bytes,net_bytes,peak_pct,source")?;
+    writeln!(w, "file,line,function,self_{unit},total_{unit},time_pct,growth_bytes,net_bytes,peak_bytes,peak_pct,source")?;
     let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
     for r in rows {
         writeln!(
             w,
-            "{},{},{},{:.0},{:.0},{:.3},{:.0},{:.0},{:.3},{}",
+            "{},{},{},{:.0},{:.0},{:.3},{:.0},{:.0},{:.0},{:.3},{}",
             quote(&r.file),
             r.line,
             quote(&r.function),
@@ -230,6 +233,7 @@ pub fn write_csv(rows: &[LineRow], metric: Metric, mut w: impl Write) -> io::Res
             r.time_pct,
             r.growth,
             r.net,
+            r.peak,
             r.peak_pct,
             quote(r.source.as_deref().unwrap_or(""))
         )?;

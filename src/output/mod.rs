@@ -1,4 +1,5 @@
 //! What users read: reports, exports and the formatting they share.
+pub mod check;
 pub mod collapsed;
 pub mod flame;
 pub mod lines;

@@ -42,6 +42,76 @@ pub fn one_line(s: &str, max: usize) -> String {
     out
 }
 
+/// An amount given on the command line: an absolute value (bytes or µs) or a percentage.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Amount {
+    Absolute(f64),
+    Percent(f64),
+}
+
+impl Amount {
+    /// The amount in absolute terms, a percentage taken of `total`.
+    pub fn of(self, total: f64) -> f64 {
+        match self {
+            Amount::Absolute(v) => v,
+            Amount::Percent(p) => total * p / 100.0,
+        }
+    }
+}
+
+fn split_number(text: &str) -> Option<(f64, &str)> {
+    let t = text.trim();
+    let end = t
+        .char_indices()
+        .find(|(_, c)| !(c.is_ascii_digit() || *c == '.'))
+        .map_or(t.len(), |(i, _)| i);
+    let n: f64 = t[..end].parse().ok()?;
+    (n.is_finite() && n >= 0.0).then_some((n, t[end..].trim()))
+}
+
+/// "512MiB", "1.5 GiB", "200KB" (decimal), "4096" (bytes), "10%".
+pub fn parse_size(text: &str) -> Result<Amount, String> {
+    let (n, unit) =
+        split_number(text).ok_or_else(|| format!("{text:?} is not a size (try 512MiB or 10%)"))?;
+    let scale = match unit.to_ascii_lowercase().as_str() {
+        "%" => return Ok(Amount::Percent(n)),
+        "" | "b" => 1.0,
+        "k" | "kib" => 1024.0,
+        "m" | "mib" => 1048576.0,
+        "g" | "gib" => 1073741824.0,
+        "t" | "tib" => 1099511627776.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "tb" => 1e12,
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (use B, KiB, MiB, GiB, KB, MB, GB or %)"
+            ))
+        }
+    };
+    Ok(Amount::Absolute(n * scale))
+}
+
+/// "2s", "500ms", "750us", "1.5 s", "30%" (values in µs).
+pub fn parse_duration(text: &str) -> Result<Amount, String> {
+    let (n, unit) = split_number(text)
+        .ok_or_else(|| format!("{text:?} is not a duration (try 2s, 500ms or 30%)"))?;
+    let scale = match unit.to_ascii_lowercase().as_str() {
+        "%" => return Ok(Amount::Percent(n)),
+        "s" | "" => 1e6,
+        "ms" => 1e3,
+        "us" | "µs" => 1.0,
+        "m" | "min" => 60e6,
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (use s, ms, us or %)"
+            ))
+        }
+    };
+    Ok(Amount::Absolute(n * scale))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,5 +130,26 @@ mod tests {
             "python -c \" import x x.y()\""
         );
         assert_eq!(one_line("abcdef", 4), "abc…");
+    }
+
+    #[test]
+    fn parses_sizes_and_durations() {
+        assert_eq!(
+            parse_size("512MiB"),
+            Ok(Amount::Absolute(512.0 * 1048576.0))
+        );
+        assert_eq!(
+            parse_size("1.5 GiB"),
+            Ok(Amount::Absolute(1.5 * 1073741824.0))
+        );
+        assert_eq!(parse_size("200KB"), Ok(Amount::Absolute(200e3)));
+        assert_eq!(parse_size("4096"), Ok(Amount::Absolute(4096.0)));
+        assert_eq!(parse_size("10%"), Ok(Amount::Percent(10.0)));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5 parsecs").is_err());
+        assert!(parse_size("-5MiB").is_err());
+        assert_eq!(parse_duration("500ms"), Ok(Amount::Absolute(500e3)));
+        assert_eq!(parse_duration("2s"), Ok(Amount::Absolute(2e6)));
+        assert_eq!(parse_duration("30%").unwrap().of(1000.0), 300.0);
     }
 }

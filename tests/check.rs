@@ -1,0 +1,257 @@
+//! `memspy check` and `memspy diff` as a CI gate, on real recordings of a fixture whose leak
+//! size is an argument.
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use common::{fixtures_dir, interpreters, memspy, memspy_bin};
+use serde_json::Value;
+
+/// Recordings of `leak.py 10` (twice) and `leak.py 60`, made once for all tests here.
+struct Runs {
+    _dir: tempfile::TempDir,
+    base: PathBuf,
+    again: PathBuf,
+    leak: PathBuf,
+}
+
+fn runs() -> &'static Runs {
+    static RUNS: OnceLock<Runs> = OnceLock::new();
+    RUNS.get_or_init(|| {
+        let py = interpreters()
+            .into_iter()
+            .find(|p| p.minor() >= (3, 11))
+            .expect("interpreter");
+        let dir = tempfile::tempdir().unwrap();
+        let record = |name: &str, mib: &str| -> PathBuf {
+            let path = dir.path().join(name);
+            let out = Command::new(memspy_bin())
+                .args([
+                    "record",
+                    "-o",
+                    path.to_str().unwrap(),
+                    "--",
+                    py.exe.to_str().unwrap(),
+                ])
+                .arg(fixtures_dir().join("leak.py"))
+                .arg(mib)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            path
+        };
+        Runs {
+            base: record("base.msp", "10"),
+            again: record("again.msp", "10"),
+            leak: record("leak.msp", "60"),
+            _dir: dir,
+        }
+    })
+}
+
+fn check(input: &Path, args: &[&str]) -> (i32, String, String) {
+    let mut all = vec!["check", "-i", input.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let out = memspy(&all);
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_bigger_leak_fails_against_the_baseline_and_is_named() {
+    let r = runs();
+    let (code, out, err) = check(
+        &r.leak,
+        &["--baseline", r.base.to_str().unwrap(), "--tolerance", "20%"],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    let failing: Vec<&str> = out
+        .lines()
+        .filter(|l| l.trim_start().starts_with("FAIL"))
+        .collect();
+    assert!(failing.iter().any(|l| l.contains("Cache.fill")), "{out}");
+    assert!(out.contains("+"), "the change is shown: {out}");
+}
+
+#[test]
+fn run_to_run_noise_passes() {
+    let r = runs();
+    let (code, out, err) = check(
+        &r.again,
+        &["--baseline", r.base.to_str().unwrap(), "--tolerance", "20%"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    // And the other way round.
+    let (code, out, _) = check(
+        &r.base,
+        &[
+            "--baseline",
+            r.again.to_str().unwrap(),
+            "--tolerance",
+            "20%",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn median_of_several_baselines() {
+    let r = runs();
+    // Two small baselines and a leaky one: the median is small, so the leak still fails...
+    let bases = [
+        r.base.to_str().unwrap(),
+        r.again.to_str().unwrap(),
+        r.leak.to_str().unwrap(),
+    ];
+    let args: Vec<&str> = bases.iter().flat_map(|b| ["--baseline", *b]).collect();
+    let (code, out, _) = check(&r.leak, &args);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("median of 3 baselines"), "{out}");
+    // ...and a small run passes.
+    let (code, out, _) = check(&r.again, &args);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn budgets_on_both_sides_of_the_limit() {
+    let r = runs();
+    let cases: &[(&Path, &[&str], i32)] = &[
+        (&r.base, &["--max-peak", "512MiB"], 0),
+        (&r.base, &["--max-peak", "5MiB"], 1),
+        (&r.leak, &["--max-peak-total", "1GiB"], 0),
+        (&r.leak, &["--max-peak-total", "10MiB"], 1),
+        (&r.base, &["--max-growth", "Cache.fill=30MiB"], 0),
+        (&r.leak, &["--max-growth", "Cache.fill=30MiB"], 1),
+        (&r.leak, &["--max-growth", "leak.Cache.*=30MiB"], 1),
+        (&r.base, &["--max-net", "fill=30MiB"], 0),
+        (&r.leak, &["--max-net", "fill=30MiB"], 1),
+        (&r.base, &["--max-cpu", "work=10s"], 0),
+        (&r.base, &["--max-cpu", "work=1ms"], 1),
+        (&r.base, &["--max-wall", "work=100%"], 0),
+        (&r.base, &["--max-wall", "work=1%"], 1),
+        (&r.leak, &["--max-growth", "Cache.fill=50%"], 1),
+        (&r.leak, &["--max-growth", "Cache.fill=90%"], 0),
+    ];
+    for (input, args, expected) in cases {
+        let (code, out, err) = check(input, args);
+        assert_eq!(
+            code,
+            *expected,
+            "{args:?} on {}: {out}{err}",
+            input.display()
+        );
+    }
+}
+
+#[test]
+fn json_and_markdown() {
+    let r = runs();
+    let (code, out, _) = check(
+        &r.leak,
+        &["--baseline", r.base.to_str().unwrap(), "--format", "json"],
+    );
+    assert_eq!(code, 1);
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["passed"], false);
+    let checks = doc["checks"].as_array().unwrap();
+    assert!(checks
+        .iter()
+        .any(|c| c["passed"] == false && c["check"].as_str().unwrap().contains("Cache.fill")));
+    assert!(checks
+        .iter()
+        .all(|c| c["unit"] == "bytes" && c["value"].is_number()));
+    let (code, out, _) = check(
+        &r.leak,
+        &[
+            "--baseline",
+            r.base.to_str().unwrap(),
+            "--format",
+            "markdown",
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(out.starts_with("### memspy check: ❌"), "{out}");
+    assert!(out.contains("| ❌ |") && out.contains("|---|"), "{out}");
+}
+
+#[test]
+fn bad_arguments_exit_2_with_one_line() {
+    let r = runs();
+    let dir = tempfile::tempdir().unwrap();
+    let corrupt = dir.path().join("corrupt.msp");
+    let mut bytes = std::fs::read(&r.base).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&corrupt, bytes).unwrap();
+    let cases: Vec<Vec<&str>> = vec![
+        vec![],
+        vec!["--max-peak", "lots"],
+        vec!["--max-growth", "no-equals-sign"],
+        vec!["--max-growth", "no_such_function=1MiB"],
+        vec!["--tolerance", "ten"],
+        vec!["--baseline", "/no/such/file.msp"],
+        vec!["--baseline", corrupt.to_str().unwrap()],
+    ];
+    for args in cases {
+        let (code, out, err) = check(&r.base, &args);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        let error_lines: Vec<&str> = err.lines().filter(|l| l.contains("error")).collect();
+        assert_eq!(error_lines.len(), 1, "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn diff_names_the_biggest_change() {
+    let r = runs();
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("diff.svg");
+    let out = memspy(&[
+        "diff",
+        r.base.to_str().unwrap(),
+        r.leak.to_str().unwrap(),
+        "-o",
+        svg.to_str().unwrap(),
+        "--metric",
+        "growth",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let first = text.lines().nth(2).unwrap_or("");
+    assert!(
+        first.contains("Cache.fill") || first.contains("main") || first.contains("<module>"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .skip(2)
+            .take(3)
+            .any(|l| l.contains("Cache.fill")),
+        "{text}"
+    );
+    let svg_text = std::fs::read_to_string(&svg).unwrap();
+    assert!(svg_text.starts_with("<?xml") && svg_text.contains("Cache.fill"));
+    let mut reader = quick_xml::Reader::from_str(&svg_text);
+    loop {
+        match reader.read_event() {
+            Ok(quick_xml::events::Event::Eof) => break,
+            Err(e) => panic!("diff SVG is not well-formed: {e}"),
+            _ => {}
+        }
+    }
+    let out = memspy(&["diff", r.base.to_str().unwrap(), "/no/such.msp"]);
+    assert_eq!(out.status.code(), Some(2));
+}

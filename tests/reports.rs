@@ -1,0 +1,457 @@
+//! Reports from real recordings: memory attribution on known allocations, the two-thread case,
+//! flamegraph SVGs and the per-line table.
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{fixtures_dir, interpreters, memspy, memspy_bin, Interpreter};
+use serde_json::Value;
+
+const MIB: f64 = 1048576.0;
+
+fn record(py: &Interpreter, dir: &Path, name: &str, args: &[&str]) -> PathBuf {
+    let path = dir.join(name);
+    let out = Command::new(memspy_bin())
+        .args([
+            "record",
+            "-o",
+            path.to_str().unwrap(),
+            "--",
+            py.exe.to_str().unwrap(),
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}: record: {}",
+        py.label,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path
+}
+
+fn marker(file: &str, name: &str) -> i64 {
+    let text = std::fs::read_to_string(fixtures_dir().join(file)).unwrap();
+    let tag = format!("# @{name}");
+    text.lines()
+        .position(|l| l.trim_end().ends_with(&tag))
+        .unwrap() as i64
+        + 1
+}
+
+/// `memspy lines --format json` rows.
+fn line_rows(rec: &Path, metric: &str) -> Vec<Value> {
+    let out = memspy(&[
+        "lines",
+        "-i",
+        rec.to_str().unwrap(),
+        "--metric",
+        metric,
+        "--format",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    doc["lines"].as_array().unwrap().clone()
+}
+
+fn self_on_line(rows: &[Value], line: i64) -> f64 {
+    rows.iter()
+        .filter(|r| r["line"] == line)
+        .map(|r| r["self_value"].as_f64().unwrap())
+        .sum()
+}
+
+/// Every `<title>` of an SVG, after checking that the whole file is well-formed XML.
+fn svg_titles(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut reader = quick_xml::Reader::from_str(&text);
+    let mut titles = Vec::new();
+    let mut in_title = false;
+    loop {
+        match reader.read_event() {
+            Ok(quick_xml::events::Event::Start(e)) if e.name().as_ref() == b"title" => {
+                in_title = true;
+                titles.push(String::new());
+            }
+            Ok(quick_xml::events::Event::End(e)) if e.name().as_ref() == b"title" => {
+                in_title = false
+            }
+            Ok(quick_xml::events::Event::Text(t)) if in_title => {
+                titles.last_mut().unwrap().push_str(&t.decode().unwrap());
+            }
+            // quick-xml reports &lt; and friends as separate events.
+            Ok(quick_xml::events::Event::GeneralRef(r)) if in_title => {
+                let entity = match r.decode().unwrap().as_ref() {
+                    "lt" => "<",
+                    "gt" => ">",
+                    "amp" => "&",
+                    "quot" => "\"",
+                    "apos" => "'",
+                    other => panic!("unexpected entity &{other};"),
+                };
+                titles.last_mut().unwrap().push_str(entity);
+            }
+            Ok(quick_xml::events::Event::Eof) => break,
+            Err(e) => panic!("{} is not well-formed XML: {e}", path.display()),
+            _ => {}
+        }
+    }
+    titles
+}
+
+/// "retain_200 (/x/known_memory.py:20) (200.5 MiB, 50.00%)" -> bytes.
+fn title_bytes(title: &str) -> f64 {
+    let inner = &title[title.rfind(" (").unwrap() + 2..];
+    let amount = inner.split(',').next().unwrap();
+    let (n, unit) = amount.split_once(' ').unwrap();
+    let scale = match unit {
+        "B" => 1.0,
+        "KiB" => 1024.0,
+        "MiB" => MIB,
+        "GiB" => MIB * 1024.0,
+        other => panic!("unit {other} in {title}"),
+    };
+    n.parse::<f64>().unwrap() * scale
+}
+
+fn check_known_memory(py: &Interpreter) {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = record(
+        py,
+        dir.path(),
+        "known.msp",
+        &[fixtures_dir().join("known_memory.py").to_str().unwrap()],
+    );
+    let expect = [
+        ("retain-200", "retain_200", 200.0 * MIB),
+        ("retain-50", "retain_50", 50.0 * MIB),
+    ];
+    for metric in ["growth", "net"] {
+        // The line table: the allocating line itself.
+        let rows = line_rows(&rec, metric);
+        for (tag, _, amount) in expect {
+            let got = self_on_line(&rows, marker("known_memory.py", tag));
+            assert!(
+                got >= 0.9 * amount,
+                "{} {metric}: line {tag} got {:.1} MiB",
+                py.label,
+                got / MIB
+            );
+            assert!(
+                got <= 1.1 * amount,
+                "{} {metric}: line {tag} got {:.1} MiB",
+                py.label,
+                got / MIB
+            );
+        }
+        // The flamegraph: the frame of that function and line.
+        let svg = dir.path().join(format!("{metric}.svg"));
+        let out = memspy(&[
+            "flame",
+            "-i",
+            rec.to_str().unwrap(),
+            "--metric",
+            metric,
+            svg.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let titles = svg_titles(&svg);
+        let heading = if metric == "growth" {
+            "Memory growth (bytes)"
+        } else {
+            "Net memory change (bytes)"
+        };
+        assert!(
+            std::fs::read_to_string(&svg).unwrap().contains(heading),
+            "the title names the metric and unit"
+        );
+        for (tag, function, amount) in expect {
+            let frame = format!(
+                "{function} ({}:{})",
+                fixtures_dir().join("known_memory.py").display(),
+                marker("known_memory.py", tag)
+            );
+            let got: f64 = titles
+                .iter()
+                .filter(|t| t.starts_with(&frame))
+                .map(|t| title_bytes(t))
+                .sum();
+            assert!(
+                got >= 0.9 * amount,
+                "{} {metric} flamegraph: {frame} got {:.1} MiB",
+                py.label,
+                got / MIB
+            );
+        }
+    }
+    // The churning function: a lot of growth, little of it kept.
+    let growth = line_rows(&rec, "growth");
+    let churn = self_on_line(&growth, marker("known_memory.py", "churn"));
+    assert!(
+        churn >= 2.0 * 150.0 * MIB,
+        "{}: churn growth {:.1} MiB",
+        py.label,
+        churn / MIB
+    );
+    // Peak: the three functions' contributions when memory was highest (200 + 50 + 150 MiB).
+    let peak = line_rows(&rec, "peak");
+    let at_peak = self_on_line(&peak, marker("known_memory.py", "retain-200"));
+    assert!(
+        at_peak >= 0.9 * 200.0 * MIB,
+        "{}: peak {:.1}",
+        py.label,
+        at_peak / MIB
+    );
+}
+
+macro_rules! known_memory_tests {
+    ($($name:ident => $label:literal,)*) => {$(
+        #[test]
+        fn $name() {
+            match interpreters().into_iter().find(|i| i.label == $label) {
+                Some(py) => check_known_memory(&py),
+                None => eprintln!("*** SKIPPED: interpreter {} is not provisioned ***", $label),
+            }
+        }
+    )*};
+}
+
+known_memory_tests! {
+    known_memory_pyenv_3_11 => "pyenv-3.11.7",
+    known_memory_debian_3_11 => "debian-bookworm-3.11",
+    known_memory_pyenv_3_13 => "pyenv-3.13.0",
+    known_memory_debian_3_13 => "debian-trixie-3.13",
+    known_memory_debian_3_14 => "debian-sid-3.14",
+    known_memory_debian_3_15 => "debian-sid-3.15",
+}
+
+/// One thread allocates (with the GIL released, during a read) while another burns CPU with the
+/// GIL: the page faults put the growth on the allocating thread.
+#[test]
+fn growth_goes_to_the_allocating_thread() {
+    for py in interpreters()
+        .into_iter()
+        .filter(|p| ["pyenv-3.8.18", "pyenv-3.12.1", "debian-sid-3.15"].contains(&p.label.as_str()))
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = record(
+            &py,
+            dir.path(),
+            "two.msp",
+            &[fixtures_dir().join("two_threads.py").to_str().unwrap()],
+        );
+        let rows = line_rows(&rec, "growth");
+        let total: f64 = rows.iter().map(|r| r["self_value"].as_f64().unwrap()).sum();
+        let in_function = |name: &str| -> f64 {
+            rows.iter()
+                .filter(|r| r["function"] == name)
+                .map(|r| r["self_value"].as_f64().unwrap())
+                .sum()
+        };
+        let (on_allocate, on_burn) = (in_function("allocate"), in_function("burn"));
+        assert!(
+            total >= 150.0 * MIB,
+            "{}: total growth {:.1} MiB",
+            py.label,
+            total / MIB
+        );
+        assert!(
+            on_allocate >= 0.9 * total,
+            "{}: allocate() got {:.1} of {:.1} MiB (burn() {:.1})",
+            py.label,
+            on_allocate / MIB,
+            total / MIB,
+            on_burn / MIB
+        );
+    }
+}
+
+/// Options of `flame` on a recording with several processes, and a hostile file name.
+#[test]
+fn flame_options_and_escaping() {
+    let py = interpreters()
+        .into_iter()
+        .find(|p| p.minor() >= (3, 11))
+        .expect("interpreter");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.msp");
+    let out = Command::new(memspy_bin())
+        .args([
+            "record",
+            "--subprocesses",
+            "-o",
+            path.to_str().unwrap(),
+            "--",
+            py.exe.to_str().unwrap(),
+        ])
+        .arg(fixtures_dir().join("workers.py"))
+        .arg("1.5")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let rec = path.to_str().unwrap();
+    let svg = |name: &str, args: &[&str]| -> Vec<String> {
+        let out_path = dir.path().join(name);
+        let mut all = vec!["flame", "-i", rec, out_path.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let out = memspy(&all);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        svg_titles(&out_path)
+    };
+    let per_process = svg("wall.svg", &[]);
+    let roots = per_process
+        .iter()
+        .filter(|t| t.starts_with("process "))
+        .count();
+    assert!(roots >= 4, "one root per process: {roots}");
+    let merged = svg("merged.svg", &["--merge-processes"]);
+    assert_eq!(
+        merged.iter().filter(|t| t.starts_with("process ")).count(),
+        0
+    );
+    let functions = svg("functions.svg", &["--function", "--metric", "cpu"]);
+    assert!(
+        functions
+            .iter()
+            .any(|t| t.starts_with("serve (") && !t.contains(".py:")),
+        "no line numbers with --function"
+    );
+    let info: Value = serde_json::from_slice(&memspy(&["info", "--json", rec]).stdout).unwrap();
+    let pid = info["processes"][1]["pid"].as_i64().unwrap().to_string();
+    let one = svg("one.svg", &["--pid", &pid]);
+    assert!(one
+        .iter()
+        .all(|t| !t.starts_with("process ") || t.starts_with(&format!("process {pid} "))));
+    let out = memspy(&[
+        "flame",
+        "-i",
+        rec,
+        "--pid",
+        "1",
+        dir.path().join("x.svg").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "unknown pid");
+
+    // Code whose file name is markup must not inject it into the SVG.
+    let hostile = r#"exec(compile("import time\nfor _ in range(100): time.sleep(0.01)", "<b onmouseover=alert(1)>x</b>", "exec"))"#;
+    let rec2 = dir.path().join("hostile.msp");
+    let out = Command::new(memspy_bin())
+        .args([
+            "record",
+            "-o",
+            rec2.to_str().unwrap(),
+            "--",
+            py.exe.to_str().unwrap(),
+            "-c",
+            hostile,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let svg_path = dir.path().join("hostile.svg");
+    assert!(memspy(&[
+        "flame",
+        "-i",
+        rec2.to_str().unwrap(),
+        svg_path.to_str().unwrap()
+    ])
+    .status
+    .success());
+    let text = std::fs::read_to_string(&svg_path).unwrap();
+    assert!(
+        !text.contains("<b onmouseover"),
+        "markup from a file name reached the SVG"
+    );
+    assert!(
+        svg_titles(&svg_path)
+            .iter()
+            .any(|t| t.contains("<b onmouseover=alert(1)>x</b>")),
+        "the name is shown, escaped"
+    );
+}
+
+/// `lines --function NAME` lists that function's lines in source order, with their source.
+#[test]
+fn lines_of_one_function() {
+    let py = interpreters()
+        .into_iter()
+        .find(|p| p.minor() >= (3, 11))
+        .expect("interpreter");
+    let dir = tempfile::tempdir().unwrap();
+    let rec = record(
+        &py,
+        dir.path(),
+        "k.msp",
+        &[fixtures_dir().join("known_memory.py").to_str().unwrap()],
+    );
+    let out = memspy(&[
+        "lines",
+        "-i",
+        rec.to_str().unwrap(),
+        "--metric",
+        "growth",
+        "--function",
+        "retain_200",
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success());
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = doc["lines"].as_array().unwrap();
+    let lines: Vec<i64> = rows.iter().map(|r| r["line"].as_i64().unwrap()).collect();
+    let mut sorted = lines.clone();
+    sorted.sort();
+    assert_eq!(lines, sorted, "source order");
+    let def = marker("known_memory.py", "retain-200") - 2;
+    assert_eq!(lines[0], def, "from the def line");
+    let alloc = rows
+        .iter()
+        .find(|r| r["line"] == marker("known_memory.py", "retain-200"))
+        .unwrap();
+    assert!(alloc["source"]
+        .as_str()
+        .unwrap()
+        .contains("os.urandom(1 << 20)"));
+    let text = memspy(&[
+        "lines",
+        "-i",
+        rec.to_str().unwrap(),
+        "--metric",
+        "growth",
+        "--top",
+        "3",
+    ]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert_eq!(text.lines().count(), 2 + 3, "{text}");
+    for f in ["churn_150", "retain_200", "retain_50"] {
+        assert!(
+            text.lines().skip(2).any(|l| l.contains(f)),
+            "{f} in the top 3: {text}"
+        );
+    }
+    let csv = memspy(&["lines", "-i", rec.to_str().unwrap(), "--format", "csv"]);
+    assert!(String::from_utf8_lossy(&csv.stdout).starts_with("file,line,function,self_us,total_us"));
+    let out = memspy(&[
+        "lines",
+        "-i",
+        rec.to_str().unwrap(),
+        "--function",
+        "no_such_function",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}
