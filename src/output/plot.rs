@@ -342,12 +342,21 @@ pub fn write_svg(
             .draw()
             .map_err(err)?;
 
-        let points = |p: u32| -> Vec<(f64, f64)> {
-            decimate(&attr.series[p as usize], BUCKETS)
-                .into_iter()
-                .map(|(t, v)| (t as f64 / 1e6, v as f64 / MIB))
-                .collect()
+        // Each process's series, thinned once.
+        let thinned: Vec<Vec<(u64, u64)>> = attr
+            .series
+            .iter()
+            .map(|series| decimate(series, BUCKETS))
+            .collect();
+        // A span runs from its first sample to its last; the function ran from about half a
+        // sampling interval before to half after, which also gives a one-sample span a width.
+        let half_interval = if rec.meta.rate_hz > 0.0 {
+            (5e5 / rec.meta.rate_hz) as u64
+        } else {
+            5_000
         };
+        let (bw, bh) = (x_max * 0.006, y_max * 0.03);
+
         // Bands under the lines: the curve's stretch where each marked function ran, pale and
         // opaque so the lines stay readable; a span inside another function's span is drawn
         // narrower on top of it, so nested calls show as bands within bands.
@@ -356,16 +365,16 @@ pub fn write_svg(
             if series.is_empty() {
                 continue;
             }
-            let mut band = vec![(span.start_us, value_at(series, span.start_us))];
-            band.extend(
-                decimate(series, BUCKETS)
-                    .into_iter()
-                    .filter(|&(t, _)| t > span.start_us && t < span.end_us)
-                    .map(|(t, v)| (t, v as f64)),
+            let (start, end) = (
+                span.start_us.saturating_sub(half_interval),
+                span.end_us + half_interval,
             );
-            band.push((span.end_us, value_at(series, span.end_us)));
-            let band: Vec<(f64, f64)> = band
-                .into_iter()
+            let thin = &thinned[span.process as usize];
+            let inside =
+                thin.partition_point(|&(t, _)| t <= start)..thin.partition_point(|&(t, _)| t < end);
+            let band: Vec<(f64, f64)> = std::iter::once((start, value_at(series, start)))
+                .chain(thin[inside].iter().map(|&(t, v)| (t, v as f64)))
+                .chain(std::iter::once((end, value_at(series, end))))
                 .map(|(t, v)| (t as f64 / 1e6, v / MIB))
                 .collect();
             let width = 14u32.saturating_sub(5 * level).max(4);
@@ -377,20 +386,28 @@ pub fn write_svg(
                 .map_err(err)?;
         }
         for &p in &processes {
+            let points = thinned[p as usize]
+                .iter()
+                .map(|&(t, v)| (t as f64 / 1e6, v as f64 / MIB));
             chart
-                .draw_series(LineSeries::new(points(p), color_of[&p].stroke_width(2)))
+                .draw_series(LineSeries::new(points, color_of[&p].stroke_width(2)))
                 .map_err(err)?;
         }
-        // Brackets at both ends of each span, as mprof plot draws them.
-        let (bw, bh) = (x_max * 0.006, y_max * 0.03);
+        // Brackets at both ends of each span, as mprof plot draws them; only on spans wide
+        // enough to read, since a function called again and again (a request handler) would
+        // bury the curve under brackets: its short spans show as bands only.
         for (i, m) in marked.iter().enumerate() {
             let color = FUNCTION_COLORS[i % FUNCTION_COLORS.len()];
             for span in &m.spans {
                 let series = &attr.series[span.process as usize];
-                if series.is_empty() {
+                let (start, end) = (
+                    span.start_us.saturating_sub(half_interval),
+                    span.end_us + half_interval,
+                );
+                if series.is_empty() || ((end - start) as f64 / 1e6) < 4.0 * bw {
                     continue;
                 }
-                for (t, dir) in [(span.start_us, 1.0), (span.end_us, -1.0)] {
+                for (t, dir) in [(start, 1.0), (end, -1.0)] {
                     let (x, y) = (t as f64 / 1e6, value_at(series, t) / MIB);
                     let bracket = vec![
                         (x + dir * bw, y + bh),
