@@ -12,7 +12,8 @@ use std::io;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::analysis::{Attribution, Filter, Site};
+use crate::analysis::functions::{by_function, FunctionTotal};
+use crate::analysis::{Attribution, Filter, Metric};
 use crate::output::units::one_line;
 use crate::recording::Recording;
 
@@ -21,7 +22,8 @@ const MIB: f64 = 1024.0 * 1024.0;
 /// A function marked on the curves.
 #[derive(Clone, Debug)]
 pub struct Marked {
-    /// Index into `Recording::functions`.
+    /// Index into `Recording::functions` (the first of the function's entries: one with the
+    /// same qualified name and file may be recorded more than once).
     pub function: u32,
     /// Memory growth attributed to it, bytes, over every process looked at.
     pub growth: f64,
@@ -44,40 +46,52 @@ pub struct Span {
 
 /// The `n` functions with the most memory growth, and where each ran.
 ///
-/// Growth is *self* growth: a stack's growth counts for its innermost function only. Counted
-/// inclusively, the outer functions (`<module>`, `main`) would hold everything and always come
-/// first, which says nothing; innermost-first picks the functions that did the allocating.
-/// `[no Python frames]` and `[unattributed]` are not functions and are never marked.
+/// Growth is *self* growth (`analysis::functions::by_function`): a stack's growth counts for its
+/// innermost function only, and functions with the same qualified name and file are one, as in
+/// `memspy check`. Counted inclusively, the outer functions (`<module>`, `main`) would hold
+/// everything and always come first, which says nothing; innermost-first picks the functions
+/// that did the allocating. `[no Python frames]` and `[unattributed]` are never marked.
 pub fn top_functions(
     rec: &Recording,
     attr: &Attribution,
     filter: &Filter,
     n: usize,
 ) -> Vec<Marked> {
-    let mut by_function: HashMap<u32, f64> = HashMap::new();
-    for (key, &v) in &attr.growth {
-        if let Site::Stack(s) = key.site {
-            let node = rec.stacks[s as usize];
-            *by_function
-                .entry(rec.frames[node.frame as usize].function)
-                .or_insert(0.0) += v;
-        }
-    }
-    let mut top: Vec<(u32, f64)> = by_function.into_iter().filter(|(_, g)| *g > 0.0).collect();
-    top.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut top: Vec<FunctionTotal> = by_function(rec, attr, Metric::Growth)
+        .into_iter()
+        .filter(|f| f.self_value > 0.0)
+        .collect();
+    top.sort_by(|a, b| {
+        b.self_value
+            .total_cmp(&a.self_value)
+            .then(a.dotted.cmp(&b.dotted))
+    });
     top.truncate(n);
+    // The marked function each recorded function is, if any.
+    let rank: HashMap<u32, usize> = rec
+        .functions
+        .iter()
+        .enumerate()
+        .filter_map(|(id, f)| {
+            let (q, file) = (rec.string(f.qualname), rec.string(f.file));
+            let m = top.iter().position(|t| t.qualname == q && t.file == file)?;
+            Some((id as u32, m))
+        })
+        .collect();
     let mut marked: Vec<Marked> = top
         .iter()
-        .map(|&(function, growth)| Marked {
-            function,
-            growth,
+        .enumerate()
+        .map(|(m, t)| Marked {
+            function: (0..rec.functions.len() as u32)
+                .find(|id| rank.get(id) == Some(&m))
+                .unwrap_or_default(),
+            growth: t.self_value,
             spans: Vec::new(),
         })
         .collect();
     if marked.is_empty() {
         return marked;
     }
-    let rank: HashMap<u32, usize> = top.iter().enumerate().map(|(i, &(f, _))| (f, i)).collect();
 
     // For every node of the stack tree: which marked functions its stack contains, each with the
     // depth of its outermost frame. A parent always precedes its children in the tree.
