@@ -117,7 +117,8 @@ fn summarize(path: &Path, rec: &Recording) -> Info {
     let mut processes: Vec<ProcessInfo> = rec
         .processes
         .iter()
-        .map(|p| ProcessInfo {
+        .enumerate()
+        .map(|(id, p)| ProcessInfo {
             pid: p.pid,
             command: rec.string(p.command).to_string(),
             python: rec.string(p.python).to_string(),
@@ -133,7 +134,7 @@ fn summarize(path: &Path, rec: &Recording) -> Info {
             threads: rec
                 .threads
                 .iter()
-                .filter(|t| rec.processes[t.process as usize].pid == p.pid)
+                .filter(|t| t.process as usize == id)
                 .count(),
         })
         .collect();
