@@ -76,7 +76,7 @@ fn worker_pids(stdout: &str) -> BTreeSet<i32> {
         .filter_map(|l| l.strip_prefix("worker "))
         .filter_map(|l| l.split(' ').nth(1)?.parse().ok())
         .collect();
-    assert_eq!(pids.len(), 4, "workers.py announced: {stdout}");
+    assert_eq!(pids.len(), 5, "workers.py announced: {stdout}");
     pids
 }
 
