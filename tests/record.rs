@@ -215,9 +215,15 @@ fn subprocesses_and_replaced_workers() {
         let rec = Recording::open(&path).unwrap();
         // The worker that lived 0.2 s was caught and sampled.
         let brief = rec.processes.iter().position(|p| p.pid == workers[&4]);
-        let brief = brief.unwrap_or_else(|| panic!("{}: the 0.2 s worker was not recorded", py.label)) as u32;
+        let brief = brief
+            .unwrap_or_else(|| panic!("{}: the 0.2 s worker was not recorded", py.label))
+            as u32;
         let brief_samples = rec.samples.iter().filter(|s| s.process == brief).count();
-        assert!(brief_samples >= 5, "{}: the 0.2 s worker has {brief_samples} samples", py.label);
+        assert!(
+            brief_samples >= 5,
+            "{}: the 0.2 s worker has {brief_samples} samples",
+            py.label
+        );
         for (n, pid) in workers.iter().filter(|(n, _)| **n < 4) {
             let id = rec
                 .processes
