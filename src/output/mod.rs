@@ -5,4 +5,5 @@ pub mod flame;
 pub mod lines;
 pub mod mprof;
 pub mod plot;
+pub mod speedscope;
 pub mod units;
