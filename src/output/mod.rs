@@ -2,6 +2,7 @@
 pub mod check;
 pub mod collapsed;
 pub mod flame;
+pub mod json;
 pub mod lines;
 pub mod mprof;
 pub mod plot;
