@@ -390,6 +390,10 @@ fn lines_golden() {
         ("14", "Loader.load", 8.0, 12.0, 120.0, 12.0, -18.0, 12.0),
         ("33", "Worker.run", 5.5, 5.5, 190.0, 5.5, 5.5, 5.5),
         ("22", "Cache.fill", 4.0, 4.0, 110.0, 4.0, -26.0, 4.0),
+        // What no line can take is listed, not hidden: a5's growth landed on a thread outside
+        // Python code (a5), a6's on a sample without threads.
+        ("0", "[no Python frames]", 4.0, 4.0, 20.0, 4.0, 4.0, 0.0),
+        ("0", "[unattributed]", 2.0, 2.0, 0.0, 2.0, 2.0, 0.0),
         ("5", "main", 0.0, 23.5, 140.0, 23.5, -6.5, 23.5),
     ];
     assert_eq!(rows.len(), expected.len(), "{csv}");

@@ -137,7 +137,8 @@ impl Attribution {
     }
 
     pub fn total(&self, metric: Metric) -> f64 {
-        self.values(metric).values().sum()
+        // `+ 0.0` turns the -0.0 of an empty sum into 0.0.
+        self.values(metric).values().sum::<f64>() + 0.0
     }
 }
 

@@ -166,6 +166,34 @@ pub fn rows(
         })
         .collect();
     if function.is_none() {
+        // What no source line can take is listed too, not hidden.
+        for (site, label) in [
+            (Site::NoPythonFrames, "[no Python frames]"),
+            (Site::Unattributed, "[unattributed]"),
+        ] {
+            let sum = |m: Metric| -> f64 {
+                attr.values(m)
+                    .iter()
+                    .filter(|(k, _)| k.site == site)
+                    .map(|(_, v)| v)
+                    .sum::<f64>()
+                    + 0.0
+            };
+            let value = sum(metric);
+            if value != 0.0 {
+                out.push(LineRow {
+                    function: label.to_string(),
+                    self_value: value,
+                    total_value: value,
+                    time_pct: pct(sum(Metric::Wall), wall_total),
+                    growth: sum(Metric::Growth),
+                    net: sum(Metric::Net),
+                    peak: sum(Metric::Peak),
+                    peak_pct: pct(sum(Metric::Peak), peak_total),
+                    ..LineRow::default()
+                });
+            }
+        }
         out.retain(|r| r.self_value.abs() > 0.0 || r.total_value.abs() > 0.0);
         out.sort_by(|a, b| {
             b.self_value

@@ -83,8 +83,14 @@ impl Launched {
     /// The exit status, once the program has ended (reaps it).
     pub fn poll(&mut self) -> Option<ExitStatus> {
         if self.status.is_none() {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                self.status = Some(status);
+            match self.child.try_wait() {
+                Ok(Some(status)) => self.status = Some(status),
+                Ok(None) => {}
+                // Already collected by a wait for a ptrace stop (see target::lock).
+                Err(_) => {
+                    self.status =
+                        Some(take_reaped(self.pid()).unwrap_or(ExitStatus::from_raw(2 << 8)))
+                }
             }
         }
         self.status
@@ -102,6 +108,23 @@ impl Launched {
         self.status = Some(status);
         status
     }
+}
+
+/// Exit statuses collected by waits that were not memspy's own wait for its program (a
+/// `waitpid` for a ptrace stop of a thread that turned out to be the exiting program).
+static REAPED: std::sync::Mutex<Vec<(i32, ExitStatus)>> = std::sync::Mutex::new(Vec::new());
+
+/// Keep the exit status of `pid`, collected elsewhere.
+pub fn reaped(pid: i32, status: ExitStatus) {
+    if let Ok(mut r) = REAPED.lock() {
+        r.push((pid, status));
+    }
+}
+
+fn take_reaped(pid: i32) -> Option<ExitStatus> {
+    let mut r = REAPED.lock().ok()?;
+    let i = r.iter().position(|(p, _)| *p == pid)?;
+    Some(r.remove(i).1)
 }
 
 /// The exit status a shell would report: the code, or 128 + N for death by signal N.

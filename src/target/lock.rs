@@ -1,8 +1,23 @@
 //! Stopping a process's threads for a consistent snapshot (blocking mode).
 //!
-//! This uses remoteprocess's ptrace lock: every thread is `PTRACE_SEIZE`d and interrupted, and
-//! detached again when the returned guard is dropped. If memspy dies while holding it, the
-//! kernel detaches the threads itself and they run on: a target is never left stopped.
+//! Each thread is `PTRACE_SEIZE`d and interrupted, and detached again when the returned guard
+//! is dropped. If memspy dies while holding it, the kernel detaches the threads itself and they
+//! run on: a target is never left stopped.
+//!
+//! `dump` stops a whole process with remoteprocess's lock. The recorder stops only the threads
+//! that run Python, with [`stop_threads`], which is written here because of one case
+//! remoteprocess cannot handle: when the process memspy launched exits while one of its
+//! threads is being stopped, the `waitpid` that waits for the stop collects the process's exit
+//! status, which would then be lost to memspy's own wait. [`stop_threads`] hands such a status
+//! to [`super::launch`], so the recording still ends with the program's exit status.
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+
+use nix::errno::Errno;
+use nix::sys::ptrace;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
 
 use crate::error::Error;
 
@@ -31,22 +46,81 @@ pub fn stop(pid: i32) -> Result<StoppedProcess, Error> {
 
 /// Threads stopped until this is dropped.
 pub struct StoppedThreads {
-    _locks: Vec<remoteprocess::ThreadLock>,
+    tids: Vec<Pid>,
+}
+
+impl Drop for StoppedThreads {
+    fn drop(&mut self) {
+        for &tid in &self.tids {
+            // ESRCH: the thread exited meanwhile; nothing to let go of.
+            let _ = ptrace::detach(tid, None);
+        }
+    }
 }
 
 /// Stop only the given threads of `pid` (the ones that run Python: stopping every native
 /// thread of a process with hundreds of them is what makes sampling profilers stall targets).
-/// Threads that exited meanwhile are skipped.
+/// Threads that exit meanwhile are skipped.
 pub fn stop_threads(pid: i32, tids: &[i32]) -> Result<StoppedThreads, Error> {
-    let mut locks = Vec::with_capacity(tids.len());
+    let mut stopped = StoppedThreads {
+        tids: Vec::with_capacity(tids.len()),
+    };
     for &tid in tids {
-        let thread =
-            remoteprocess::Thread::new(tid).map_err(|e| Error::from_remoteprocess(pid, e))?;
-        match thread.lock() {
-            Ok(lock) => locks.push(lock),
-            Err(remoteprocess::Error::NixError(nix::errno::Errno::ESRCH)) => continue,
-            Err(e) => return Err(Error::from_remoteprocess(pid, e)),
+        let tid = Pid::from_raw(tid);
+        match ptrace::seize(tid, ptrace::Options::PTRACE_O_TRACEEXIT) {
+            Ok(()) => {}
+            Err(Errno::ESRCH) => continue,
+            Err(Errno::EPERM) => return Err(Error::PermissionDenied(pid)),
+            Err(e) => {
+                return Err(Error::Other(format!(
+                    "stopping thread {tid} of process {pid}: {e}"
+                )))
+            }
+        }
+        // From here on the guard detaches it, whatever happens.
+        stopped.tids.push(tid);
+        if ptrace::interrupt(tid).is_err() {
+            continue;
+        }
+        wait_for_stop(pid, tid);
+    }
+    Ok(stopped)
+}
+
+/// Wait until `tid` reports the stop we asked for (or its exit).
+fn wait_for_stop(pid: i32, tid: Pid) {
+    for _ in 0..64 {
+        match waitpid(tid, Some(WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::PtraceEvent(_, _, event))
+                if event == ptrace::Event::PTRACE_EVENT_STOP as i32
+                    || event == ptrace::Event::PTRACE_EVENT_EXIT as i32 =>
+            {
+                return;
+            }
+            // A signal on its way to the thread: let it through and keep waiting for our stop.
+            Ok(WaitStatus::Stopped(_, signal)) => {
+                let _ = ptrace::cont(tid, signal);
+            }
+            Ok(WaitStatus::PtraceEvent(..)) | Ok(WaitStatus::PtraceSyscall(_)) => {
+                let _ = ptrace::cont(tid, None);
+            }
+            // The thread ended. If it is the main thread, the process ended and this wait
+            // collected its status: keep it for the launcher.
+            Ok(WaitStatus::Exited(_, code)) => {
+                if tid.as_raw() == pid {
+                    super::launch::reaped(pid, ExitStatus::from_raw((code & 0xff) << 8));
+                }
+                return;
+            }
+            Ok(WaitStatus::Signaled(_, signal, core)) => {
+                if tid.as_raw() == pid {
+                    let core = if core { 0x80 } else { 0 };
+                    super::launch::reaped(pid, ExitStatus::from_raw(signal as i32 | core));
+                }
+                return;
+            }
+            Err(Errno::EINTR) => {}
+            _ => return,
         }
     }
-    Ok(StoppedThreads { _locks: locks })
 }
