@@ -298,7 +298,13 @@ impl<'a> Sampler<'a> {
                 .and_then(|pid| self.recorded.get(&pid).copied());
             match ProcessSampler::start(found.key, found.reader, parent, time_us, &mut self.writer)
             {
-                Ok(p) => {
+                Ok(mut p) => {
+                    // Every process gets its memory split (and PSS/USS when asked) once at
+                    // once, however short its life; then at the usual rates.
+                    let rollup = self.config.memory != MemoryMode::Rss;
+                    if let Err(e) = p.sample_memory_split(&mut self.writer, time_us, rollup) {
+                        self.write_error = Some(e);
+                    }
                     self.recorded.insert(found.key.pid, p.id);
                     self.processes.push(p);
                     self.progress.processes_seen += 1;
