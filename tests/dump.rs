@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use common::{
-    fixtures_dir, interpreters, memspy, start_fixture, start_target, Interpreter, Target,
+    fixtures_dir, interpreter, interpreters, marker, memspy, start_fixture, start_target,
+    Interpreter, Target,
 };
 use serde_json::Value;
 
@@ -62,19 +63,6 @@ fn dumped(process: &Value) -> BTreeMap<String, Stack> {
         })
         .collect()
 }
-
-/// Line of `# @marker` in a fixture file.
-fn marker(file: &str, name: &str) -> i64 {
-    let path = common::fixtures_dir().join(file);
-    let text = std::fs::read_to_string(&path).unwrap();
-    let tag = format!("# @{name}");
-    let line = text
-        .lines()
-        .position(|l| l.trim_end().ends_with(&tag))
-        .unwrap_or_else(|| panic!("{tag}"));
-    line as i64 + 1
-}
-
 fn find<'a>(stack: &'a Stack, function: &str) -> &'a (String, String, i64) {
     stack
         .iter()
@@ -208,19 +196,8 @@ fn check_stacks(py: &Interpreter, target: Target, ready: &str) {
     drop(target);
 }
 
-macro_rules! dump_tests {
-    ($($name:ident => $label:literal,)*) => {$(
-        #[test]
-        fn $name() {
-            match interpreters().into_iter().find(|i| i.label == $label) {
-                Some(py) => check_dump(&py),
-                None => eprintln!("*** SKIPPED: interpreter {} is not provisioned ***", $label),
-            }
-        }
-    )*};
-}
-
-dump_tests! {
+per_interpreter! {
+    check_dump;
     dump_pyenv_3_8 => "pyenv-3.8.18",
     dump_pyenv_3_9 => "pyenv-3.9.18",
     dump_pyenv_3_10 => "pyenv-3.10.13",
@@ -277,14 +254,6 @@ fn gil_holder_and_activity() {
             py.label
         );
     }
-}
-
-fn interpreter(label: &str) -> Option<Interpreter> {
-    let found = interpreters().into_iter().find(|i| i.label == label);
-    if found.is_none() {
-        eprintln!("*** SKIPPED: interpreter {label} is not provisioned ***");
-    }
-    found
 }
 
 /// `python -m`: the fixture run as a module.

@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::{fixtures_dir, interpreters_from, memspy};
+use common::{fixtures_dir, interpreters_from, marker, memspy};
 use memspy::recording::writer::{ProcessDef, ThreadEntry};
 use memspy::recording::{EndReason, FailureKind, Meta, Writer};
 use serde_json::Value;
@@ -448,17 +448,6 @@ fn record_live() -> Option<(tempfile::TempDir, PathBuf, PathBuf)> {
     ]);
     Some((dir, known_memory, workers))
 }
-
-/// Line of `# @marker` in a fixture.
-fn marker(file: &str, name: &str) -> usize {
-    let text = std::fs::read_to_string(fixtures_dir().join(file)).unwrap();
-    let tag = format!("# @{name}");
-    text.lines()
-        .position(|l| l.trim_end().ends_with(&tag))
-        .unwrap()
-        + 1
-}
-
 /// Folded growth of known_memory.py puts each retained block on its allocating line.
 fn check_growth_on_allocating_lines(known_memory: &Path) {
     let growth = folded(&export(

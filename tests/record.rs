@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{fixtures_dir, interpreters, memspy, memspy_bin, start_fixture, Interpreter};
+use common::{fixtures_dir, interpreters, marker, memspy, memspy_bin, start_fixture, Interpreter};
 use memspy::recording::{EndReason, Recording};
 use serde_json::Value;
 
@@ -47,17 +47,6 @@ fn functions_seen(rec: &Recording) -> Vec<String> {
         .map(|f| rec.string(f.qualname).to_string())
         .collect()
 }
-
-/// Line of `# @marker` in a fixture.
-fn marker(file: &str, name: &str) -> i32 {
-    let text = std::fs::read_to_string(fixtures_dir().join(file)).unwrap();
-    let tag = format!("# @{name}");
-    text.lines()
-        .position(|l| l.trim_end().ends_with(&tag))
-        .unwrap() as i32
-        + 1
-}
-
 fn check_alloc(py: &Interpreter) {
     let script = fixtures_dir().join("alloc.py");
     let (out, path, _dir) = record(&[
@@ -95,11 +84,11 @@ fn check_alloc(py: &Interpreter) {
     }
     // Some sample caught grow() on its allocation line, and hold() on its line.
     let grow_line = marker("alloc.py", "grow");
-    let lines_of = |name: &str| -> Vec<i32> {
+    let lines_of = |name: &str| -> Vec<i64> {
         rec.frames
             .iter()
             .filter(|fr| rec.string(rec.functions[fr.function as usize].qualname) == name)
-            .map(|fr| fr.line)
+            .map(|fr| fr.line as i64)
             .collect()
     };
     assert!(
@@ -156,19 +145,8 @@ fn check_alloc(py: &Interpreter) {
     );
 }
 
-macro_rules! record_tests {
-    ($($name:ident => $label:literal,)*) => {$(
-        #[test]
-        fn $name() {
-            match interpreters().into_iter().find(|i| i.label == $label) {
-                Some(py) => check_alloc(&py),
-                None => eprintln!("*** SKIPPED: interpreter {} is not provisioned ***", $label),
-            }
-        }
-    )*};
-}
-
-record_tests! {
+per_interpreter! {
+    check_alloc;
     record_pyenv_3_8 => "pyenv-3.8.18",
     record_pyenv_3_9 => "pyenv-3.9.18",
     record_pyenv_3_10 => "pyenv-3.10.13",

@@ -5,7 +5,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{fixtures_dir, interpreters, memspy, memspy_bin, Interpreter};
+use common::{fixtures_dir, interpreters, marker, memspy, memspy_bin, Interpreter};
 use serde_json::Value;
 
 const MIB: f64 = 1048576.0;
@@ -30,15 +30,6 @@ fn record(py: &Interpreter, dir: &Path, name: &str, args: &[&str]) -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     path
-}
-
-fn marker(file: &str, name: &str) -> i64 {
-    let text = std::fs::read_to_string(fixtures_dir().join(file)).unwrap();
-    let tag = format!("# @{name}");
-    text.lines()
-        .position(|l| l.trim_end().ends_with(&tag))
-        .unwrap() as i64
-        + 1
 }
 
 /// `memspy lines --format json` rows.
@@ -215,19 +206,8 @@ fn check_known_memory(py: &Interpreter) {
     );
 }
 
-macro_rules! known_memory_tests {
-    ($($name:ident => $label:literal,)*) => {$(
-        #[test]
-        fn $name() {
-            match interpreters().into_iter().find(|i| i.label == $label) {
-                Some(py) => check_known_memory(&py),
-                None => eprintln!("*** SKIPPED: interpreter {} is not provisioned ***", $label),
-            }
-        }
-    )*};
-}
-
-known_memory_tests! {
+per_interpreter! {
+    check_known_memory;
     known_memory_pyenv_3_11 => "pyenv-3.11.7",
     known_memory_debian_3_11 => "debian-bookworm-3.11",
     known_memory_pyenv_3_13 => "pyenv-3.13.0",

@@ -151,3 +151,38 @@ pub fn start_target(mut cmd: Command, what: &str) -> (Target, String) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The line number (1-based) of the line that ends with `# @name` in a fixture file: tests
+/// name source lines by marker so that editing a fixture does not break them.
+pub fn marker(file: &str, name: &str) -> i64 {
+    let text = std::fs::read_to_string(fixtures_dir().join(file)).unwrap();
+    let tag = format!("# @{name}");
+    let line = text
+        .lines()
+        .position(|l| l.trim_end().ends_with(&tag))
+        .unwrap_or_else(|| panic!("no {tag} in fixtures/{file}"));
+    line as i64 + 1
+}
+
+/// The provisioned interpreter with this label; says loudly when it is missing.
+pub fn interpreter(label: &str) -> Option<Interpreter> {
+    let found = interpreters().into_iter().find(|i| i.label == label);
+    if found.is_none() {
+        eprintln!("*** SKIPPED: interpreter {label} is not provisioned ***");
+    }
+    found
+}
+
+/// One test per interpreter label, each running `$check(&interpreter)`:
+/// `per_interpreter!(check_dump; dump_pyenv_3_8 => "pyenv-3.8.18", ...)`.
+#[macro_export]
+macro_rules! per_interpreter {
+    ($check:ident; $($name:ident => $label:literal,)*) => {$(
+        #[test]
+        fn $name() {
+            if let Some(py) = common::interpreter($label) {
+                $check(&py);
+            }
+        }
+    )*};
+}
