@@ -3,10 +3,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
-use common::{fixtures_dir, interpreters, memspy, memspy_bin};
+use common::{fixtures_dir, memspy};
 use serde_json::Value;
 
 /// Recordings of `leak.py 10` (twice) and `leak.py 60`, made once for all tests here.
@@ -20,31 +19,11 @@ struct Runs {
 fn runs() -> &'static Runs {
     static RUNS: OnceLock<Runs> = OnceLock::new();
     RUNS.get_or_init(|| {
-        let py = interpreters()
-            .into_iter()
-            .find(|p| p.minor() >= (3, 11))
-            .expect("interpreter");
+        let py = common::interpreter_from((3, 11));
         let dir = tempfile::tempdir().unwrap();
+        let script = fixtures_dir().join("leak.py");
         let record = |name: &str, mib: &str| -> PathBuf {
-            let path = dir.path().join(name);
-            let out = Command::new(memspy_bin())
-                .args([
-                    "record",
-                    "-o",
-                    path.to_str().unwrap(),
-                    "--",
-                    py.exe.to_str().unwrap(),
-                ])
-                .arg(fixtures_dir().join("leak.py"))
-                .arg(mib)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            path
+            common::record_python(&py, dir.path(), name, &[script.to_str().unwrap(), mib])
         };
         Runs {
             base: record("base.msp", "10"),

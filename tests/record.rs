@@ -253,10 +253,7 @@ fn subprocesses_and_replaced_workers() {
 /// kill -9 of memspy: the file is readable and holds the samples up to about a second before.
 #[test]
 fn killed_recorder_leaves_a_readable_file() {
-    let py = interpreters()
-        .into_iter()
-        .find(|p| p.minor() >= (3, 11))
-        .expect("interpreter");
+    let py = common::interpreter_from((3, 11));
     let (target, _) = start_fixture(&py, "spin.py", &[]);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("killed.msp");
@@ -571,10 +568,7 @@ fn record_bad_input() {
 /// not Python when it starts), and a Python parent whose child execs another Python program.
 #[test]
 fn processes_that_become_python_later() {
-    let py = interpreters()
-        .into_iter()
-        .find(|p| p.minor() >= (3, 11))
-        .expect("interpreter");
+    let py = common::interpreter_from((3, 11));
     let alloc = fixtures_dir().join("alloc.py");
     let shell = format!(
         "sleep 0.3; exec {} {} 20 0.5",
@@ -635,10 +629,7 @@ fn processes_that_become_python_later() {
 /// --memory pss records PSS and USS (and the RSS split) for each process.
 #[test]
 fn pss_and_uss_readings() {
-    let py = interpreters()
-        .into_iter()
-        .find(|p| p.minor() >= (3, 11))
-        .expect("interpreter");
+    let py = common::interpreter_from((3, 11));
     let script = fixtures_dir().join("workers.py");
     let (out, path, _dir) = record(&[
         "--memory",

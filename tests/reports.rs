@@ -2,35 +2,13 @@
 //! flamegraph SVGs and the per-line table.
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::{fixtures_dir, interpreters, marker, memspy, memspy_bin, Interpreter};
 use serde_json::Value;
 
 const MIB: f64 = 1048576.0;
-
-fn record(py: &Interpreter, dir: &Path, name: &str, args: &[&str]) -> PathBuf {
-    let path = dir.join(name);
-    let out = Command::new(memspy_bin())
-        .args([
-            "record",
-            "-o",
-            path.to_str().unwrap(),
-            "--",
-            py.exe.to_str().unwrap(),
-        ])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}: record: {}",
-        py.label,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    path
-}
 
 /// `memspy lines --format json` rows.
 fn line_rows(rec: &Path, metric: &str) -> Vec<Value> {
@@ -114,7 +92,7 @@ fn title_bytes(title: &str) -> f64 {
 
 fn check_known_memory(py: &Interpreter) {
     let dir = tempfile::tempdir().unwrap();
-    let rec = record(
+    let rec = common::record_python(
         py,
         dir.path(),
         "known.msp",
@@ -225,7 +203,7 @@ fn growth_goes_to_the_allocating_thread() {
         .filter(|p| ["pyenv-3.8.18", "pyenv-3.12.1", "debian-sid-3.15"].contains(&p.label.as_str()))
     {
         let dir = tempfile::tempdir().unwrap();
-        let rec = record(
+        let rec = common::record_python(
             &py,
             dir.path(),
             "two.msp",
@@ -260,10 +238,7 @@ fn growth_goes_to_the_allocating_thread() {
 /// Options of `flame` on a recording with several processes, and a hostile file name.
 #[test]
 fn flame_options_and_escaping() {
-    let py = interpreters()
-        .into_iter()
-        .find(|p| p.minor() >= (3, 11))
-        .expect("interpreter");
+    let py = common::interpreter_from((3, 11));
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("w.msp");
     let out = Command::new(memspy_bin())
@@ -368,12 +343,9 @@ fn flame_options_and_escaping() {
 /// `lines --function NAME` lists that function's lines in source order, with their source.
 #[test]
 fn lines_of_one_function() {
-    let py = interpreters()
-        .into_iter()
-        .find(|p| p.minor() >= (3, 11))
-        .expect("interpreter");
+    let py = common::interpreter_from((3, 11));
     let dir = tempfile::tempdir().unwrap();
-    let rec = record(
+    let rec = common::record_python(
         &py,
         dir.path(),
         "k.msp",

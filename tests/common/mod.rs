@@ -71,6 +71,36 @@ pub fn interpreters() -> Vec<Interpreter> {
     found
 }
 
+/// The first provisioned interpreter at least `min` (tests that need one, any one).
+pub fn interpreter_from(min: (u32, u32)) -> Interpreter {
+    interpreters_from(min)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no Python {}.{} or later is provisioned", min.0, min.1))
+}
+
+/// `memspy record -o DIR/NAME -- PYTHON ARGS...`; asserts it succeeded, returns the recording.
+pub fn record_python(py: &Interpreter, dir: &Path, name: &str, args: &[&str]) -> PathBuf {
+    let path = dir.join(name);
+    let out = Command::new(memspy_bin())
+        .arg("record")
+        .arg("-o")
+        .arg(&path)
+        .arg("--")
+        .arg(&py.exe)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run memspy record");
+    assert!(
+        out.status.success(),
+        "{}: memspy record {args:?}: {}",
+        py.label,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path
+}
+
 /// Interpreters whose (major, minor) is at least `min`.
 pub fn interpreters_from(min: (u32, u32)) -> Vec<Interpreter> {
     interpreters()
