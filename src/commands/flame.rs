@@ -69,7 +69,10 @@ pub fn run(opts: &FlameOptions) -> Result<()> {
         count(samples),
         match opts.pid {
             Some(pid) => format!("process {pid}"),
-            None => format!("{} processes", rec.processes.len()),
+            None => match rec.processes.len() {
+                1 => "1 process".to_string(),
+                n => format!("{n} processes"),
+            },
         }
     );
     write_file(&opts.output, |w| {
