@@ -105,7 +105,8 @@ fn generate(path: &Path) {
                 minflt: rng.below(64),
             };
         }
-        w.sample(processes[p], i * 250, rss[p], &threads).unwrap();
+        w.sample(processes[p], i * 250, rss[p], 0, &threads)
+            .unwrap();
     }
     w.finish().unwrap();
 }

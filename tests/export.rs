@@ -166,7 +166,7 @@ fn golden_recording(dir: &Path) -> PathBuf {
         (25, 53, 20, 0, ACTIVE),
     ];
     for (i, (ms, rss, threads)) in a_samples.iter().enumerate() {
-        w.sample(a, ms * 1000, rss * MIB, threads).unwrap();
+        w.sample(a, ms * 1000, rss * MIB, 0, threads).unwrap();
         if i == 6 {
             w.failure(a, 65_000, FailureKind::Raced).unwrap();
         }
@@ -190,6 +190,7 @@ fn golden_recording(dir: &Path) -> PathBuf {
                 p,
                 bms * 1000,
                 brss * MIB,
+                0,
                 &[entry(b_thread, run, flags, cpu, minflt)],
             )
             .unwrap();

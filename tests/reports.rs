@@ -407,3 +407,52 @@ fn lines_of_one_function() {
     ]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Memory grown by a thread that never runs Python is reported as such, not given to the
+/// Python thread that happens to run (and hold the GIL) meanwhile.
+#[test]
+fn growth_of_native_threads_is_not_hidden() {
+    let py = common::interpreter_from((3, 11));
+    let dir = tempfile::tempdir().unwrap();
+    let library = dir.path().join("libnative_alloc.so");
+    let status = Command::new("gcc")
+        .args(["-shared", "-fPIC", "-pthread", "-O1", "-o"])
+        .arg(&library)
+        .arg(fixtures_dir().join("native_alloc.c"))
+        .status()
+        .expect("gcc");
+    assert!(status.success(), "building the native library");
+    let rec = common::record_python(
+        &py,
+        dir.path(),
+        "native.msp",
+        &[
+            fixtures_dir().join("native_thread.py").to_str().unwrap(),
+            library.to_str().unwrap(),
+        ],
+    );
+    let rows = line_rows(&rec, "growth");
+    let native: f64 = rows
+        .iter()
+        .filter(|r| r["function"] == "[non-Python threads]")
+        .map(|r| r["self_value"].as_f64().unwrap())
+        .sum();
+    let burn: f64 = rows
+        .iter()
+        .filter(|r| r["function"] == "burn")
+        .map(|r| r["self_value"].as_f64().unwrap())
+        .sum();
+    assert!(
+        native >= 100.0 * MIB,
+        "{}: [non-Python threads] got {:.1} MiB (burn() {:.1})",
+        py.label,
+        native / MIB,
+        burn / MIB
+    );
+    assert!(
+        burn <= 0.1 * native,
+        "{}: burn() got {:.1} MiB",
+        py.label,
+        burn / MIB
+    );
+}

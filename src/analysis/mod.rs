@@ -24,8 +24,11 @@
 //!    sample, because memory is mostly released when the code holding it finishes (a return
 //!    drops its locals): a temporary buffer then shows as grown and freed by the same line,
 //!    instead of its release landing on whatever runs next;
-//! 4. a change with no Python thread to take it is reported as `[unattributed]`, and one that
-//!    lands on a thread outside Python code as `[no Python frames]`: never hidden.
+//! 4. growth whose page faults were made by threads that never run Python (native thread
+//!    pools, C extensions' workers: the process's faults minus its Python threads') is reported
+//!    as `[non-Python threads]`, in proportion to those faults; a change with no Python thread
+//!    to take it as `[unattributed]`; one that lands on a thread outside Python code as
+//!    `[no Python frames]`: never hidden.
 //!
 //! Positive changes sum to *growth*, negative ones (as positive numbers) to *freed*, both
 //! together to *net*. *Peak* is the net each stack had contributed from the process's first
@@ -99,8 +102,29 @@ pub enum Site {
     Stack(u32),
     /// A Python thread that was not running Python code.
     NoPythonFrames,
+    /// Memory grown by threads that never run Python (their page faults, not Python's).
+    NativeThreads,
     /// Memory that changed while no Python thread could take it.
     Unattributed,
+}
+
+impl Site {
+    /// The sites that are not Python stacks.
+    pub const PSEUDO: [Site; 3] = [
+        Site::NoPythonFrames,
+        Site::NativeThreads,
+        Site::Unattributed,
+    ];
+
+    /// How reports name a site that is not a stack.
+    pub fn pseudo_label(self) -> Option<&'static str> {
+        match self {
+            Site::Stack(_) => None,
+            Site::NoPythonFrames => Some("[no Python frames]"),
+            Site::NativeThreads => Some("[non-Python threads]"),
+            Site::Unattributed => Some("[unattributed]"),
+        }
+    }
 }
 
 /// A site in a process.
@@ -308,10 +332,13 @@ pub fn attribute(rec: &Recording, filter: &Filter) -> Attribution {
                 continue;
             }
             let faults_of = |pos: usize| -> f64 {
-                rec.threads_of(&rec.samples[samples[pos] as usize])
-                    .iter()
-                    .map(|t| t.minflt as f64)
-                    .sum()
+                let s = &rec.samples[samples[pos] as usize];
+                s.native_minflt as f64
+                    + rec
+                        .threads_of(s)
+                        .iter()
+                        .map(|t| t.minflt as f64)
+                        .sum::<f64>()
             };
             let total_faults: f64 = in_interval.clone().map(faults_of).sum();
             let count = in_interval.len() as f64;
@@ -420,6 +447,22 @@ impl Table {
     ) {
         let s: &Sample = &rec.samples[i as usize];
         let threads = rec.threads_of(s);
+        // Growth whose page faults were made by threads that never run Python is theirs.
+        let mut amount = amount;
+        if amount > 0.0 && s.native_minflt > 0 {
+            let python: f64 = threads.iter().map(|t| t.minflt as f64).sum();
+            let native = s.native_minflt as f64;
+            let share = amount * native / (native + python);
+            let key = Key {
+                process: p,
+                site: Site::NativeThreads,
+            };
+            self.add_memory(key, share, peak);
+            amount -= share;
+            if amount <= 0.0 {
+                return;
+            }
+        }
         if threads.is_empty() {
             self.add_memory(
                 Key {
@@ -498,7 +541,6 @@ pub fn site_path(rec: &Recording, site: Site, naming: Naming) -> Vec<String> {
             v.reverse();
             v
         }
-        Site::NoPythonFrames => vec!["[no Python frames]".to_string()],
-        Site::Unattributed => vec!["[unattributed]".to_string()],
+        other => vec![other.pseudo_label().unwrap_or("?").to_string()],
     }
 }

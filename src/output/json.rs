@@ -149,10 +149,8 @@ fn top_functions(rec: &Recording, attr: &Attribution, metric: Metric) -> TopFunc
         })
         .collect();
     // What landed outside Python code, as pseudo-functions.
-    for (site, name) in [
-        (Site::NoPythonFrames, "[no Python frames]"),
-        (Site::Unattributed, "[unattributed]"),
-    ] {
+    for site in Site::PSEUDO {
+        let name = site.pseudo_label().unwrap_or("?");
         let value: f64 = attr
             .values(metric)
             .iter()

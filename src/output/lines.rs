@@ -167,10 +167,8 @@ pub fn rows(
         .collect();
     if function.is_none() {
         // What no source line can take is listed too, not hidden.
-        for (site, label) in [
-            (Site::NoPythonFrames, "[no Python frames]"),
-            (Site::Unattributed, "[unattributed]"),
-        ] {
+        for site in Site::PSEUDO {
+            let label = site.pseudo_label().unwrap_or("?");
             let sum = |m: Metric| -> f64 {
                 attr.values(m)
                     .iter()
@@ -237,7 +235,11 @@ pub fn write_text(rows: &[LineRow], metric: Metric, mut w: impl Write) -> io::Re
             bytes(r.net),
             bytes(r.peak),
             one_line(&r.function, 28),
-            one_line(&format!("{file}:{}", r.line), 30),
+            if r.file.is_empty() {
+                String::new()
+            } else {
+                one_line(&format!("{file}:{}", r.line), 30)
+            },
             r.source.as_deref().unwrap_or("")
         )?;
     }

@@ -72,12 +72,9 @@ struct Profile {
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum FrameKey {
     /// A function, at a line unless frames are named by function only.
-    Code {
-        function: u32,
-        line: Option<i32>,
-    },
-    NoPythonFrames,
-    Unattributed,
+    Code { function: u32, line: Option<i32> },
+    /// A site that is not a Python stack (`[no Python frames]`, ...).
+    Pseudo(Site),
 }
 
 /// The shared frame table, built as frames are first used.
@@ -103,13 +100,8 @@ impl Frames<'_> {
                     line,
                 }
             }
-            FrameKey::NoPythonFrames => Frame {
-                name: "[no Python frames]".into(),
-                file: None,
-                line: None,
-            },
-            FrameKey::Unattributed => Frame {
-                name: "[unattributed]".into(),
+            FrameKey::Pseudo(site) => Frame {
+                name: site.pseudo_label().unwrap_or("?").into(),
                 file: None,
                 line: None,
             },
@@ -134,8 +126,7 @@ impl Frames<'_> {
                     .collect();
                 keys.into_iter().rev().map(|k| self.get(k)).collect()
             }
-            Site::NoPythonFrames => vec![self.get(FrameKey::NoPythonFrames)],
-            Site::Unattributed => vec![self.get(FrameKey::Unattributed)],
+            pseudo => vec![self.get(FrameKey::Pseudo(pseudo))],
         }
     }
 }

@@ -31,7 +31,9 @@
 //!
 //! ```text
 //! event   = head:uv (process << 2 | type) dt:uv body
-//! sample  (type 0) = rss:sv (change in KiB since the process's previous sample) nthreads:uv thread*
+//! sample  (type 0) = rss:sv (change in KiB since the process's previous sample)
+//!           native:uv (minor page faults of threads that are not Python's, since the previous
+//!           sample) nthreads:uv thread*
 //! thread  = head:uv (slot << 3 | same << 2 | flags)  [stack:uv (stack id + 1, 0 = no Python
 //!           frames), absent when `same`: the slot's stack of its previous sample]
 //!           cpu:uv (µs of CPU since the slot's previous sample) minflt:uv

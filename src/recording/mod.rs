@@ -64,7 +64,8 @@ mod tests {
                     minflt: i,
                 },
             ];
-            w.sample(p, i * 10_000, (100 + i) << 20, &threads).unwrap();
+            w.sample(p, i * 10_000, (100 + i) << 20, 0, &threads)
+                .unwrap();
         }
         w.failure(p, 500_000, FailureKind::Raced).unwrap();
         w.memory(p, 500_000, MemoryKind::Pss, 90 << 20).unwrap();

@@ -62,6 +62,8 @@ pub struct Sample {
     pub process: u32,
     pub time_us: u64,
     pub rss_bytes: u64,
+    /// Minor page faults since the previous sample by threads that are not Python threads.
+    pub native_minflt: u64,
     /// Its threads: `Recording::thread_samples[first_thread..first_thread + threads]`.
     pub first_thread: u32,
     pub threads: u32,
@@ -371,6 +373,7 @@ impl Recording {
                 E_SAMPLE => {
                     let rss = state.last_rss_kib[process as usize].checked_add(c.sv()?)?;
                     state.last_rss_kib[process as usize] = rss;
+                    let native_minflt = c.uv()?;
                     let n = c.uv32()?;
                     let first = self.thread_samples.len() as u32;
                     for _ in 0..n {
@@ -423,6 +426,7 @@ impl Recording {
                         process,
                         time_us: time,
                         rss_bytes: (rss.max(0) as u64) * 1024,
+                        native_minflt,
                         first_thread: first,
                         threads: n,
                     });

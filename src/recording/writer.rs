@@ -302,11 +302,14 @@ impl Writer {
     }
 
     /// One sample of a process: its RSS and its Python threads.
+    /// `native_minflt`: minor page faults since the previous sample by the process's threads
+    /// that are not among `threads` (threads that never run Python).
     pub fn sample(
         &mut self,
         process: u32,
         time_us: u64,
         rss_bytes: u64,
+        native_minflt: u64,
         threads: &[ThreadEntry],
     ) -> io::Result<()> {
         self.event(E_SAMPLE, process, time_us);
@@ -314,6 +317,7 @@ impl Writer {
         let state = &mut self.processes[process as usize];
         put_sv(&mut self.batch, rss_kib - state.last_rss_kib);
         state.last_rss_kib = rss_kib;
+        put_uv(&mut self.batch, native_minflt);
         put_uv(&mut self.batch, threads.len() as u64);
         for t in threads {
             let cpu_us = t.cpu_ns_total / 1000;

@@ -66,6 +66,11 @@ pub struct ProcessSampler {
     reader: StackReader<ProcessMemory>,
     snapshot: Snapshot,
     statm: ProcFile,
+    /// The process's own `stat`: its minor page faults, all threads together.
+    stat: Option<ProcFile>,
+    /// Process-wide minor faults at the previous sample, and since then.
+    process_minflt: Option<u64>,
+    process_minflt_delta: u64,
     status: Option<ProcFile>,
     rollup: Option<ProcFile>,
     page_size: u64,
@@ -125,6 +130,9 @@ impl ProcessSampler {
             reader,
             snapshot: Snapshot::default(),
             statm,
+            stat: ProcFile::open(format!("/proc/{pid}/stat"), 1024).ok(),
+            process_minflt: None,
+            process_minflt_delta: 0,
             status,
             rollup: None,
             page_size: procfs::page_size(),
@@ -166,6 +174,16 @@ impl ProcessSampler {
             }
         };
         self.last_rss = rss;
+        if let Some(now) = self
+            .stat
+            .as_mut()
+            .and_then(|f| f.read().ok().and_then(procfs::parse_stat))
+        {
+            self.process_minflt_delta = self
+                .process_minflt
+                .map_or(0, |before| now.minflt.saturating_sub(before));
+            self.process_minflt = Some(now.minflt);
+        }
         // Counters first: a stopped thread would read as not running.
         for t in self.threads.values_mut() {
             t.refresh();
@@ -279,7 +297,11 @@ impl ProcessSampler {
         // Forget threads that are gone (their files are closed with them).
         let now = self.ticks;
         self.threads.retain(|_, t| now - t.last_seen < 10);
-        writer.sample(self.id, time_us, self.last_rss, &self.entries)
+        // Faults of the process that its Python threads did not make: threads that never run
+        // Python (native pools, C extensions' workers).
+        let python: u64 = self.entries.iter().map(|e| e.minflt).sum();
+        let native = self.process_minflt_delta.saturating_sub(python);
+        writer.sample(self.id, time_us, self.last_rss, native, &self.entries)
     }
 
     /// Read the memory numbers taken less often: RSS split (status) and, when asked, PSS/USS
