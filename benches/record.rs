@@ -6,8 +6,8 @@
 //!
 //! The target is `fixtures/deep.py 45 spin SECONDS`: a ~45-frame-deep stack running a
 //! CPU-bound loop that reports its own iterations per second. For each configuration the target
-//! runs alone and then under `memspy record` (launch mode, so the whole run is recorded), three
-//! times; the slowdown is the median of the three alone/recorded ratios (pairs run back to back,
+//! runs alone and then under `memspy record` (launch mode, so the whole run is recorded), five
+//! times; the slowdown is the median of the five alone/recorded ratios (pairs run back to back,
 //! so slow drifts of the machine cancel out), and memspy's CPU is the recorded pair's CPU time
 //! minus the target's alone.
 #[path = "../tests/common/mod.rs"]
@@ -19,7 +19,11 @@ use memspy::recording::Recording;
 use nix::sys::resource::{getrusage, UsageWho};
 
 const SECONDS: f64 = 3.0;
-const PAIRS: usize = 3;
+const PAIRS: usize = 5;
+/// The target and memspy run on CPUs of their own (taskset), in every run: on a small machine
+/// the scheduler moving them around is most of the noise.
+const TARGET_CPU: &str = "1";
+const MEMSPY_CPU: &str = "0";
 const DEPTH: &str = "45";
 
 fn cpu_of_children() -> f64 {
@@ -39,7 +43,9 @@ fn iterations(stdout: &[u8]) -> f64 {
 /// The target alone: its iterations per second and CPU seconds.
 fn alone(py: &common::Interpreter) -> (f64, f64) {
     let cpu_before = cpu_of_children();
-    let out = Command::new(&py.exe)
+    let out = Command::new("taskset")
+        .args(["-c", TARGET_CPU])
+        .arg(&py.exe)
         .arg(common::fixtures_dir().join("deep.py"))
         .args([DEPTH, "spin", &SECONDS.to_string()])
         .output()
@@ -62,12 +68,14 @@ fn under_memspy(py: &common::Interpreter, args: &[&str]) -> Measured {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bench.msp");
     let cpu_before = cpu_of_children();
-    let out = Command::new(common::memspy_bin())
+    let out = Command::new("taskset")
+        .args(["-c", MEMSPY_CPU])
+        .arg(common::memspy_bin())
         .arg("record")
         .arg("-o")
         .arg(&path)
         .args(args)
-        .arg("--")
+        .args(["--", "taskset", "-c", TARGET_CPU])
         .arg(&py.exe)
         .arg(common::fixtures_dir().join("deep.py"))
         .args([DEPTH, "spin", &SECONDS.to_string()])
@@ -111,8 +119,15 @@ fn main() {
         ("nonblocking 10 kHz", &["-r", "10000", "--nonblocking"]),
     ];
     println!(
-        "{:<20} {:>11} {:>9} {:>9} {:>9} {:>14} {:>10}",
-        "configuration", "achieved Hz", "samples", "failed", "missed", "CPU/sample µs", "slowdown"
+        "{:<20} {:>11} {:>9} {:>9} {:>9} {:>14} {:>10} {:>15}",
+        "configuration",
+        "achieved Hz",
+        "samples",
+        "failed",
+        "missed",
+        "CPU/sample µs",
+        "slowdown",
+        "(range)"
     );
     let median = |mut v: Vec<f64>| {
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -132,14 +147,19 @@ fn main() {
         }
         let m = last.expect("runs");
         println!(
-            "{:<20} {:>11.0} {:>9} {:>8.3}% {:>9} {:>14.1} {:>9.3}x",
+            "{:<20} {:>11.0} {:>9} {:>8.3}% {:>9} {:>14.1} {:>9.3}x {:>15}",
             name,
             m.achieved_hz,
             m.samples,
             100.0 * m.failed as f64 / (m.samples + m.failed).max(1) as f64,
             m.missed_ticks,
             m.cpu_per_sample_us,
-            median(ratios)
+            median(ratios.clone()),
+            format!(
+                "{:.2}-{:.2}x",
+                ratios.iter().cloned().fold(f64::MAX, f64::min),
+                ratios.iter().cloned().fold(0.0, f64::max)
+            )
         );
     }
 }
