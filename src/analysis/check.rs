@@ -26,7 +26,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::functions::{by_function, matching_total};
-use super::{attribute, Attribution, Filter, Metric};
+use super::{Attribution, Metric};
 use crate::output::units::Amount;
 use crate::recording::Recording;
 
@@ -215,16 +215,16 @@ pub struct Figures {
     pub functions: BTreeMap<String, (f64, f64)>,
 }
 
-pub fn figures(rec: &Recording) -> Figures {
-    let attr = attribute(rec, &Filter::default());
-    let (per_process, _) = peaks(rec, &attr);
+/// The comparison figures of a recording whose attribution is `attr`.
+pub fn figures(rec: &Recording, attr: &Attribution) -> Figures {
+    let (per_process, _) = peaks(rec, attr);
     let mut functions: BTreeMap<String, (f64, f64)> = BTreeMap::new();
-    for f in by_function(rec, &attr, Metric::Growth) {
+    for f in by_function(rec, attr, Metric::Growth) {
         functions.entry(f.label()).or_default().0 = f.self_value;
     }
     let cpu_total = attr.total(Metric::Cpu);
     if cpu_total > 0.0 {
-        for f in by_function(rec, &attr, Metric::Cpu) {
+        for f in by_function(rec, attr, Metric::Cpu) {
             functions.entry(f.label()).or_default().1 = 100.0 * f.self_value / cpu_total;
         }
     }

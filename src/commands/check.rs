@@ -64,9 +64,10 @@ pub fn run(opts: &CheckOptions) -> Result<u8> {
     if !opts.baselines.is_empty() {
         let mut baselines = Vec::new();
         for b in &opts.baselines {
-            baselines.push(figures(&load(Some(b))?.1));
+            let base = load(Some(b))?.1;
+            baselines.push(figures(&base, &attribute(&base, &Filter::default())));
         }
-        findings.extend(compare(&figures(&rec), &baselines, opts.rule));
+        findings.extend(compare(&figures(&rec, &attr), &baselines, opts.rule));
         context = format!(
             "{} against {} (tolerance {}%, noise floor {})",
             path.display(),
