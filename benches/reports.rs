@@ -77,8 +77,8 @@ fn generate(path: &Path) {
         .iter()
         .map(|&p| {
             [
-                w.thread(p, 1, "main").unwrap(),
-                w.thread(p, 2, "worker").unwrap(),
+                w.thread(p, 1, Some(1), "main").unwrap(),
+                w.thread(p, 2, Some(2), "worker").unwrap(),
             ]
         })
         .collect();

@@ -16,6 +16,12 @@ pub enum Error {
     )]
     PermissionDenied(i32),
     #[error(
+        "process {pid} is being traced by process {tracer} (a debugger, strace or another \
+         profiler): memspy cannot pause it while that tracer holds it; detach it, or use \
+         --nonblocking"
+    )]
+    Traced { pid: i32, tracer: i32 },
+    #[error(
         "process {pid} ({exe}) is not a CPython program: no python executable or libpython \
          with the _PyRuntime symbol is loaded in it"
     )]
@@ -65,7 +71,10 @@ impl Error {
     pub fn from_remoteprocess(pid: i32, e: remoteprocess::Error) -> Error {
         match e {
             remoteprocess::Error::NixError(nix::errno::Errno::EPERM) => {
-                Error::PermissionDenied(pid)
+                match crate::target::procfs::tracer_pid(pid) {
+                    Some(tracer) => Error::Traced { pid, tracer },
+                    None => Error::PermissionDenied(pid),
+                }
             }
             remoteprocess::Error::NixError(nix::errno::Errno::ESRCH) => Error::Exited(pid),
             remoteprocess::Error::IOError(io) => Error::proc_io(pid, io),

@@ -92,8 +92,8 @@ fn golden_recording(dir: &Path) -> PathBuf {
             python: "3.11.2",
         })
         .unwrap();
-    let t0 = w.thread(a, 4242, "MainThread").unwrap();
-    let t1 = w.thread(a, 4243, "worker").unwrap();
+    let t0 = w.thread(a, 4242, Some(4242), "MainThread").unwrap();
+    let t1 = w.thread(a, 4243, Some(4243), "worker").unwrap();
     let f_main = w.function("main", "main", "/srv/app.py", 1).unwrap();
     let f_load = w
         .function("load", "Loader.load", "/srv/app.py", 10)
@@ -183,7 +183,7 @@ fn golden_recording(dir: &Path) -> PathBuf {
                         python: "3.11.2",
                     })
                     .unwrap();
-                b_thread = w.thread(p, 4300, "MainThread").unwrap();
+                b_thread = w.thread(p, 4300, Some(4300), "MainThread").unwrap();
                 p
             });
             w.sample(

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::python::{self, Snapshot, StackReader, WalkError};
+use crate::target::threads::ThreadMap;
 use crate::target::{lock, procfs, ProcessMemory};
 
 /// Options of `memspy dump`.
@@ -49,7 +50,12 @@ struct PythonInfo {
 #[derive(Serialize)]
 struct ThreadDump {
     thread_id: u64,
+    /// The kernel (host) thread id, proven to be one of the process's threads.
     native_id: Option<i32>,
+    /// The id the process's own memory gives (its pid namespace's id), when it differs from
+    /// `native_id` or names none of its threads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace_id: Option<i32>,
     name: Option<String>,
     interpreter: i64,
     holds_gil: bool,
@@ -155,32 +161,17 @@ fn dump_process(pid: i32, opts: &DumpOptions) -> Result<ProcessDump> {
             "could not read a consistent stack from process {pid} in {ATTEMPTS} attempts ({e})"
         )));
     }
+    // The ids in the process's memory are its own (a pid namespace's, or anything it wrote
+    // there): only those that name one of its threads are shown as kernel ids.
+    let mut thread_map = ThreadMap::new(pid);
     let threads = snapshot
         .threads
         .iter()
-        .map(|t| ThreadDump {
-            thread_id: t.thread_id,
-            native_id: t.native_id,
-            name: t.native_id.and_then(|tid| procfs::thread_name(pid, tid)),
-            interpreter: t.interpreter,
-            holds_gil: t.holds_gil,
-            active: t
+        .map(|t| {
+            let host = t
                 .native_id
-                .and_then(|tid| states.iter().find(|s| s.0 == tid).map(|s| s.1)),
-            truncated: t.truncated,
-            frames: snapshot
-                .frames_of(t)
-                .iter()
-                .map(|f| {
-                    let info = reader.code_info(f.code);
-                    FrameDump {
-                        function: info.qualname.to_string(),
-                        name: info.name.to_string(),
-                        file: info.filename.to_string(),
-                        line: f.line,
-                    }
-                })
-                .collect(),
+                .and_then(|id| thread_map.host_tid(id, crate::sample::now_ns()));
+            thread_dump(&reader, &snapshot, &states, pid, t, host)
         })
         .collect();
     Ok(ProcessDump {
@@ -199,6 +190,40 @@ fn dump_process(pid: i32, opts: &DumpOptions) -> Result<ProcessDump> {
         error: None,
         threads,
     })
+}
+
+/// One thread of a snapshot, `host` being its proven kernel id.
+fn thread_dump(
+    reader: &StackReader<ProcessMemory>,
+    snapshot: &Snapshot,
+    states: &[(i32, bool)],
+    pid: i32,
+    t: &python::ThreadStack,
+    host: Option<i32>,
+) -> ThreadDump {
+    ThreadDump {
+        thread_id: t.thread_id,
+        native_id: host,
+        namespace_id: t.native_id.filter(|&id| Some(id) != host),
+        name: host.and_then(|tid| procfs::thread_name(pid, tid)),
+        interpreter: t.interpreter,
+        holds_gil: t.holds_gil,
+        active: host.and_then(|tid| states.iter().find(|s| s.0 == tid).map(|s| s.1)),
+        truncated: t.truncated,
+        frames: snapshot
+            .frames_of(t)
+            .iter()
+            .map(|f| {
+                let info = reader.code_info(f.code);
+                FrameDump {
+                    function: info.qualname.to_string(),
+                    name: info.name.to_string(),
+                    file: info.filename.to_string(),
+                    line: f.line,
+                }
+            })
+            .collect(),
+    }
 }
 
 fn write_json(out: &DumpOutput) -> io::Result<()> {
@@ -235,9 +260,15 @@ fn write_text(out: &DumpOutput) -> io::Result<()> {
             if t.interpreter != 0 {
                 flags.push("subinterpreter");
             }
-            let id = t
-                .native_id
-                .map_or(format!("{:#x}", t.thread_id), |n| n.to_string());
+            let id = match (t.native_id, t.namespace_id) {
+                (Some(n), Some(ns)) => format!("{n} ({ns} in its pid namespace)"),
+                (Some(n), None) => n.to_string(),
+                (None, Some(claimed)) => format!(
+                    "{:#x} (its memory names thread {claimed}, which is not one of its threads)",
+                    t.thread_id
+                ),
+                (None, None) => format!("{:#x}", t.thread_id),
+            };
             let name = t
                 .name
                 .as_deref()

@@ -20,7 +20,7 @@
 //! | 5 | Stack | id:uv parent:uv (stack id + 1, 0 = none) frame:uv — stacks form a tree from the outermost frame; a stack id names the path to its innermost frame |
 //! | 6 | ProcessStart | id:uv pid:uv starttime:uv parent:uv (process id + 1, 0 = none) time:uv command:uv exe:uv python:uv (string ids) |
 //! | 7 | ProcessEnd | id:uv time:uv reason:u8 ([`EndReason`]) exit:sv (-1 unknown) |
-//! | 8 | Thread | process:uv slot:uv tid:uv name:uv (string id) |
+//! | 8 | Thread | process:uv slot:uv tid:uv (kernel id; 0 = the id in the target's memory named no thread of the target) name:uv (string id) [claimed:uv (that id + 1, 0 = none; absent in older files)] |
 //! | 9 | Events | base_time:uv count:uv event* |
 //! | 10 | Stats | ticks:uv missed:uv late_max:uv late_total:uv (µs) |
 //! | 11 | End | samples:uv |

@@ -40,8 +40,8 @@ mod tests {
                 python: "3.11.2",
             })
             .unwrap();
-        let main = w.thread(p, 42, "MainThread").unwrap();
-        let worker = w.thread(p, 43, "worker").unwrap();
+        let main = w.thread(p, 42, Some(42), "MainThread").unwrap();
+        let worker = w.thread(p, 43, Some(43), "worker").unwrap();
         let f_main = w.function("main", "main", "app.py", 1).unwrap();
         let f_leak = w.function("leak", "Cache.leak", "app.py", 10).unwrap();
         let (a, b) = (w.frame(f_main, 5).unwrap(), w.frame(f_leak, 12).unwrap());

@@ -52,8 +52,19 @@ pub struct Process {
 pub struct Thread {
     pub process: u32,
     pub slot: u32,
+    /// Kernel (host) thread id; 0 when the id the target claimed was not one of its threads.
     pub tid: i32,
     pub name: u32,
+    /// The id the target's memory gave for the thread (its own pid namespace's), if any.
+    pub claimed: Option<i32>,
+}
+
+impl Thread {
+    /// The target claimed a kernel id that named none of its threads: memspy read the thread's
+    /// stack but never stopped it, and has no counters for it.
+    pub fn unproven(&self) -> bool {
+        self.tid == 0 && self.claimed.is_some()
+    }
 }
 
 /// One sample of one process.
@@ -321,11 +332,21 @@ impl Recording {
                 let slots = state.thread_index.entry(process).or_default();
                 expect_next(slot, slots.len(), "thread")?;
                 slots.push(self.threads.len() as u32);
+                // Absent in recordings made before memspy proved thread ids.
+                let claimed = match c.is_empty() {
+                    true => None,
+                    false => c
+                        .uv()
+                        .ok_or_else(|| bad("thread"))?
+                        .checked_sub(1)
+                        .map(|v| v as u32 as i32),
+                };
                 self.threads.push(Thread {
                     process,
                     slot,
                     tid,
                     name,
+                    claimed,
                 });
             }
             T_EVENTS => self

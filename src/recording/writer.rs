@@ -74,6 +74,8 @@ pub struct Writer {
     pub samples: u64,
     pub bytes_written: u64,
     failed: Option<io::ErrorKind>,
+    /// The file is readable by its owner only.
+    private: bool,
 }
 
 impl Writer {
@@ -99,6 +101,7 @@ impl Writer {
             samples: 0,
             bytes_written: 0,
             failed: None,
+            private: false,
         };
         let mut header = Vec::with_capacity(HEADER_LEN);
         header.extend_from_slice(MAGIC);
@@ -274,8 +277,15 @@ impl Writer {
         self.end_record()
     }
 
-    /// Define a thread of a process; returns its slot.
-    pub fn thread(&mut self, process: u32, tid: i32, name: &str) -> io::Result<u32> {
+    /// Define a thread of a process; returns its slot. `tid` is the kernel (host) thread id,
+    /// 0 when the id the target's memory gave (`claimed`) names no thread of the target.
+    pub fn thread(
+        &mut self,
+        process: u32,
+        tid: i32,
+        claimed: Option<i32>,
+        name: &str,
+    ) -> io::Result<u32> {
         let name = self.string(name)?;
         let count = self.threads_per_process.entry(process).or_insert(0);
         let slot = *count;
@@ -284,6 +294,10 @@ impl Writer {
         for v in [process, slot, tid as u32, name] {
             put_uv(&mut self.record, v as u64);
         }
+        put_uv(
+            &mut self.record,
+            claimed.map_or(0, |c| (c as u32) as u64 + 1),
+        );
         self.end_record()?;
         Ok(slot)
     }
@@ -414,20 +428,6 @@ impl Writer {
         self.flush_if_due(now_us)
     }
 
-    /// The file names of every function defined so far.
-    pub fn function_files(&self) -> Vec<String> {
-        let mut ids: Vec<u32> = self.functions.keys().map(|k| k.2).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let mut names = vec![String::new(); self.strings.len()];
-        for (s, &id) in &self.strings {
-            names[id as usize] = s.to_string();
-        }
-        ids.into_iter()
-            .map(|id| names[id as usize].clone())
-            .collect()
-    }
-
     /// The text of a source file, for per-line reports.
     pub fn source(&mut self, file: &str, text: &str) -> io::Result<()> {
         let id = self.string(file)?;
@@ -447,6 +447,19 @@ impl Writer {
         self.out.flush()?;
         self.out.get_ref().sync_all()?;
         Ok(self.bytes_written)
+    }
+
+    /// Make the file readable by its owner only (it is about to hold another user's code and
+    /// data).
+    pub fn make_private(&mut self) -> io::Result<()> {
+        if !self.private {
+            use std::os::unix::fs::PermissionsExt;
+            self.out
+                .get_ref()
+                .set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            self.private = true;
+        }
+        Ok(())
     }
 
     /// The first write error, if any.

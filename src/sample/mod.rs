@@ -5,6 +5,7 @@
 
 pub mod discovery;
 pub mod process;
+pub mod sources;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -23,6 +24,7 @@ use crate::target::launch::Launched;
 use crate::target::{procfs, ProcessMemory};
 use discovery::Found;
 use process::{Outcome, ProcessSampler};
+use sources::Sources;
 
 /// Which memory number attribution uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,7 +97,7 @@ const STATUS_NS: u64 = 100_000_000;
 const ROLLUP_MIN_NS: u64 = 100_000_000;
 const ROLLUP_MAX_NS: u64 = 5_000_000_000;
 
-pub(crate) fn now_ns() -> u64 {
+pub fn now_ns() -> u64 {
     let ts = clock_gettime(ClockId::CLOCK_MONOTONIC)
         .unwrap_or_else(|_| nix::sys::time::TimeSpec::new(0, 0));
     ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
@@ -127,6 +129,8 @@ pub struct Sampler<'a> {
     /// Processes whose series ended: pid, command, failed samples.
     finished: Vec<(i32, String, u64)>,
     write_error: Option<io::Error>,
+    /// The source text of the recorded functions' files.
+    sources: Sources,
 }
 
 /// What a finished recording run reports.
@@ -200,6 +204,7 @@ impl<'a> Sampler<'a> {
             recorded,
             finished: Vec::new(),
             write_error: None,
+            sources: Sources::new(),
         })
     }
 
@@ -257,7 +262,9 @@ impl<'a> Sampler<'a> {
                 for p in &mut self.processes {
                     match p.sample_memory_split(&mut self.writer, time_us, rollup) {
                         Ok(c) => cost += c.unwrap_or(0),
-                        Err(e) => self.write_error = Some(e),
+                        Err(e) => {
+                            self.write_error.get_or_insert(e);
+                        }
                     }
                 }
                 if rollup {
@@ -273,8 +280,13 @@ impl<'a> Sampler<'a> {
             }
             if now >= next_stats {
                 next_stats = now + 1_000_000_000;
-                if let Err(e) = self.write_stats().and_then(|()| self.writer.tick(time_us)) {
-                    self.write_error = Some(e);
+                let written = self
+                    .sources
+                    .write_ready(&mut self.writer)
+                    .and_then(|()| self.write_stats())
+                    .and_then(|()| self.writer.tick(time_us));
+                if let Err(e) = written {
+                    self.write_error.get_or_insert(e);
                 }
             }
         }
@@ -303,13 +315,15 @@ impl<'a> Sampler<'a> {
                     // once, however short its life; then at the usual rates.
                     let rollup = self.config.memory != MemoryMode::Rss;
                     if let Err(e) = p.sample_memory_split(&mut self.writer, time_us, rollup) {
-                        self.write_error = Some(e);
+                        self.write_error.get_or_insert(e);
                     }
                     self.recorded.insert(found.key.pid, p.id);
                     self.processes.push(p);
                     self.progress.processes_seen += 1;
                 }
-                Err(Error::Io { source, .. }) => self.write_error = Some(source),
+                Err(Error::Io { source, .. }) => {
+                    self.write_error.get_or_insert(source);
+                }
                 // It ended between being found and being adopted.
                 Err(_) => {}
             }
@@ -321,12 +335,34 @@ impl<'a> Sampler<'a> {
         let blocking = self.config.blocking;
         let mut ended = Vec::new();
         for (i, p) in self.processes.iter_mut().enumerate() {
-            match p.sample(&mut self.writer, time_us, blocking) {
+            let sampled = p.sample(&mut self.writer, time_us, blocking);
+            if !p.new_files.is_empty() {
+                self.sources
+                    .ask(p.key.pid, p.files.as_ref(), &mut p.new_files);
+            }
+            if let Some(e) = p.stop_refused.take() {
+                if !p.said_stop_refused {
+                    p.said_stop_refused = true;
+                    match e {
+                        Error::Traced { pid, tracer } => eprintln!(
+                            "memspy: warning: process {pid} is being traced by process {tracer} \
+                             (a debugger or another profiler); memspy reads its stacks without \
+                             pausing it"
+                        ),
+                        other => eprintln!(
+                            "memspy: warning: cannot pause process {}: {other}; reading its \
+                             stacks without pausing it",
+                            p.key.pid
+                        ),
+                    }
+                }
+            }
+            match sampled {
                 Ok(Outcome::Sampled) => self.progress.samples += 1,
                 Ok(Outcome::Failed(kind)) => *self.progress.failures.entry(kind).or_insert(0) += 1,
                 Ok(Outcome::Ended(reason)) => ended.push((i, reason)),
                 Err(e) => {
-                    self.write_error = Some(e);
+                    self.write_error.get_or_insert(e);
                     return;
                 }
             }
@@ -340,7 +376,7 @@ impl<'a> Sampler<'a> {
                 _ => None,
             };
             if let Err(e) = self.writer.process_end(p.id, time_us, reason, exit) {
-                self.write_error = Some(e);
+                self.write_error.get_or_insert(e);
             }
             if reason == EndReason::Exec {
                 // Same process, new program: look at it again.
@@ -361,50 +397,6 @@ impl<'a> Sampler<'a> {
             .map(|(pid, _)| *pid)
     }
 
-    /// Keep the source of every file the recorded functions come from, for per-line reports:
-    /// read through a recorded process's `/proc/PID/root` while it still runs (its files may be
-    /// in a container), else from the path itself.
-    fn write_sources(&mut self) -> io::Result<()> {
-        const MAX_FILE: u64 = 4 << 20;
-        const MAX_TOTAL: u64 = 64 << 20;
-        let mut total = 0;
-        let roots: Vec<i32> = self.processes.iter().map(|p| p.key.pid).collect();
-        for file in self.writer.function_files() {
-            if file.starts_with('<') || file.is_empty() {
-                continue; // "<string>", "<frozen importlib._bootstrap>"
-            }
-            // A relative name (a script started as `python app.py` on 3.8) is relative to the
-            // process's working directory.
-            let candidates: Vec<std::path::PathBuf> = if file.starts_with('/') {
-                roots
-                    .iter()
-                    .map(|pid| procfs::target_path(*pid, &file))
-                    .chain([file.clone().into()])
-                    .collect()
-            } else {
-                roots
-                    .iter()
-                    .map(|pid| format!("/proc/{pid}/cwd/{file}").into())
-                    .chain([file.clone().into()])
-                    .collect()
-            };
-            for path in candidates {
-                let Ok(meta) = std::fs::metadata(&path) else {
-                    continue;
-                };
-                if meta.len() > MAX_FILE || total + meta.len() > MAX_TOTAL {
-                    break;
-                }
-                if let Ok(text) = std::fs::read_to_string(&path) {
-                    total += meta.len();
-                    self.writer.source(&file, &text)?;
-                    break;
-                }
-            }
-        }
-        Ok(())
-    }
-
     fn write_stats(&mut self) -> io::Result<()> {
         let p = &self.progress;
         self.writer.stats(
@@ -417,8 +409,10 @@ impl<'a> Sampler<'a> {
 
     fn finish(mut self, exit_status: Option<std::process::ExitStatus>) -> Finished {
         self.discovery_done.store(true, Ordering::Relaxed);
-        if let Err(e) = self.write_sources() {
-            self.write_error.get_or_insert(e);
+        if self.write_error.is_none() {
+            if let Err(e) = self.sources.finish(&mut self.writer) {
+                self.write_error.get_or_insert(e);
+            }
         }
         let time_us = self.progress.elapsed.as_micros() as u64;
         let mut exit_status = exit_status;

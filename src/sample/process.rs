@@ -1,8 +1,9 @@
 //! Sampling one process: its memory, its Python threads' stacks, and each thread's CPU time and
 //! page faults since the previous sample, joined into one sample for the recording.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
+use std::sync::Arc;
 
 use crate::error::Error;
 use crate::python::{Frame, Snapshot, StackReader, WalkError};
@@ -10,7 +11,9 @@ use crate::recording::format::{FLAG_ACTIVE, FLAG_GIL};
 use crate::recording::writer::{ProcessDef, ThreadEntry};
 use crate::recording::{EndReason, FailureKind, MemoryKind, Writer};
 use crate::target::family::ProcessKey;
+use crate::target::files::FileAccess;
 use crate::target::procfs::{self, ProcFile};
+use crate::target::threads::ThreadMap;
 use crate::target::{lock, ProcessMemory};
 
 /// How one sampling attempt went.
@@ -22,27 +25,60 @@ pub enum Outcome {
     Ended(EndReason),
 }
 
+/// How the sampler tells Python threads apart: the thread state's address, its
+/// `threading.get_ident()`, and the kernel id the target's memory claims for it (or, when it
+/// claims none, the negated ident). A thread state reused for a new thread is a new thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct ThreadKey {
+    tstate: u64,
+    ident: u64,
+    claimed: i64,
+}
+
 /// A thread as the sampler tracks it.
 struct ThreadState {
     slot: u32,
+    /// The kernel (host) id of the thread, proven to be one of the target's (see
+    /// `target::threads`); None when the id in the target's memory names no thread of the
+    /// target: then its stack is still read, but it is never stopped and has no counters.
+    tid: Option<i32>,
+    /// The thread's `stat` and `schedstat`, held open: besides the counters, a successful read
+    /// proves the thread is alive and is the very thread that was proven (see `refresh`).
     stat: Option<ProcFile>,
     schedstat: Option<ProcFile>,
     cpu_ns: u64,
     minflt: u64,
     minflt_reported: u64,
     running: bool,
+    /// Blocking mode stops this thread (its counters are read between seize and interrupt).
+    stopped_each_sample: bool,
+    /// Its kernel thread was proven and is gone.
+    died: bool,
     last_frames: Vec<Frame>,
     last_stack: Option<u32>,
     last_seen: u64,
 }
 
 impl ThreadState {
-    /// Re-read the thread's counters (one `pread` per file).
-    fn refresh(&mut self) {
-        if let Some(f) = self.stat.as_mut() {
-            if let Some(s) = f.read().ok().and_then(procfs::parse_stat) {
+    /// Re-read the thread's counters (one `pread` per file). Returns false, and forgets the
+    /// thread's kernel id, when the thread is gone: its files, bound to the thread itself
+    /// rather than to its number, then fail, even if the number now names another process.
+    fn refresh(&mut self) -> bool {
+        let Some(f) = self.stat.as_mut() else {
+            return false;
+        };
+        match f.read().ok().and_then(procfs::parse_stat) {
+            Some(s) => {
                 self.minflt = s.minflt;
                 self.running = s.is_running();
+            }
+            None => {
+                self.died = self.tid.is_some();
+                self.tid = None;
+                self.stat = None;
+                self.schedstat = None;
+                self.running = false;
+                return false;
             }
         }
         if let Some(f) = self.schedstat.as_mut() {
@@ -50,6 +86,7 @@ impl ThreadState {
                 self.cpu_ns = ns;
             }
         }
+        true
     }
 }
 
@@ -74,14 +111,27 @@ pub struct ProcessSampler {
     status: Option<ProcFile>,
     rollup: Option<ProcFile>,
     page_size: u64,
-    /// By kernel thread id (or pthread id, negated, when the kernel id is unknown).
-    threads: HashMap<i64, ThreadState>,
+    threads: HashMap<ThreadKey, ThreadState>,
+    /// The target's own threads and the ids its memory uses for them.
+    thread_map: ThreadMap,
+    /// Threads whose claimed kernel id named no thread of the target (never stopped).
+    pub unproven_threads: u64,
     /// Code object ids of the reader -> function ids of the recording.
     functions: Vec<Option<u32>>,
+    /// How to read files as this process could (for the source text of its functions).
+    pub files: Option<Arc<FileAccess>>,
+    /// File names this process's functions come from, and those not yet handed on.
+    files_named: HashSet<Arc<str>>,
+    pub new_files: Vec<Arc<str>>,
     scratch_frames: Vec<u32>,
     entries: Vec<ThreadEntry>,
-    /// Kernel ids of the threads that ran Python at the previous sample (stopped in blocking mode).
-    python_tids: Vec<i32>,
+    /// Proven kernel ids of the threads that ran Python at the previous sample, and their keys
+    /// (stopped in blocking mode).
+    stop_tids: Vec<i32>,
+    stop_keys: Vec<ThreadKey>,
+    /// The target refused our stop (another tracer holds it): said once.
+    pub stop_refused: Option<Error>,
+    pub said_stop_refused: bool,
     ticks: u64,
     /// Failed samples by kind (raced, exited, fatal).
     pub failures: [u64; 3],
@@ -109,6 +159,21 @@ impl ProcessSampler {
             .unwrap_or_default();
         let command = procfs::cmdline(pid).unwrap_or_default();
         let python = reader.layout.version.to_string();
+        // Its root and rights, taken now: its files are read as it could, even after it exits.
+        let files = FileAccess::open(pid).ok().map(Arc::new);
+        // A recording of another user's program holds that user's code and data.
+        let other_user = match &files {
+            Some(f) => f
+                .credentials
+                .other_user_than(nix::unistd::geteuid().as_raw()),
+            None => procfs::credentials(pid)
+                .map_or(true, |c| c.other_user_than(nix::unistd::geteuid().as_raw())),
+        };
+        if other_user {
+            writer
+                .make_private()
+                .map_err(|e| Error::io("writing the recording", e))?;
+        }
         let id = writer
             .process_start(&ProcessDef {
                 pid,
@@ -137,10 +202,18 @@ impl ProcessSampler {
             rollup: None,
             page_size: procfs::page_size(),
             threads: HashMap::new(),
+            thread_map: ThreadMap::new(pid),
+            unproven_threads: 0,
             functions: Vec::new(),
+            files,
+            files_named: HashSet::new(),
+            new_files: Vec::new(),
             scratch_frames: Vec::new(),
             entries: Vec::new(),
-            python_tids: Vec::new(),
+            stop_tids: Vec::new(),
+            stop_keys: Vec::new(),
+            stop_refused: None,
+            said_stop_refused: false,
             ticks: 0,
             failures: [0; 3],
             samples: 0,
@@ -184,14 +257,29 @@ impl ProcessSampler {
                 .map_or(0, |before| now.minflt.saturating_sub(before));
             self.process_minflt = Some(now.minflt);
         }
-        // Counters first: a stopped thread would read as not running.
+        // Counters first: a stopped thread would read as not running. The threads blocking
+        // mode stops are read between seize and interrupt instead, where the read also proves
+        // each is still the thread it was.
+        let stopping = blocking && !self.stop_tids.is_empty();
         for t in self.threads.values_mut() {
-            t.refresh();
+            if !(stopping && t.stopped_each_sample) {
+                t.refresh();
+            }
         }
         let walked = {
-            let stopped = match blocking && !self.python_tids.is_empty() {
-                true => lock::stop_threads(pid, &self.python_tids).ok(),
-                false => None,
+            let stopped = if stopping {
+                let (threads, keys) = (&mut self.threads, &self.stop_keys);
+                let still_ours =
+                    |i: usize| threads.get_mut(&keys[i]).is_some_and(ThreadState::refresh);
+                match lock::stop_threads(pid, &self.stop_tids, still_ours) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        self.stop_refused.get_or_insert(e);
+                        None
+                    }
+                }
+            } else {
+                None
             };
             let walked = self.reader.read(&mut self.snapshot);
             drop(stopped);
@@ -215,38 +303,68 @@ impl ProcessSampler {
     fn join(&mut self, writer: &mut Writer, time_us: u64) -> io::Result<()> {
         let pid = self.key.pid;
         self.entries.clear();
-        self.python_tids.clear();
+        self.stop_tids.clear();
+        self.stop_keys.clear();
+        let now_ns = super::now_ns();
         for t in &self.snapshot.threads {
-            let key = t.native_id.map_or(-(t.thread_id as i64), |tid| tid as i64);
-            if let Some(tid) = t.native_id {
-                self.python_tids.push(tid);
-            }
-            let state = match self.threads.get_mut(&key) {
-                Some(s) => s,
-                None => {
-                    let tid = t.native_id.unwrap_or(0);
-                    let name = procfs::thread_name(pid, tid).unwrap_or_default();
-                    let slot = writer.thread(self.id, tid, &name)?;
-                    let open = |file: &str| {
-                        ProcFile::open(format!("/proc/{pid}/task/{tid}/{file}"), 1024).ok()
-                    };
-                    let mut state = ThreadState {
-                        slot,
-                        stat: t.native_id.and_then(|_| open("stat")),
-                        schedstat: t.native_id.and_then(|_| open("schedstat")),
-                        cpu_ns: 0,
-                        minflt: 0,
-                        minflt_reported: 0,
-                        running: false,
-                        last_frames: Vec::new(),
-                        last_stack: None,
-                        last_seen: 0,
-                    };
-                    state.refresh();
-                    state.minflt_reported = state.minflt;
-                    self.threads.entry(key).or_insert(state)
-                }
+            let key = ThreadKey {
+                tstate: t.tstate,
+                ident: t.thread_id,
+                claimed: t.native_id.map_or(-(t.thread_id as i64), |tid| tid as i64),
             };
+            // A thread whose kernel thread died is proven again (its id may name a new one).
+            if self.threads.get(&key).is_some_and(|s| s.died) {
+                self.threads.remove(&key);
+                if let Some(id) = t.native_id {
+                    self.thread_map.forget(id);
+                }
+            }
+            if !self.threads.contains_key(&key) {
+                // Prove the claimed id names a thread of the target; a host id already taken
+                // by another thread state is not proven twice.
+                let tid = t
+                    .native_id
+                    .and_then(|id| self.thread_map.host_tid(id, now_ns))
+                    .filter(|&tid| !self.threads.values().any(|s| s.tid == Some(tid)));
+                let name = tid
+                    .and_then(|tid| procfs::thread_name(pid, tid))
+                    .unwrap_or_default();
+                let slot = writer.thread(self.id, tid.unwrap_or(0), t.native_id, &name)?;
+                let open = |file: &str| -> Option<ProcFile> {
+                    ProcFile::open(format!("/proc/{pid}/task/{}/{file}", tid?), 1024).ok()
+                };
+                let mut state = ThreadState {
+                    slot,
+                    tid,
+                    stat: open("stat"),
+                    schedstat: open("schedstat"),
+                    cpu_ns: 0,
+                    minflt: 0,
+                    minflt_reported: 0,
+                    running: false,
+                    stopped_each_sample: false,
+                    died: false,
+                    last_frames: Vec::new(),
+                    last_stack: None,
+                    last_seen: 0,
+                };
+                state.refresh();
+                state.died = false;
+                if state.tid.is_none() && t.native_id.is_some() {
+                    self.unproven_threads += 1;
+                }
+                state.minflt_reported = state.minflt;
+                self.threads.insert(key, state);
+            }
+            let Some(state) = self.threads.get_mut(&key) else {
+                continue;
+            };
+            // A host id is proven for one thread state only, so the list holds no duplicates.
+            state.stopped_each_sample = state.tid.is_some();
+            if let Some(tid) = state.tid {
+                self.stop_tids.push(tid);
+                self.stop_keys.push(key);
+            }
             state.last_seen = self.ticks;
             let frames = self.snapshot.frames_of(t);
             if frames != state.last_frames.as_slice() || state.last_frames.is_empty() {
@@ -261,6 +379,10 @@ impl ProcessSampler {
                         Some(id) => id,
                         None => {
                             let info = self.reader.code_info(f.code);
+                            if !self.files_named.contains(&info.filename) {
+                                self.files_named.insert(info.filename.clone());
+                                self.new_files.push(info.filename.clone());
+                            }
                             let id = writer.function(
                                 &info.name,
                                 &info.qualname,

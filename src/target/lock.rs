@@ -60,22 +60,42 @@ impl Drop for StoppedThreads {
 
 /// Stop only the given threads of `pid` (the ones that run Python: stopping every native
 /// thread of a process with hundreds of them is what makes sampling profilers stall targets).
-/// Threads that exit meanwhile are skipped.
-pub fn stop_threads(pid: i32, tids: &[i32]) -> Result<StoppedThreads, Error> {
+///
+/// `tids` must be kernel thread ids already proven to be threads of `pid` (see
+/// [`super::threads`]). Because a proven thread can exit and its number be reused by another
+/// process at any moment, each thread is first only *seized* (`PTRACE_SEIZE` does not stop
+/// it), then `still_ours(i)` is asked whether `tids[i]` still names the thread that was proven
+/// (the caller re-reads a file of that thread held open since), and only then interrupted. A
+/// thread that fails the check is let go at once, never stopped. Threads that exit meanwhile
+/// are skipped.
+pub fn stop_threads(
+    pid: i32,
+    tids: &[i32],
+    mut still_ours: impl FnMut(usize) -> bool,
+) -> Result<StoppedThreads, Error> {
     let mut stopped = StoppedThreads {
         tids: Vec::with_capacity(tids.len()),
     };
-    for &tid in tids {
-        let tid = Pid::from_raw(tid);
+    for (i, &raw) in tids.iter().enumerate() {
+        let tid = Pid::from_raw(raw);
         match ptrace::seize(tid, ptrace::Options::PTRACE_O_TRACEEXIT) {
             Ok(()) => {}
             Err(Errno::ESRCH) => continue,
-            Err(Errno::EPERM) => return Err(Error::PermissionDenied(pid)),
+            Err(Errno::EPERM) => {
+                return Err(match super::procfs::tracer_pid(pid) {
+                    Some(tracer) => Error::Traced { pid, tracer },
+                    None => Error::PermissionDenied(pid),
+                })
+            }
             Err(e) => {
                 return Err(Error::Other(format!(
                     "stopping thread {tid} of process {pid}: {e}"
                 )))
             }
+        }
+        if !still_ours(i) {
+            let _ = ptrace::detach(tid, None);
+            continue;
         }
         // From here on the guard detaches it, whatever happens.
         stopped.tids.push(tid);

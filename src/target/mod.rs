@@ -3,9 +3,11 @@
 //!
 //! All `unsafe` and platform-specific code of memspy lives under this module.
 pub mod family;
+pub mod files;
 pub mod launch;
 pub mod lock;
 pub mod memory;
 pub mod procfs;
+pub mod threads;
 
 pub use memory::{ProcessMemory, ReadError, ReadFault, RemoteMemory};

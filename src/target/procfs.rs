@@ -103,6 +103,75 @@ pub fn thread_name(pid: i32, tid: i32) -> Option<String> {
     Some(s.trim_end_matches('\n').to_string())
 }
 
+/// The id thread `tid` of process `pid` has in the process's own pid namespace: the last
+/// field of `NSpid` in its `status` (the same as `tid` outside namespaces). None when the
+/// thread is gone.
+pub fn thread_nspid(pid: i32, tid: i32) -> Option<i32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).ok()?;
+    let line = text.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
+    line.split_ascii_whitespace().last()?.parse().ok()
+}
+
+/// Who a process runs as, for file access: its file-system user and group ids (the ones the
+/// kernel checks on open) and its supplementary groups, from `/proc/PID/status`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credentials {
+    /// Real, effective, saved and file-system user ids.
+    pub uids: [u32; 4],
+    pub gids: [u32; 4],
+    pub groups: Vec<u32>,
+}
+
+impl Credentials {
+    pub fn fs_uid(&self) -> u32 {
+        self.uids[3]
+    }
+
+    pub fn fs_gid(&self) -> u32 {
+        self.gids[3]
+    }
+
+    /// Whether any of the process's user ids differs from `uid`.
+    pub fn other_user_than(&self, uid: u32) -> bool {
+        self.uids.iter().any(|&u| u != uid)
+    }
+}
+
+/// Parse the `Uid:`, `Gid:` and `Groups:` lines of a `status` file.
+pub fn parse_credentials(text: &str) -> Option<Credentials> {
+    let ids = |key: &str| -> Option<[u32; 4]> {
+        let line = text.lines().find_map(|l| l.strip_prefix(key))?;
+        let v: Vec<u32> = line
+            .split_ascii_whitespace()
+            .map(|f| f.parse().ok())
+            .collect::<Option<_>>()?;
+        v.try_into().ok()
+    };
+    let groups = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))?
+        .split_ascii_whitespace()
+        .map(|f| f.parse().ok())
+        .collect::<Option<Vec<u32>>>()?;
+    Some(Credentials {
+        uids: ids("Uid:")?,
+        gids: ids("Gid:")?,
+        groups,
+    })
+}
+
+pub fn credentials(pid: i32) -> io::Result<Credentials> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    parse_credentials(&text).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad status"))
+}
+
+/// The pid of the process tracing `pid` (a debugger, strace, another profiler), if any.
+pub fn tracer_pid(pid: i32) -> Option<i32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find_map(|l| l.strip_prefix("TracerPid:"))?;
+    line.trim().parse().ok().filter(|&t| t > 0)
+}
+
 /// The fields memspy uses from a `stat` file (`/proc/PID/stat` or `/proc/PID/task/TID/stat`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stat {
@@ -342,6 +411,22 @@ mod tests {
         assert_eq!(m.file_name(), "libpython3.11.so.1.0");
         let anon = parse_map_line("7ffd1000-7ffd2000 rw-p 00000000 00:00 0 [stack]").unwrap();
         assert!(!anon.is_file());
+    }
+
+    #[test]
+    fn credentials_of_a_status_file() {
+        let status =
+            "Name:\tpython\nUid:\t1000\t1000\t1000\t1001\nGid:\t50\t50\t50\t50\nGroups:\t4 24 \n";
+        let c = parse_credentials(status).unwrap();
+        assert_eq!((c.fs_uid(), c.fs_gid()), (1001, 50));
+        assert_eq!(c.groups, vec![4, 24]);
+        assert!(c.other_user_than(1000));
+        let none = parse_credentials("Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\n").unwrap();
+        assert!(none.groups.is_empty() && !none.other_user_than(0));
+        let me = credentials(std::process::id() as i32).unwrap();
+        assert_eq!(me.uids[1], nix::unistd::geteuid().as_raw());
+        let tid = nix::unistd::gettid().as_raw();
+        assert_eq!(thread_nspid(std::process::id() as i32, tid), Some(tid));
     }
 
     #[test]
