@@ -68,11 +68,17 @@ suite_apt() { # suite cmd args...
 
 # Download and unpack pythonX.Y from a Debian suite into "$cache/debian-<suite>-X.Y".
 # With own_libc=1 the suite's libc6 is unpacked beside it and the binary is patched to use it.
-debian_python() { # suite minor own_libc
+# Extra packages (libraries the suite's extension modules need and this machine lacks, such as
+# bullseye's libffi7 for _ctypes) are unpacked beside it too, and the extension modules are
+# pointed at them.
+debian_python() { # suite minor own_libc [extra packages...]
     local suite=$1 minor=$2 own_libc=$3
+    shift 3
+    local extra=("$@")
     local root="$cache/debian-$suite-$minor"
     local exe="$root/usr/bin/python$minor"
-    if [ -x "$exe" ] && [ -f "$root/.complete" ]; then
+    local stamp="own_libc=$own_libc extra=${extra[*]}"
+    if [ -x "$exe" ] && [ "$(cat "$root/.complete" 2>/dev/null)" = "$stamp" ]; then
         add "debian-$suite-$minor" "$exe" static
         return
     fi
@@ -85,7 +91,7 @@ debian_python() { # suite minor own_libc
         failed=$((failed + 1))
         return
     fi
-    local pkgs=("python$minor-minimal" "libpython$minor-minimal" "libpython$minor-stdlib")
+    local pkgs=("python$minor-minimal" "libpython$minor-minimal" "libpython$minor-stdlib" "${extra[@]}")
     [ "$own_libc" = 1 ] && pkgs+=(libc6)
     rm -f "$d/debs"/*.deb
     if ! (cd "$d/debs" && suite_apt "$suite" download "${pkgs[@]}" >"$d/download.log" 2>&1); then
@@ -107,11 +113,22 @@ debian_python() { # suite minor own_libc
         patchelf --set-interpreter "$libdir/ld-linux-x86-64.so.2" \
             --set-rpath "$libdir:/lib/x86_64-linux-gnu" "$exe"
     fi
-    touch "$root/.complete"
+    if [ "${#extra[@]}" -gt 0 ]; then
+        if ! need_patchelf; then
+            log "debian-$suite-$minor: patchelf is missing and could not be installed"
+            failed=$((failed + 1))
+            return
+        fi
+        local so
+        for so in "$root"/usr/lib/python"$minor"/lib-dynload/*.so; do
+            patchelf --set-rpath "$root/usr/lib/x86_64-linux-gnu" "$so"
+        done
+    fi
+    echo "$stamp" >"$root/.complete"
     add "debian-$suite-$minor" "$exe" static
 }
 
-debian_python bullseye 3.9 0
+debian_python bullseye 3.9 0 libffi7
 # bookworm's 3.11 is the machine's own /usr/bin/python3.11 when it is Debian's build.
 if [ -x /usr/bin/python3.11 ] && dpkg -S /usr/bin/python3.11 >/dev/null 2>&1; then
     add debian-bookworm-3.11 /usr/bin/python3.11 static

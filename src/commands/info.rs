@@ -97,6 +97,9 @@ struct ProcessInfo {
     rss_min: u64,
     rss_max: u64,
     threads: usize,
+    /// Threads whose kernel id, as the process's memory gave it, named none of its threads:
+    /// their stacks were read, but they were never paused.
+    unproven_threads: usize,
 }
 
 pub fn run(path: Option<&Path>, json: bool) -> Result<()> {
@@ -135,6 +138,11 @@ fn summarize(path: &Path, rec: &Recording) -> Info {
                 .threads
                 .iter()
                 .filter(|t| t.process as usize == id)
+                .count(),
+            unproven_threads: rec
+                .threads
+                .iter()
+                .filter(|t| t.process as usize == id && t.unproven())
                 .count(),
         })
         .collect();
@@ -248,6 +256,16 @@ fn write_text(i: &Info) -> io::Result<()> {
         count(i.functions as u64),
         count(i.stacks as u64)
     )?;
+    let unproven: usize = i.processes.iter().map(|p| p.unproven_threads).sum();
+    if unproven > 0 {
+        writeln!(
+            w,
+            "{unproven} thread{} with an unproven id: the kernel id in the process's memory named \
+             none of its threads, so memspy read {} stack but never paused it",
+            if unproven == 1 { "" } else { "s" },
+            if unproven == 1 { "its" } else { "their" }
+        )?;
+    }
     writeln!(
         w,
         "\n{:>8} {:>8} {:>8} {:>7} {:>10} {:>10} {:>16}  command",

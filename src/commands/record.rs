@@ -56,15 +56,12 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
         }
     }
     let output = opts.output.clone().unwrap_or_else(default_output);
-    let root = match (opts.pid, opts.command.is_empty()) {
-        (Some(pid), true) => Root::Attach(pid),
-        (None, false) => Root::Launch(Launched::spawn(&opts.command)?),
-        _ => {
-            return Err(Error::Usage(
-                "give either --pid PID or a command after --".into(),
-            ))
-        }
-    };
+    let (attach, launch) = (opts.pid.is_some(), !opts.command.is_empty());
+    if attach == launch {
+        return Err(Error::Usage(
+            "give either --pid PID or a command after --".into(),
+        ));
+    }
     let meta = Meta {
         memspy_version: env!("CARGO_PKG_VERSION").to_string(),
         start_unix_ns: std::time::SystemTime::now()
@@ -77,14 +74,33 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
         subprocesses: opts.subprocesses,
         rollup_interval_ms: None,
     };
-    let writer = match Writer::create(&output, &meta) {
-        Ok(w) => w,
-        Err(e) => {
-            if let Root::Launch(l) = &root {
-                l.signal(libc::SIGKILL);
+    // The file first: if it cannot be written (a full disk, a folder that is not writable),
+    // nothing is started and no empty file is left behind.
+    let writer = Writer::create(&output, &meta).map_err(|e| {
+        discard(&output);
+        Error::io(
+            format!(
+                "cannot write the recording {}{}",
+                output.display(),
+                if opts.command.is_empty() {
+                    ""
+                } else {
+                    " (the program was not started)"
+                }
+            ),
+            e,
+        )
+    })?;
+    let root = match opts.pid {
+        Some(pid) => Root::Attach(pid),
+        None => match Launched::spawn(&opts.command) {
+            Ok(l) => Root::Launch(l),
+            Err(e) => {
+                drop(writer);
+                discard(&output);
+                return Err(e);
             }
-            return Err(Error::io(format!("cannot create {}", output.display()), e));
-        }
+        },
     };
     let stop = Arc::new(AtomicBool::new(false));
     let child = Arc::new(AtomicI32::new(match &root {
@@ -107,7 +123,7 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
     let sampler = match Sampler::new(config, writer, root, &stop) {
         Ok(s) => s,
         Err(e) => {
-            let _ = std::fs::remove_file(&output);
+            discard(&output);
             return Err(e);
         }
     };
@@ -127,14 +143,20 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
     if failures.is_empty() {
         failures.push("none".into());
     }
+    let written = match &finished.write_error {
+        None => format!(
+            "written to {} ({})",
+            output.display(),
+            bytes(finished.bytes as f64)
+        ),
+        Some(_) => "taken".to_string(),
+    };
     eprintln!(
-        "memspy: {} samples of {} process{} in {:.1} s written to {} ({}); failed samples: {}; {} of {} ticks missed (lateness max {:.1} ms)",
+        "memspy: {} samples of {} process{} in {:.1} s {written}; failed samples: {}; {} of {} ticks missed (lateness max {:.1} ms)",
         count(p.samples),
         p.processes_seen,
         if p.processes_seen == 1 { "" } else { "es" },
         p.elapsed.as_secs_f64(),
-        output.display(),
-        bytes(finished.bytes as f64),
         failures.join(", "),
         count(p.missed_ticks),
         count(p.ticks + p.missed_ticks),
@@ -152,21 +174,41 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
     }
     if let Some(e) = &finished.write_error {
         let hint = if e.raw_os_error() == Some(libc::ENOSPC) {
-            " (the disk is full)"
+            "; free some space, or record elsewhere with -o"
         } else {
             ""
         };
         eprintln!(
-            "memspy: error: writing {} failed{hint}: {e}; the file holds everything recorded before that",
-            output.display()
+            "memspy: error: writing {} failed: {e}{hint}; the recording was cut short there and holds everything written before it",
+            output.display(),
         );
-        return Ok(2);
+    }
+    let mut exit = finished.exit;
+    if let Some(mut program) = finished.running {
+        // The recording ended first (a write error, or -d): the program is still memspy's to
+        // wait for, so its exit status is not lost and it is not left orphaned.
+        eprintln!(
+            "memspy: the recording has ended; waiting for the program (pid {}) to exit (Ctrl-C stops it)",
+            program.pid()
+        );
+        exit = Some(program.wait());
     }
     if launched {
         // The program's own exit status, so memspy can wrap a CI job transparently.
-        return Ok(finished.exit.map_or(2, shell_status));
+        return Ok(exit.map_or(2, shell_status));
+    }
+    if finished.write_error.is_some() {
+        return Ok(2);
     }
     Ok(0)
+}
+
+/// Remove a recording that holds nothing yet. Only a regular file: `-o /dev/null` (or any other
+/// device) is not memspy's to remove.
+fn discard(path: &std::path::Path) {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// SIGINT and SIGTERM end an attached recording; with a launched program they are passed on to

@@ -50,6 +50,8 @@ struct ElfFacts {
     base: u64,
     /// glibc's `struct pthread.tid` offset, when this file is a libc that publishes it.
     pthread_tid: Option<u64>,
+    /// A CPython too old to have `_PyRuntime` (2.x, 3.0-3.6), and its version if it tells.
+    old_python: Option<Option<Version>>,
 }
 
 /// Facts about ELF files already analysed, by (path, device, inode): forked workers of one
@@ -86,6 +88,8 @@ fn analyse(pid: i32, m: &MapRange) -> Option<ElfFacts> {
         fixed: elf.header.e_type == goblin::elf::header::ET_EXEC,
         base,
         pthread_tid: thread_db_tid(&elf, &data),
+        old_python: (runtime.is_none() && symbol(&elf, "Py_Initialize").is_some())
+            .then(|| find_version(&elf, &data, m.file_name()).map(|v| v.0)),
     })
 }
 
@@ -117,11 +121,15 @@ pub fn locate_cached(pid: i32, cache: &mut BinaryCache) -> Result<PythonBinary> 
         }
     }
 
+    let mut old_python = None;
     for m in candidates {
         let Some(facts) = cache.facts(pid, m) else {
             continue;
         };
         let Some(runtime) = facts.runtime else {
+            if let Some(version) = facts.old_python {
+                old_python.get_or_insert((version, m.path.clone()));
+            }
             continue;
         };
         let bias = load_bias(&facts, &maps, &m.path)
@@ -150,6 +158,15 @@ pub fn locate_cached(pid: i32, cache: &mut BinaryCache) -> Result<PythonBinary> 
             code_type_addr: facts.code_type.map(|a| a + bias),
             pthread_tid_offset,
         });
+    }
+    if let Some((version, path)) = old_python {
+        let version = version.map_or("an old version".to_string(), |v| {
+            format!("{}.{}.{}", v.major, v.minor, v.micro)
+        });
+        return Err(Error::Unsupported(format!(
+            "process {pid} runs CPython {version} ({path}), which memspy does not read: it \
+             supports CPython 3.8 to 3.15"
+        )));
     }
     Err(Error::NotPython { pid, exe })
 }
@@ -254,25 +271,27 @@ fn version_suffix(s: &[u8]) -> Option<Version> {
         .rev()
         .take(16)
         .filter(|&(i, c)| {
-            c == '3' && (i == 0 || !matches!(text.as_bytes()[i - 1], b'0'..=b'9' | b'.'))
+            (c == '3' || c == '2')
+                && (i == 0 || !matches!(text.as_bytes()[i - 1], b'0'..=b'9' | b'.'))
         })
         .map(|(i, _)| i)
         .last()?;
     let candidate = &text[start..];
-    candidate
-        .starts_with("3.")
+    (candidate.starts_with("3.") || candidate.starts_with("2."))
         .then(|| Version::parse(candidate))
         .flatten()
 }
 
-/// "python3.9" / "libpython3.10.so.1.0" / "libpython3.8d.so" -> 3.x.0
+/// "python3.9" / "libpython3.10.so.1.0" / "libpython3.8d.so" / "python2.7" -> X.Y.0
 fn version_from_file_name(name: &str) -> Option<Version> {
     let rest = name
         .strip_prefix("lib")
         .unwrap_or(name)
-        .strip_prefix("python3.")?;
+        .strip_prefix("python")?;
+    let (major, rest) = rest.split_once('.')?;
+    let major: u8 = major.parse().ok().filter(|m| (2..=3).contains(m))?;
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    Some(Version::new(3, digits.parse().ok()?, 0))
+    Some(Version::new(major, digits.parse().ok()?, 0))
 }
 
 /// glibc publishes where `struct pthread` keeps the kernel tid for libthread_db, as the symbol
@@ -300,6 +319,10 @@ mod tests {
             Some(Version::new(3, 10, 0))
         );
         assert_eq!(version_from_file_name("python"), None);
+        assert_eq!(
+            version_from_file_name("python2.7"),
+            Some(Version::new(2, 7, 0))
+        );
     }
 
     #[test]

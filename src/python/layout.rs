@@ -225,7 +225,7 @@ impl Layout {
         let t = table(&minor).ok_or_else(|| {
             let known: Vec<&str> = supported_minors().collect();
             Error::Unsupported(format!(
-                "Python {version} is not supported (memspy knows CPython {} to {})",
+                "CPython {version} is not supported: memspy reads CPython {} to {}",
                 known[0],
                 known[known.len() - 1]
             ))

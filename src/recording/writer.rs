@@ -73,7 +73,8 @@ pub struct Writer {
     threads_per_process: HashMap<u32, u32>,
     pub samples: u64,
     pub bytes_written: u64,
-    failed: Option<io::ErrorKind>,
+    /// The first write error (its kind and message): nothing is written after it.
+    failed: Option<(io::ErrorKind, String)>,
     /// The file is readable by its owner only.
     private: bool,
 }
@@ -124,10 +125,10 @@ impl Writer {
 
     /// Frame `self.record` as a record and hand it to the buffered file.
     fn end_record(&mut self) -> io::Result<()> {
-        if let Some(kind) = self.failed {
+        if let Some((kind, cause)) = &self.failed {
             return Err(io::Error::new(
-                kind,
-                "recording stopped after an earlier write error",
+                *kind,
+                format!("the recording stopped at an earlier write error: {cause}"),
             ));
         }
         let len = self.record.len() as u32;
@@ -143,7 +144,7 @@ impl Writer {
                 Ok(())
             }
             Err(e) => {
-                self.failed = Some(e.kind());
+                self.failed = Some((e.kind(), e.to_string()));
                 Err(e)
             }
         }
@@ -418,9 +419,9 @@ impl Writer {
     /// Write pending events and hand everything to the kernel.
     pub fn flush(&mut self) -> io::Result<()> {
         self.flush_batch()?;
-        self.out
-            .flush()
-            .inspect_err(|e| self.failed = Some(e.kind()))
+        self.out.flush().inspect_err(|e| {
+            self.failed.get_or_insert((e.kind(), e.to_string()));
+        })
     }
 
     /// Flush if the last flush is a second old (for periods without events).
@@ -464,6 +465,6 @@ impl Writer {
 
     /// The first write error, if any.
     pub fn failed(&self) -> Option<io::ErrorKind> {
-        self.failed
+        self.failed.as_ref().map(|f| f.0)
     }
 }

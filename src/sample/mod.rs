@@ -142,6 +142,9 @@ pub struct Finished {
     pub write_error: Option<io::Error>,
     /// Processes recorded, with their failure counts.
     pub processes: Vec<(i32, String, u64)>,
+    /// The launched program, when the recording ended before it did (a write error): the
+    /// caller still waits for it.
+    pub running: Option<Launched>,
 }
 
 impl<'a> Sampler<'a> {
@@ -450,12 +453,17 @@ impl<'a> Sampler<'a> {
             },
         };
         self.progress.processes_seen = self.progress.processes_seen.max(self.finished.len());
+        let running = match self.root {
+            Root::Launch(l) if exit_status.is_none() => Some(l),
+            _ => None,
+        };
         Finished {
             progress: self.progress,
             exit: exit_status,
             bytes,
             write_error,
             processes: self.finished,
+            running,
         }
     }
 }

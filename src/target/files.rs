@@ -412,6 +412,44 @@ mod tests {
     }
 
     #[test]
+    fn names_resolve_inside_the_targets_root() {
+        // A target whose root is `dir` (as in a container): its absolute symlink to /etc/hostname
+        // and its ../../ climbs mean the files under `dir`, never memspy's own.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("app")).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", dir.path().join("app/link.py")).unwrap();
+        std::fs::write(dir.path().join("app/own.py"), "own = 1\n").unwrap();
+        let pid = std::process::id() as i32;
+        let contained = |cwd: &str| FileAccess {
+            pid,
+            root: open(
+                dir.path(),
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .unwrap(),
+            cwd: Some(cwd.to_string()),
+            credentials: procfs::credentials(pid).unwrap(),
+        };
+        assert_eq!(
+            read_one(contained("/"), "/app/link.py"),
+            Err(Refused::NotFound)
+        );
+        assert_eq!(
+            read_one(contained("/"), "/../../../etc/hostname"),
+            Err(Refused::NotFound)
+        );
+        assert_eq!(
+            read_one(contained("/app"), "own.py"),
+            Ok("own = 1\n".into())
+        );
+        assert_eq!(
+            read_one(contained("/app"), "../../app/own.py"),
+            Ok("own = 1\n".into())
+        );
+    }
+
+    #[test]
     fn reads_with_the_targets_rights() {
         if !nix::unistd::geteuid().is_root() {
             return;
