@@ -32,7 +32,8 @@ fn system_python() -> Option<PathBuf> {
 
 /// The files a hostile target names, and what each holds.
 struct Bait {
-    dir: tempfile::TempDir,
+    /// Holds the bait files for as long as the test runs.
+    _dir: tempfile::TempDir,
     secret_marker: String,
     public_marker: String,
     /// Names the target gives its code, and whether their text may be kept.
@@ -68,7 +69,7 @@ fn bait() -> Bait {
         (p("public.py"), true),
     ];
     Bait {
-        dir,
+        _dir: dir,
         secret_marker,
         public_marker,
         names,
