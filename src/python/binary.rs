@@ -11,6 +11,7 @@ use goblin::elf::{program_header::PT_LOAD, Elf};
 
 use super::version::Version;
 use crate::error::{Error, Result};
+use crate::target::files;
 use crate::target::procfs::{self, MapRange};
 
 /// glibc's `struct pthread.tid` offset on x86_64 (libc's `_thread_db_pthread_tid` says 720 in
@@ -71,9 +72,17 @@ impl BinaryCache {
     }
 }
 
+/// Largest ELF file memspy reads (a libpython with full debug information is ~100 MiB).
+const MAX_ELF: u64 = 1 << 30;
+
 fn analyse(pid: i32, m: &MapRange) -> Option<ElfFacts> {
     let data = read_mapped_file(pid, m)?;
-    let elf = Elf::parse(&data).ok()?;
+    // The file is the target's: a parser bug on a crafted file must cost this file, not memspy.
+    std::panic::catch_unwind(|| analyse_elf(&data, m.file_name())).ok()?
+}
+
+fn analyse_elf(data: &[u8], file_name: &str) -> Option<ElfFacts> {
+    let elf = Elf::parse(data).ok()?;
     let runtime = symbol(&elf, "_PyRuntime").or_else(|| section_addr(&elf, ".PyRuntime"));
     let base = elf
         .program_headers
@@ -84,12 +93,12 @@ fn analyse(pid: i32, m: &MapRange) -> Option<ElfFacts> {
     Some(ElfFacts {
         runtime,
         code_type: runtime.and_then(|_| symbol(&elf, "PyCode_Type")),
-        version: runtime.and_then(|_| find_version(&elf, &data, m.file_name())),
+        version: runtime.and_then(|_| find_version(&elf, data, file_name)),
         fixed: elf.header.e_type == goblin::elf::header::ET_EXEC,
         base,
-        pthread_tid: thread_db_tid(&elf, &data),
+        pthread_tid: thread_db_tid(&elf, data),
         old_python: (runtime.is_none() && symbol(&elf, "Py_Initialize").is_some())
-            .then(|| find_version(&elf, &data, m.file_name()).map(|v| v.0)),
+            .then(|| find_version(&elf, data, file_name).map(|v| v.0)),
     })
 }
 
@@ -154,8 +163,8 @@ pub fn locate_cached(pid: i32, cache: &mut BinaryCache) -> Result<PythonBinary> 
             in_executable: m.path == exe,
             version,
             version_source,
-            runtime_addr: runtime + bias,
-            code_type_addr: facts.code_type.map(|a| a + bias),
+            runtime_addr: runtime.wrapping_add(bias),
+            code_type_addr: facts.code_type.map(|a| a.wrapping_add(bias)),
             pthread_tid_offset,
         });
     }
@@ -171,10 +180,14 @@ pub fn locate_cached(pid: i32, cache: &mut BinaryCache) -> Result<PythonBinary> 
     Err(Error::NotPython { pid, exe })
 }
 
-/// Read a mapped file: through the target's root, else through `map_files`.
+/// Read a mapped file: through the target's root, else through `map_files` (files deleted
+/// since they were mapped). The target may have put anything at that path since it mapped the
+/// file: only a regular file is read (see `target::files`).
 fn read_mapped_file(pid: i32, m: &MapRange) -> Option<Vec<u8>> {
-    std::fs::read(procfs::target_path(pid, &m.path))
-        .or_else(|_| std::fs::read(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end)))
+    let by_path = procfs::target_path(pid, &m.path);
+    let by_mapping = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
+    files::read_regular(&by_path, MAX_ELF)
+        .or_else(|_| files::read_regular(std::path::Path::new(&by_mapping), MAX_ELF))
         .ok()
 }
 
@@ -214,15 +227,20 @@ fn load_bias(facts: &ElfFacts, maps: &[MapRange], path: &str) -> Option<u64> {
     Some(map.start.wrapping_sub(facts.base))
 }
 
-/// The bytes of the file behind virtual address `vaddr`.
+/// The bytes of the file behind virtual address `vaddr` (all arithmetic checked: the file is
+/// the target's).
 fn file_bytes_at<'a>(elf: &Elf, data: &'a [u8], vaddr: u64, len: usize) -> Option<&'a [u8]> {
+    let end = vaddr.checked_add(len as u64)?;
     let ph = elf.program_headers.iter().find(|ph| {
         ph.p_type == PT_LOAD
             && vaddr >= ph.p_vaddr
-            && vaddr + len as u64 <= ph.p_vaddr + ph.p_filesz
+            && ph
+                .p_vaddr
+                .checked_add(ph.p_filesz)
+                .is_some_and(|e| end <= e)
     })?;
-    let off = (vaddr - ph.p_vaddr + ph.p_offset) as usize;
-    data.get(off..off + len)
+    let off = usize::try_from((vaddr - ph.p_vaddr).checked_add(ph.p_offset)?).ok()?;
+    data.get(off..off.checked_add(len)?)
 }
 
 /// The exact version: `Py_Version` (3.11+), else the PY_VERSION string in `.rodata`, else the
@@ -242,7 +260,10 @@ fn find_version(elf: &Elf, data: &[u8], file_name: &str) -> Option<(Version, &'s
         .section_headers
         .iter()
         .find(|sh| elf.shdr_strtab.get_at(sh.sh_name) == Some(".rodata"))
-        .and_then(|sh| data.get(sh.sh_offset as usize..(sh.sh_offset + sh.sh_size) as usize));
+        .and_then(|sh| {
+            let end = usize::try_from(sh.sh_offset.checked_add(sh.sh_size)?).ok()?;
+            data.get(usize::try_from(sh.sh_offset).ok()?..end)
+        });
     if let Some(rodata) = rodata {
         let found =
             rodata

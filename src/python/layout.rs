@@ -364,6 +364,7 @@ impl Layout {
         let mut o = Overlay {
             published: d,
             notes: Vec::new(),
+            implausible: None,
         };
         o.set(
             &mut self.interpreters_head,
@@ -434,6 +435,13 @@ impl Layout {
         );
         o.set(&mut self.bytes_sval, "bytes_object.ob_sval");
         o.set(&mut self.ob_size, "bytes_object.ob_size");
+        if let Some(bad) = o.implausible {
+            return Err(Error::Unsupported(format!(
+                "Python {}: the interpreter's _Py_DebugOffsets make no sense ({bad}); memspy \
+                 cannot read this process",
+                self.version
+            )));
+        }
         self.notes = o.notes;
         self.from_debug_offsets = true;
         // Published sizes bound what we read: a field outside its struct means the layout file
@@ -526,10 +534,20 @@ impl Layout {
 struct Overlay<'a> {
     published: &'a BTreeMap<&'a str, u64>,
     notes: Vec<String>,
+    /// The first published value that cannot be a field offset.
+    implausible: Option<String>,
 }
+
+/// No field memspy reads lies this far into its struct: a published offset beyond it is a
+/// corrupt or hostile `_Py_DebugOffsets` (it would make memspy read, or allocate, without bound).
+const MAX_FIELD_OFFSET: u64 = 1 << 16;
 
 impl Overlay<'_> {
     fn put(&mut self, slot: &mut u64, key: &str, value: u64) {
+        if value > MAX_FIELD_OFFSET {
+            self.implausible.get_or_insert(format!("{key} = {value}"));
+            return;
+        }
         if *slot != value {
             self.notes
                 .push(format!("{key}: table says {}, target says {value}", *slot));
@@ -583,6 +601,52 @@ mod tests {
             assert!(f.contains(&"thread_state.current_frame".to_string()));
         }
         assert!(debug_offsets_fields("3.12").is_none());
+    }
+
+    /// `_Py_DebugOffsets` bytes as a 3.13 target would publish them, from `layout`, with one
+    /// field replaced.
+    struct Published(Vec<u8>);
+
+    impl RemoteMemory for Published {
+        fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), crate::target::ReadError> {
+            let start = addr as usize;
+            buf.copy_from_slice(&self.0[start..start + buf.len()]);
+            Ok(())
+        }
+    }
+
+    fn published_313(field: &str, value: u64) -> Published {
+        let mut bytes = b"xdebugpy".to_vec();
+        bytes.extend_from_slice(&0x030D00F0u64.to_le_bytes());
+        bytes.extend_from_slice(&0u64.to_le_bytes());
+        let table = Layout::from_table(Version::new(3, 13, 0)).unwrap();
+        for name in debug_offsets_fields("3.13").unwrap() {
+            let v = match name.as_str() {
+                n if n == field => value,
+                n if n.ends_with(".size") => 4096,
+                "thread_state.next" => table.thread.next,
+                "thread_state.current_frame" => table.thread.frame,
+                _ => 0,
+            };
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        Published(bytes)
+    }
+
+    #[test]
+    fn implausible_debug_offsets_are_refused() {
+        let fine = published_313("code_object.qualname", 128);
+        let layout = Layout::from_debug_offsets(&fine, 0).unwrap().unwrap();
+        assert_eq!(layout.code.qualname, Some(128));
+        for field in [
+            "code_object.qualname",
+            "thread_state.next",
+            "pyobject.ob_type",
+        ] {
+            let hostile = published_313(field, 1 << 40);
+            let err = Layout::from_debug_offsets(&hostile, 0).unwrap_err();
+            assert!(err.to_string().contains("make no sense"), "{field}: {err}");
+        }
     }
 
     #[test]

@@ -61,8 +61,8 @@ pub fn read_str(mem: &dyn RemoteMemory, layout: &Layout, addr: u64) -> Result<St
         _ => return Err(ObjectError::Invalid("str kind")),
     };
     let data = match (compact, ascii) {
-        (true, true) => addr + u.ascii_data,
-        (true, false) => addr + u.compact_data,
+        (true, true) => addr.wrapping_add(u.ascii_data),
+        (true, false) => addr.wrapping_add(u.compact_data),
         (false, _) => u64_at(&header, u.data_any),
     };
     let mut raw = vec![0u8; length as usize * width];
@@ -98,20 +98,20 @@ pub fn read_bytes(
         return Err(ObjectError::Invalid("NULL bytes"));
     }
     let mut header = [0u8; 8];
-    mem.read(addr + layout.ob_size, &mut header)?;
+    mem.read(addr.wrapping_add(layout.ob_size), &mut header)?;
     let len = i64_at(&header, 0);
     if !(0..=MAX_BYTES as i64).contains(&len) {
         return Err(ObjectError::Invalid("bytes length out of range"));
     }
     let mut out = vec![0u8; len as usize];
-    mem.read(addr + layout.bytes_sval, &mut out)?;
+    mem.read(addr.wrapping_add(layout.bytes_sval), &mut out)?;
     Ok(out)
 }
 
 /// Length of a `bytes` object.
 pub fn bytes_len(mem: &dyn RemoteMemory, layout: &Layout, addr: u64) -> Result<u64, ObjectError> {
     let mut header = [0u8; 8];
-    mem.read(addr + layout.ob_size, &mut header)?;
+    mem.read(addr.wrapping_add(layout.ob_size), &mut header)?;
     let len = i64_at(&header, 0);
     if !(0..=MAX_BYTES as i64).contains(&len) {
         return Err(ObjectError::Invalid("bytes length out of range"));

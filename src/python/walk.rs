@@ -8,7 +8,9 @@
 //!
 //! Output goes into a reused [`Snapshot`]: after warm-up a walk allocates nothing. Every chain is
 //! bounded and every value read is checked, so a target that changes under us (non-blocking
-//! mode) or a corrupt one gives an error for that sample, never a hang or a panic.
+//! mode) or a corrupt one gives an error for that sample, never a hang or a panic; addresses
+//! computed from pointers the target holds wrap instead of overflowing (a wrapped address just
+//! fails to read).
 
 use std::ops::Range;
 
@@ -214,10 +216,10 @@ impl<M: RemoteMemory> StackReader<M> {
         let (tstate_current_off, head_off) = (l.tstate_current, l.interpreters_head);
         let gil_model = l.gil_model;
         let runtime_holder = match (gil_model, tstate_current_off) {
-            (GilModel::Runtime, Some(off)) => self.word(runtime + off)?,
+            (GilModel::Runtime, Some(off)) => self.word(runtime.wrapping_add(off))?,
             _ => 0,
         };
-        let mut interp = self.word(runtime + head_off)?;
+        let mut interp = self.word(runtime.wrapping_add(head_off))?;
         let mut interpreters = 0;
         while interp != 0 {
             interpreters += 1;
@@ -232,17 +234,17 @@ impl<M: RemoteMemory> StackReader<M> {
                 l.interp_ceval_gil,
             );
             let (locked_off, holder_off) = (l.gil_locked, l.gil_last_holder);
-            let interp_id = self.word(interp + id_off)? as i64;
+            let interp_id = self.word(interp.wrapping_add(id_off))? as i64;
             let gil_holder = match (gil_model, gil_off) {
                 (GilModel::Runtime, _) => runtime_holder,
                 (GilModel::Interpreter, Some(off)) => {
-                    let gil = self.word(interp + off)?;
+                    let gil = self.word(interp.wrapping_add(off))?;
                     if gil == 0 {
                         0
                     } else {
-                        let locked = self.word(gil + locked_off)? as u32;
+                        let locked = self.word(gil.wrapping_add(locked_off))? as u32;
                         if locked != 0 {
-                            self.word(gil + holder_off)?
+                            self.word(gil.wrapping_add(holder_off))?
                         } else {
                             0
                         }
@@ -250,7 +252,7 @@ impl<M: RemoteMemory> StackReader<M> {
                 }
                 _ => 0,
             };
-            let mut tstate = self.word(interp + head)?;
+            let mut tstate = self.word(interp.wrapping_add(head))?;
             let mut threads = 0;
             while tstate != 0 {
                 threads += 1;
@@ -263,7 +265,7 @@ impl<M: RemoteMemory> StackReader<M> {
                 }
                 tstate = next;
             }
-            let next = self.word(interp + next_off)?;
+            let next = self.word(interp.wrapping_add(next_off))?;
             if next == interp {
                 return Err(WalkError::Raced("interpreter list loops".into()));
             }
@@ -295,9 +297,11 @@ impl<M: RemoteMemory> StackReader<M> {
             Some(n) => i32::try_from(n).ok(),
             // 3.8-3.10: the kernel tid sits in glibc's struct pthread (thread_id is pthread_self()).
             None if thread_id != 0 => {
-                let b =
-                    self.pages
-                        .read(&self.mem, thread_id + self.binary.pthread_tid_offset, 4)?;
+                let b = self.pages.read(
+                    &self.mem,
+                    thread_id.wrapping_add(self.binary.pthread_tid_offset),
+                    4,
+                )?;
                 Some(i32_at(b, 0))
             }
             None => None,
@@ -309,7 +313,7 @@ impl<M: RemoteMemory> StackReader<M> {
         let first = match self.layout.frame_model {
             FrameModel::CFrame if frame_field != 0 => {
                 let off = self.layout.cframe_current_frame;
-                self.word(frame_field + off)?
+                self.word(frame_field.wrapping_add(off))?
             }
             FrameModel::CFrame => 0,
             _ => frame_field,
@@ -450,7 +454,7 @@ impl<M: RemoteMemory> StackReader<M> {
                 };
                 let offset = match code_adaptive {
                     // 3.11+: instruction pointer minus the start of the inline bytecode.
-                    Some(off) => (raw.position as i64).wrapping_sub((addr + off) as i64),
+                    Some(off) => (raw.position as i64).wrapping_sub(addr.wrapping_add(off) as i64),
                     None => (raw.position as i32 as i64) * lasti_scale,
                 };
                 if offset >= entry.code_len as i64 || offset < -2 {

@@ -102,7 +102,7 @@ pub enum Refused {
     NotRegular,
     /// On a kernel pseudo file system (proc, sysfs, ...).
     PseudoFile,
-    /// Larger than [`MAX_FILE`] (or empty).
+    /// Too large (more than [`MAX_FILE`] for a source file), or empty.
     Size(u64),
     /// memspy cannot take the target's credentials (it needs root or CAP_SETUID/CAP_SETGID),
     /// or the kernel lacks `openat2`.
@@ -117,7 +117,7 @@ impl std::fmt::Display for Refused {
             Refused::Denied => write!(f, "the target's user may not read it"),
             Refused::NotRegular => write!(f, "not a regular file"),
             Refused::PseudoFile => write!(f, "a kernel pseudo file"),
-            Refused::Size(n) => write!(f, "{n} bytes (kept: 1 to {MAX_FILE})"),
+            Refused::Size(n) => write!(f, "{n} bytes (too large, or empty)"),
             Refused::Unsupported(why) => write!(f, "{why}"),
             Refused::Io(e) => write!(f, "{e}"),
         }
@@ -160,6 +160,21 @@ fn read_as_target(access: &FileAccess, name: &str) -> Result<Vec<u8>, Refused> {
         .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
         .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
     let handle = openat2(&access.root, path.as_str(), how).map_err(refused)?;
+    read_checked(handle, MAX_FILE)
+}
+
+/// Read a file of the target's that memspy needs for itself (an ELF file the target maps):
+/// only a regular file of at most `max` bytes, never a device or FIFO put at its path.
+pub fn read_regular(path: &std::path::Path, max: u64) -> Result<Vec<u8>, Refused> {
+    let handle = open(path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty()).map_err(refused)?;
+    read_checked(handle, max)
+}
+
+/// The content of the file behind an `O_PATH` handle, if it is a regular file of 1 to `max`
+/// bytes on a real file system: checked on the handle (nothing opened yet), then reopened for
+/// reading through `/proc/self/fd/N` (the same inode, so nothing can be swapped in between),
+/// where the kernel checks the calling thread's rights.
+fn read_checked(handle: OwnedFd, max: u64) -> Result<Vec<u8>, Refused> {
     let st = fstat(&handle).map_err(refused)?;
     if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
         return Err(Refused::NotRegular);
@@ -168,10 +183,9 @@ fn read_as_target(access: &FileAccess, name: &str) -> Result<Vec<u8>, Refused> {
         return Err(Refused::PseudoFile);
     }
     let size = st.st_size.max(0) as u64;
-    if size == 0 || size > MAX_FILE {
+    if size == 0 || size > max {
         return Err(Refused::Size(size));
     }
-    // Reopen the very inode for reading; the kernel checks the thread's (the target's) rights.
     let fd = open(
         format!("/proc/self/fd/{}", handle.as_raw_fd()).as_str(),
         OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
