@@ -279,6 +279,12 @@ struct RecordArgs {
     /// Memory measure that time is matched against
     #[arg(long, value_enum, default_value = "rss")]
     memory: MemoryArg,
+    /// Sample on ticks only: no page-fault and free events from the kernel
+    #[arg(long)]
+    no_memory_events: bool,
+    /// Page faults per memory-event sample, at least (it grows under a fault storm)
+    #[arg(long, value_name = "PAGES", default_value_t = record::DEFAULT_FAULT_PERIOD)]
+    fault_period: u64,
     /// The program to launch and record (after --)
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
@@ -388,6 +394,8 @@ fn main() -> ExitCode {
                 MemoryArg::Pss => MemoryMode::Pss,
                 MemoryArg::Uss => MemoryMode::Uss,
             },
+            memory_events: !a.no_memory_events,
+            fault_period: a.fault_period,
         }),
         Command::Info(a) => info::run(a.file.as_deref(), a.json).map(|()| 0),
         Command::Check(a) => {

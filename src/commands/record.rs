@@ -29,7 +29,15 @@ pub struct RecordOptions {
     pub subprocesses: bool,
     pub nonblocking: bool,
     pub memory: MemoryMode,
+    /// Sample on memory events (page faults, frees) as well as on ticks.
+    pub memory_events: bool,
+    /// Page faults per fault sample, at least.
+    pub fault_period: u64,
 }
+
+/// Page faults per fault sample by default: 64 KiB of 4 KiB pages (see `cargo bench --bench
+/// record` and the README for how it was chosen).
+pub const DEFAULT_FAULT_PERIOD: u64 = 16;
 
 /// `memspy-YYYYmmdd-HHMMSS.msp` in the current folder.
 pub fn default_output() -> PathBuf {
@@ -46,6 +54,12 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
         return Err(Error::Usage(format!(
             "the rate must be between 0 and 100000 Hz, not {}",
             opts.rate_hz
+        )));
+    }
+    if !(1..=1 << 16).contains(&opts.fault_period) {
+        return Err(Error::Usage(format!(
+            "the fault period must be between 1 and 65536 pages, not {}",
+            opts.fault_period
         )));
     }
     if let Some(d) = opts.duration {
@@ -73,6 +87,8 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
         memory: opts.memory.name().to_string(),
         subprocesses: opts.subprocesses,
         rollup_interval_ms: None,
+        memory_events: opts.memory_events,
+        fault_period: opts.fault_period,
     };
     // The file first: if it cannot be written (a full disk, a folder that is not writable),
     // nothing is started and no empty file is left behind.
@@ -114,6 +130,8 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
         blocking: !opts.nonblocking,
         memory: opts.memory,
         subprocesses: opts.subprocesses,
+        memory_events: opts.memory_events,
+        fault_period: opts.fault_period,
     };
     let launched = matches!(root, Root::Launch(_));
     let resume = match &root {

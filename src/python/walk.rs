@@ -205,6 +205,20 @@ impl<M: RemoteMemory> StackReader<M> {
         result
     }
 
+    /// Walk one thread state only (the thread a memory event came from), into `out`. The
+    /// caller checks that the state still belongs to the thread it expects (thread states are
+    /// freed and reused). The GIL is not looked at.
+    pub fn read_thread(&mut self, tstate: u64, out: &mut Snapshot) -> Result<(), WalkError> {
+        out.clear();
+        self.pages.clear();
+        self.raw.clear();
+        let result = self
+            .walk_thread(out, 0, tstate, 0)
+            .and_then(|_next| self.resolve(out));
+        self.last_reads = self.pages.reads + 1;
+        result
+    }
+
     fn word(&mut self, addr: u64) -> Result<u64, WalkError> {
         Ok(self.pages.u64(&self.mem, addr)?)
     }

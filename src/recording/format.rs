@@ -24,7 +24,8 @@
 //! | 9 | Events | base_time:uv count:uv event* |
 //! | 10 | Stats | ticks:uv missed:uv late_max:uv late_total:uv (µs) |
 //! | 11 | End | samples:uv |
-//! | 12 | Source | file:uv (string id) text (the source file, read when the recording ends) |
+//! | 12 | Source | file:uv (string id) text (a source file's text, as the target's user could read it) |
+//! | 13 | MemoryEvents | mode:str period:uv samples:uv faults:uv frees:uv lost:uv failed:uv max_period:uv delay_p50:uv delay_p99:uv (µs) — what the memory events were; written with the stats, the last one counts |
 //!
 //! Events (in time order; each time is a delta from the previous event of the batch, the first
 //! from `base_time`):
@@ -39,6 +40,16 @@
 //!           cpu:uv (µs of CPU since the slot's previous sample) minflt:uv
 //! failure (type 1) = kind:u8 ([`FailureKind`])
 //! memory  (type 2) = kind:u8 ([`MemoryKind`]) KiB:uv
+//! extended (type 3) = kind:u8 body:
+//!   kind 0, memory event: slot:uv stack:uv (stack id + 1, 0 = no Python frames)
+//!           rss:sv (change in KiB since the process's previous reading, sample or event)
+//!           faults:uv frees:uv (kernel records since the thread's previous memory event:
+//!           page faults, each standing for `period` faults, and returns from munmap/madvise/brk)
+//!           delay:uv (µs from the last kernel record to the stack read)
+//!           flags:uv (bit 0: the stack was read at the event; else it is the thread's stack at
+//!           its previous tick, the read having raced)
+//!           faults_before:uv frees_before:uv (of those, how many are estimated to have happened
+//!           before the thread left the stack memspy had read last, tick or event)
 //! ```
 //!
 //! A repeated stack thus costs a few bytes: a sample of a one-thread process is typically 8 to
@@ -69,10 +80,16 @@ pub const T_EVENTS: u8 = 9;
 pub const T_STATS: u8 = 10;
 pub const T_END: u8 = 11;
 pub const T_SOURCE: u8 = 12;
+pub const T_MEMORY_EVENTS: u8 = 13;
 
 pub const E_SAMPLE: u8 = 0;
 pub const E_FAILURE: u8 = 1;
 pub const E_MEMORY: u8 = 2;
+pub const E_EXTENDED: u8 = 3;
+/// Kinds of extended events.
+pub const X_MEMORY_EVENT: u8 = 0;
+/// In a memory event's flags: its stack was read at the event.
+pub const FRESH_STACK: u64 = 1;
 
 /// Thread flags in a sample (2 bits).
 pub const FLAG_GIL: u8 = 1;
@@ -96,6 +113,12 @@ pub struct Meta {
     /// Interval between two PSS/USS readings, when recorded.
     #[serde(default)]
     pub rollup_interval_ms: Option<u64>,
+    /// Memory events were asked for (what the kernel allowed is in the MemoryEvents record).
+    #[serde(default)]
+    pub memory_events: bool,
+    /// Page faults per fault sample, at least.
+    #[serde(default)]
+    pub fault_period: u64,
 }
 
 /// Why a process's series ended.

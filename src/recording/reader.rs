@@ -93,6 +93,30 @@ pub struct ThreadSample {
     pub minflt: u64,
 }
 
+/// A memory event: a thread's stack read right after the kernel said it faulted or freed
+/// memory, and the process's RSS then.
+#[derive(Clone, Copy, Debug)]
+pub struct MemoryEvent {
+    pub process: u32,
+    pub time_us: u64,
+    /// Index into `Recording::threads`.
+    pub thread: u32,
+    pub stack: Option<u32>,
+    pub rss_bytes: u64,
+    /// Kernel records since the thread's previous memory event: fault samples (each standing
+    /// for the period's number of faults) and frees (returns from munmap, madvise, brk).
+    pub faults: u64,
+    pub frees: u64,
+    /// From the last kernel record to the stack read, µs.
+    pub delay_us: u64,
+    /// The stack was read at the event; else it is the thread's stack at its previous tick.
+    pub fresh: bool,
+    /// Of `faults` and `frees`, how many are estimated to belong to the stack the thread had
+    /// at its previous observation (they happened before it moved on).
+    pub faults_before: u64,
+    pub frees_before: u64,
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct Failure {
     pub process: u32,
@@ -140,6 +164,10 @@ pub struct Recording {
     pub thread_samples: Vec<ThreadSample>,
     pub failures: Vec<Failure>,
     pub memory: Vec<MemoryReading>,
+    /// Memory events, in time order (interleaved with `samples` in the file).
+    pub memory_events: Vec<MemoryEvent>,
+    /// What the memory events were (the last summary the recorder wrote).
+    pub memory_events_summary: Option<crate::recording::writer::MemoryEventsSummary>,
     pub stats: Stats,
     /// Source files by file-name string id.
     pub sources: std::collections::HashMap<u32, String>,
@@ -362,6 +390,29 @@ impl Recording {
                     late_total_us: s.3,
                 };
             }
+            T_MEMORY_EVENTS => {
+                let m = (|| {
+                    let mode = c.str()?.to_string();
+                    let mut v = [0u64; 9];
+                    for x in &mut v {
+                        *x = c.uv()?;
+                    }
+                    Some(crate::recording::writer::MemoryEventsSummary {
+                        mode,
+                        period: v[0],
+                        samples: v[1],
+                        faults: v[2],
+                        frees: v[3],
+                        lost: v[4],
+                        failed: v[5],
+                        max_period: v[6],
+                        delay_p50_us: v[7],
+                        delay_p99_us: v[8],
+                    })
+                })()
+                .ok_or_else(|| bad("memory events"))?;
+                self.memory_events_summary = Some(m);
+            }
             T_END => self.complete = true,
             T_SOURCE => {
                 let file = c.uv32().ok_or_else(|| bad("source"))?;
@@ -470,6 +521,50 @@ impl Recording {
                         bytes: kib.saturating_mul(1024),
                     });
                 }
+                E_EXTENDED => match c.u8()? {
+                    X_MEMORY_EVENT => {
+                        let slot = c.uv32()?;
+                        let Some(&thread) = state
+                            .thread_index
+                            .get(&process)
+                            .and_then(|s| s.get(slot as usize))
+                        else {
+                            return Some(Err(format!("memory event of undefined thread {slot}")));
+                        };
+                        let stack = match c.uv32()? {
+                            0 => None,
+                            s if (s as usize) <= self.stacks.len() => Some(s - 1),
+                            s => {
+                                return Some(Err(format!(
+                                    "memory event on undefined stack {}",
+                                    s - 1
+                                )))
+                            }
+                        };
+                        let rss = state.last_rss_kib[process as usize].checked_add(c.sv()?)?;
+                        state.last_rss_kib[process as usize] = rss;
+                        let (faults, frees, delay_us) = (c.uv()?, c.uv()?, c.uv()?);
+                        let fresh = c.uv()? & FRESH_STACK != 0;
+                        let (faults_before, frees_before) = (c.uv()?, c.uv()?);
+                        if faults_before > faults || frees_before > frees {
+                            return Some(Err("memory event splits more than it has".into()));
+                        }
+                        self.memory_events.push(MemoryEvent {
+                            process,
+                            time_us: time,
+                            thread,
+                            stack,
+                            rss_bytes: (rss.max(0) as u64) * 1024,
+                            faults,
+                            frees,
+                            delay_us,
+                            fresh,
+                            faults_before,
+                            frees_before,
+                        });
+                    }
+                    kind => return Some(Err(format!("unknown extended event kind {kind}"))),
+                },
                 _ => return Some(Err(format!("unknown event type {tag}"))),
             }
         }

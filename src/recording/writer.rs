@@ -35,6 +35,40 @@ pub struct ThreadEntry {
     pub minflt: u64,
 }
 
+/// A memory event of a thread (see `sample::events`), as the writer takes it.
+#[derive(Clone, Copy, Debug)]
+pub struct MemoryEventEntry {
+    pub slot: u32,
+    pub stack: Option<u32>,
+    pub rss_bytes: u64,
+    /// Kernel records since the thread's previous memory event.
+    pub faults: u64,
+    pub frees: u64,
+    pub delay_us: u64,
+    /// The stack was read at the event (else it is the thread's stack at its last tick).
+    pub fresh: bool,
+    /// Of `faults` and `frees`, how many are estimated to have happened before the thread's
+    /// stack changed from the one memspy read last (see `sample::process`).
+    pub faults_before: u64,
+    pub frees_before: u64,
+}
+
+/// What the memory events of a recording were, for `info`.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryEventsSummary {
+    /// "faults and frees", "faults" or "off: <why>".
+    pub mode: String,
+    pub period: u64,
+    pub samples: u64,
+    pub faults: u64,
+    pub frees: u64,
+    pub lost: u64,
+    pub failed: u64,
+    pub max_period: u64,
+    pub delay_p50_us: u64,
+    pub delay_p99_us: u64,
+}
+
 /// What a process record says.
 #[derive(Clone, Debug)]
 pub struct ProcessDef<'a> {
@@ -354,6 +388,56 @@ impl Writer {
         }
         self.samples += 1;
         self.flush_if_due(time_us)
+    }
+
+    /// A memory event of a thread of `process`: its stack right after the kernel said it
+    /// faulted or freed memory, and the process's RSS then.
+    pub fn memory_event(
+        &mut self,
+        process: u32,
+        time_us: u64,
+        e: &MemoryEventEntry,
+    ) -> io::Result<()> {
+        self.event(E_EXTENDED, process, time_us);
+        self.batch.push(X_MEMORY_EVENT);
+        put_uv(&mut self.batch, e.slot as u64);
+        put_uv(&mut self.batch, e.stack.map_or(0, |s| s as u64 + 1));
+        let rss_kib = (e.rss_bytes / 1024) as i64;
+        let state = &mut self.processes[process as usize];
+        put_sv(&mut self.batch, rss_kib - state.last_rss_kib);
+        state.last_rss_kib = rss_kib;
+        for v in [
+            e.faults,
+            e.frees,
+            e.delay_us,
+            if e.fresh { FRESH_STACK } else { 0 },
+            e.faults_before.min(e.faults),
+            e.frees_before.min(e.frees),
+        ] {
+            put_uv(&mut self.batch, v);
+        }
+        self.flush_if_due(time_us)
+    }
+
+    /// What the memory events have been so far (the last one written counts).
+    pub fn memory_events(&mut self, m: &MemoryEventsSummary) -> io::Result<()> {
+        self.flush_batch()?;
+        self.begin(T_MEMORY_EVENTS);
+        put_str(&mut self.record, &m.mode);
+        for v in [
+            m.period,
+            m.samples,
+            m.faults,
+            m.frees,
+            m.lost,
+            m.failed,
+            m.max_period,
+            m.delay_p50_us,
+            m.delay_p99_us,
+        ] {
+            put_uv(&mut self.record, v);
+        }
+        self.end_record()
     }
 
     /// A sample of `process` that could not be taken.

@@ -3,7 +3,9 @@
 //! readings are taken, and lateness is measured (how far behind the schedule, how many ticks
 //! missed).
 
+pub mod clock;
 pub mod discovery;
+pub mod events;
 pub mod process;
 pub mod sources;
 
@@ -14,15 +16,18 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix::time::{clock_gettime, clock_nanosleep, ClockId, ClockNanosleepFlags};
+use nix::time::{clock_gettime, ClockId};
 
 use crate::error::{Error, Result};
 use crate::python::{binary, StackReader};
+use crate::recording::writer::MemoryEventsSummary;
 use crate::recording::{EndReason, FailureKind, Writer};
 use crate::target::family::ProcessKey;
 use crate::target::launch::Launched;
 use crate::target::{procfs, ProcessMemory};
+use clock::{Clock, Woken};
 use discovery::Found;
+use events::{MemoryEvents, Mode};
 use process::{Outcome, ProcessSampler};
 use sources::Sources;
 
@@ -52,6 +57,10 @@ pub struct Config {
     pub blocking: bool,
     pub memory: MemoryMode,
     pub subprocesses: bool,
+    /// Sample on memory events (page faults, frees) as well as on ticks.
+    pub memory_events: bool,
+    /// Page faults per fault sample, at least (the period adapts upwards under a storm).
+    pub fault_period: u64,
 }
 
 /// Where the target comes from.
@@ -82,6 +91,8 @@ pub struct Progress {
     pub missed_ticks: u64,
     pub late_max: Duration,
     pub late_total: Duration,
+    /// Memory-event samples written.
+    pub memory_events: u64,
 }
 
 impl Progress {
@@ -90,6 +101,8 @@ impl Progress {
     }
 }
 
+/// How often fault periods adapt to the fault rates.
+const ADAPT_NS: u64 = 100_000_000;
 /// How often the RSS split (status) is read.
 const STATUS_NS: u64 = 100_000_000;
 /// Bounds of the PSS/USS reading interval; in between it adapts so that reading
@@ -101,16 +114,6 @@ pub fn now_ns() -> u64 {
     let ts = clock_gettime(ClockId::CLOCK_MONOTONIC)
         .unwrap_or_else(|_| nix::sys::time::TimeSpec::new(0, 0));
     ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
-}
-
-fn sleep_until_ns(t: u64) {
-    let ts = nix::sys::time::TimeSpec::new((t / 1_000_000_000) as i64, (t % 1_000_000_000) as i64);
-    // EINTR (a signal arrived) just ends the sleep early: the loop checks its flags.
-    let _ = clock_nanosleep(
-        ClockId::CLOCK_MONOTONIC,
-        ClockNanosleepFlags::TIMER_ABSTIME,
-        &ts,
-    );
 }
 
 /// Runs the loop until the target is gone, the duration is over, or `stop` is set.
@@ -131,6 +134,8 @@ pub struct Sampler<'a> {
     write_error: Option<io::Error>,
     /// The source text of the recorded functions' files.
     sources: Sources,
+    /// Memory events (page faults and frees) of the recorded threads.
+    memory_events: MemoryEvents,
 }
 
 /// What a finished recording run reports.
@@ -195,7 +200,6 @@ impl<'a> Sampler<'a> {
             })
             .map_err(|e| Error::io("starting the discovery thread", e))?;
         Ok(Sampler {
-            config,
             writer,
             root,
             stop,
@@ -208,26 +212,40 @@ impl<'a> Sampler<'a> {
             finished: Vec::new(),
             write_error: None,
             sources: Sources::new(),
+            memory_events: MemoryEvents::new(config.memory_events, config.fault_period),
+            config,
         })
     }
 
     /// Record until done; `on_progress` is called about ten times a second.
     pub fn run(mut self, mut on_progress: impl FnMut(&Progress)) -> Finished {
         let _ = nix::sys::prctl::set_timerslack(1);
+        // Run as soon as a tick or memory event wakes this thread (see target::sched). Only
+        // this thread: the program and memspy's other threads were started before.
+        crate::target::sched::prefer_short_slices();
         let interval = (1e9 / self.config.rate_hz).max(1.0) as u64;
         let start = now_ns();
         let deadline = self.config.duration.map(|d| start + d.as_nanos() as u64);
-        let mut scheduled = start;
         let (mut next_status, mut next_rollup, mut next_report, mut next_stats) =
             (start, start, start, start);
+        let mut next_adapt = start + ADAPT_NS;
         let mut exit_status = None;
+        let mut clock = match Clock::new(start, interval) {
+            Ok(c) => c,
+            Err(e) => {
+                self.write_error = Some(io::Error::other(format!("the sampling clock: {e}")));
+                return self.finish(None);
+            }
+        };
+        let mut woken = Woken::default();
+        // Ticks due so far: tick k is due at start + k * interval.
+        let mut due: u64 = 0;
         loop {
             // Stop conditions.
             if self.stop.load(Ordering::Relaxed) || self.write_error.is_some() {
                 break;
             }
-            let now = now_ns();
-            if deadline.is_some_and(|d| now >= d) {
+            if deadline.is_some_and(|d| now_ns() >= d) {
                 break;
             }
             if let Root::Launch(l) = &mut self.root {
@@ -239,25 +257,35 @@ impl<'a> Sampler<'a> {
                 break;
             }
 
-            // The schedule is absolute: tick k is due at start + k * interval. A tick that
-            // comes too late to be useful is counted as missed, not made up in a burst.
-            sleep_until_ns(scheduled);
+            // Wait for the next tick or memory event. Memory events are handled at once, in
+            // between ticks: the thread's stack is read while it is still growing memory.
+            clock.wait(&mut woken);
             let now = now_ns();
-            let late = now.saturating_sub(scheduled);
-            if late >= interval {
-                let missed = late / interval;
-                self.progress.missed_ticks += missed;
-                scheduled += missed * interval;
+            let time_us = now.saturating_sub(start) / 1000;
+            for i in 0..woken.events.len() {
+                self.memory_event(woken.events[i], time_us);
             }
-            let late = now.saturating_sub(scheduled);
+            if woken.ticks == 0 {
+                continue;
+            }
+            // The schedule is absolute: a wake-up that comes more than a period late finds
+            // several expirations; all but the last are missed ticks, not made up in a burst.
+            due += woken.ticks;
+            self.progress.missed_ticks += woken.ticks - 1;
+            let late = now.saturating_sub(start + (due - 1) * interval);
             self.progress.late_max = self.progress.late_max.max(Duration::from_nanos(late));
             self.progress.late_total += Duration::from_nanos(late);
             self.progress.ticks += 1;
-            scheduled += interval;
-            let time_us = (now - start) / 1000;
 
             self.adopt(time_us);
-            self.sample_all(time_us);
+            self.sample_all(time_us, &clock);
+            if now >= next_adapt {
+                let window = (now - next_adapt + ADAPT_NS) as f64 / 1e9;
+                next_adapt = now + ADAPT_NS;
+                for p in &mut self.processes {
+                    p.adapt_periods(window, &mut self.memory_events);
+                }
+            }
             if now >= next_status {
                 next_status = now + STATUS_NS.max(interval);
                 let rollup = self.config.memory != MemoryMode::Rss && now >= next_rollup;
@@ -279,6 +307,7 @@ impl<'a> Sampler<'a> {
                 self.progress.elapsed = Duration::from_nanos(now - start);
                 self.progress.processes_now = self.processes.len();
                 self.progress.rss_now = self.processes.iter().map(|p| p.last_rss).sum();
+                self.progress.memory_events = self.memory_events.counts.samples;
                 on_progress(&self.progress);
             }
             if now >= next_stats {
@@ -298,6 +327,17 @@ impl<'a> Sampler<'a> {
             self.progress.processes_now = self.processes.len();
         }
         self.finish(exit_status)
+    }
+
+    /// A memory event of one recorded thread (token: process id << 32 | thread token).
+    fn memory_event(&mut self, token: u64, time_us: u64) {
+        let (process, thread) = ((token >> 32) as u32, token as u32);
+        let Some(p) = self.processes.iter_mut().find(|p| p.id == process) else {
+            return;
+        };
+        if let Err(e) = p.memory_event(&mut self.writer, thread, time_us, &mut self.memory_events) {
+            self.write_error.get_or_insert(e);
+        }
     }
 
     fn root_alive(&self) -> bool {
@@ -334,15 +374,16 @@ impl<'a> Sampler<'a> {
     }
 
     /// One tick for every recorded process.
-    fn sample_all(&mut self, time_us: u64) {
+    fn sample_all(&mut self, time_us: u64, clock: &Clock) {
         let blocking = self.config.blocking;
         let mut ended = Vec::new();
         for (i, p) in self.processes.iter_mut().enumerate() {
-            let sampled = p.sample(&mut self.writer, time_us, blocking);
-            if !p.new_files.is_empty() {
-                self.sources
-                    .ask(p.key.pid, p.files.as_ref(), &mut p.new_files);
-            }
+            let mut ctx = process::Events {
+                clock,
+                memory: &mut self.memory_events,
+            };
+            let sampled = p.sample(&mut self.writer, time_us, blocking, &mut ctx);
+            p.hand_over_files(&mut self.sources);
             if let Some(e) = p.stop_refused.take() {
                 if !p.said_stop_refused {
                     p.said_stop_refused = true;
@@ -407,7 +448,26 @@ impl<'a> Sampler<'a> {
             p.missed_ticks,
             p.late_max.as_micros() as u64,
             p.late_total.as_micros() as u64,
-        )
+        )?;
+        let m = &self.memory_events;
+        let (p50, p99) = m.delay_percentiles().unwrap_or((0, 0));
+        self.writer.memory_events(&MemoryEventsSummary {
+            mode: match &m.mode {
+                Mode::FaultsAndFrees => "faults and frees".into(),
+                Mode::FaultsOnly(why) => format!("faults only: {why}"),
+                Mode::Off(why) => format!("off: {why}"),
+                Mode::Untried => "off: no thread was proven to open them on".into(),
+            },
+            period: m.period,
+            samples: m.counts.samples,
+            faults: m.counts.faults,
+            frees: m.counts.frees,
+            lost: m.counts.lost,
+            failed: m.counts.failed,
+            max_period: m.counts.max_period,
+            delay_p50_us: p50,
+            delay_p99_us: p99,
+        })
     }
 
     fn finish(mut self, exit_status: Option<std::process::ExitStatus>) -> Finished {

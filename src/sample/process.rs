@@ -5,16 +5,26 @@ use std::collections::{HashMap, HashSet};
 use std::io;
 use std::sync::Arc;
 
+use super::clock::Clock;
+use super::events::{adapted_period, MemoryEvents};
 use crate::error::Error;
 use crate::python::{Frame, Snapshot, StackReader, WalkError};
 use crate::recording::format::{FLAG_ACTIVE, FLAG_GIL};
-use crate::recording::writer::{ProcessDef, ThreadEntry};
+use crate::recording::writer::{MemoryEventEntry, ProcessDef, ThreadEntry};
 use crate::recording::{EndReason, FailureKind, MemoryKind, Writer};
 use crate::target::family::ProcessKey;
 use crate::target::files::FileAccess;
+use crate::target::perf::{Record, ThreadEvents};
 use crate::target::procfs::{self, ProcFile};
 use crate::target::threads::ThreadMap;
 use crate::target::{lock, ProcessMemory};
+
+/// What sampling needs of the recording-wide memory events: the clock to watch event
+/// descriptors with, and the events' state.
+pub struct Events<'a> {
+    pub clock: &'a Clock,
+    pub memory: &'a mut MemoryEvents,
+}
 
 /// How one sampling attempt went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,9 +64,18 @@ struct ThreadState {
     stopped_each_sample: bool,
     /// Its kernel thread was proven and is gone.
     died: bool,
+    /// Its memory events (page faults and frees), when the kernel allows them, with the token
+    /// its descriptor is watched under, and the stack reads they cost in the current window.
+    events: Option<ThreadEvents>,
+    token: u32,
+    window_reads: u64,
     last_frames: Vec<Frame>,
     last_stack: Option<u32>,
     last_seen: u64,
+    /// When its stack was last read (tick or memory event, ns) and which stack that was: a
+    /// memory event's faults are split between that stack and the new one by their times.
+    read_ns: u64,
+    read_stack: Option<u32>,
 }
 
 impl ThreadState {
@@ -90,6 +109,56 @@ impl ThreadState {
     }
 }
 
+/// Turns the reader's frames into the recording's function, frame and stack ids, defining
+/// what is new; notes the files new functions come from (for their source text).
+#[derive(Default)]
+struct Names {
+    /// Code object ids of the reader -> function ids of the recording.
+    functions: Vec<Option<u32>>,
+    /// File names this process's functions come from, and those not yet handed on.
+    files_named: HashSet<Arc<str>>,
+    new_files: Vec<Arc<str>>,
+    scratch: Vec<u32>,
+}
+
+impl Names {
+    /// The stack id of `frames` (innermost first); None for no frames.
+    fn stack(
+        &mut self,
+        reader: &StackReader<ProcessMemory>,
+        writer: &mut Writer,
+        frames: &[Frame],
+    ) -> io::Result<Option<u32>> {
+        self.scratch.clear();
+        for f in frames.iter().rev() {
+            let code = f.code as usize;
+            if self.functions.len() <= code {
+                self.functions.resize(code + 1, None);
+            }
+            let function = match self.functions[code] {
+                Some(id) => id,
+                None => {
+                    let info = reader.code_info(f.code);
+                    if !self.files_named.contains(&info.filename) {
+                        self.files_named.insert(info.filename.clone());
+                        self.new_files.push(info.filename.clone());
+                    }
+                    let id = writer.function(
+                        &info.name,
+                        &info.qualname,
+                        &info.filename,
+                        info.firstlineno,
+                    )?;
+                    self.functions[code] = Some(id);
+                    id
+                }
+            };
+            self.scratch.push(writer.frame(function, f.line)?);
+        }
+        writer.stack(self.scratch.iter().copied())
+    }
+}
+
 /// Everything needed to sample one Python process.
 pub struct ProcessSampler {
     pub key: ProcessKey,
@@ -112,18 +181,20 @@ pub struct ProcessSampler {
     rollup: Option<ProcFile>,
     page_size: u64,
     threads: HashMap<ThreadKey, ThreadState>,
+    /// Memory-event tokens (the low half; the high half is the process id) -> threads.
+    event_keys: HashMap<u32, ThreadKey>,
+    next_token: u32,
+    /// Scratch for the stack of a thread a memory event came from, and its records.
+    event_snapshot: Snapshot,
+    event_records: Vec<Record>,
     /// The target's own threads and the ids its memory uses for them.
     thread_map: ThreadMap,
     /// Threads whose claimed kernel id named no thread of the target (never stopped).
     pub unproven_threads: u64,
-    /// Code object ids of the reader -> function ids of the recording.
-    functions: Vec<Option<u32>>,
+    /// The recording's ids of this process's functions and stacks.
+    names: Names,
     /// How to read files as this process could (for the source text of its functions).
     pub files: Option<Arc<FileAccess>>,
-    /// File names this process's functions come from, and those not yet handed on.
-    files_named: HashSet<Arc<str>>,
-    pub new_files: Vec<Arc<str>>,
-    scratch_frames: Vec<u32>,
     entries: Vec<ThreadEntry>,
     /// Proven kernel ids of the threads that ran Python at the previous sample, and their keys
     /// (stopped in blocking mode).
@@ -202,13 +273,14 @@ impl ProcessSampler {
             rollup: None,
             page_size: procfs::page_size(),
             threads: HashMap::new(),
+            event_keys: HashMap::new(),
+            next_token: 0,
+            event_snapshot: Snapshot::default(),
+            event_records: Vec::new(),
             thread_map: ThreadMap::new(pid),
             unproven_threads: 0,
-            functions: Vec::new(),
+            names: Names::default(),
             files,
-            files_named: HashSet::new(),
-            new_files: Vec::new(),
-            scratch_frames: Vec::new(),
             entries: Vec::new(),
             stop_tids: Vec::new(),
             stop_keys: Vec::new(),
@@ -228,6 +300,7 @@ impl ProcessSampler {
         writer: &mut Writer,
         time_us: u64,
         blocking: bool,
+        ctx: &mut Events,
     ) -> io::Result<Outcome> {
         self.ticks += 1;
         let pid = self.key.pid;
@@ -294,13 +367,13 @@ impl ProcessSampler {
             return self.record_failure(writer, time_us, outcome);
         }
         self.consecutive_fatal = 0;
-        self.join(writer, time_us)?;
+        self.join(writer, time_us, ctx)?;
         self.samples += 1;
         Ok(Outcome::Sampled)
     }
 
     /// Turn the snapshot into a sample: thread slots, stack ids, counters.
-    fn join(&mut self, writer: &mut Writer, time_us: u64) -> io::Result<()> {
+    fn join(&mut self, writer: &mut Writer, time_us: u64, ctx: &mut Events) -> io::Result<()> {
         let pid = self.key.pid;
         self.entries.clear();
         self.stop_tids.clear();
@@ -344,9 +417,14 @@ impl ProcessSampler {
                     running: false,
                     stopped_each_sample: false,
                     died: false,
+                    events: None,
+                    token: 0,
+                    window_reads: 0,
                     last_frames: Vec::new(),
                     last_stack: None,
                     last_seen: 0,
+                    read_ns: 0,
+                    read_stack: None,
                 };
                 state.refresh();
                 state.died = false;
@@ -354,6 +432,17 @@ impl ProcessSampler {
                     self.unproven_threads += 1;
                 }
                 state.minflt_reported = state.minflt;
+                // Its memory events, watched under this process's id and a token of its own.
+                if let Some(events) = state.tid.and_then(|tid| ctx.memory.open(tid)) {
+                    let token = self.next_token;
+                    self.next_token = self.next_token.wrapping_add(1);
+                    let watched = (self.id as u64) << 32 | token as u64;
+                    if ctx.clock.watch(events.fd(), watched).is_ok() {
+                        state.events = Some(events);
+                        state.token = token;
+                        self.event_keys.insert(token, key);
+                    }
+                }
                 self.threads.insert(key, state);
             }
             let Some(state) = self.threads.get_mut(&key) else {
@@ -368,37 +457,12 @@ impl ProcessSampler {
             state.last_seen = self.ticks;
             let frames = self.snapshot.frames_of(t);
             if frames != state.last_frames.as_slice() || state.last_frames.is_empty() {
-                // A new stack: map its frames to the recording's ids (outermost first).
-                self.scratch_frames.clear();
-                for f in frames.iter().rev() {
-                    let code = f.code as usize;
-                    if self.functions.len() <= code {
-                        self.functions.resize(code + 1, None);
-                    }
-                    let function = match self.functions[code] {
-                        Some(id) => id,
-                        None => {
-                            let info = self.reader.code_info(f.code);
-                            if !self.files_named.contains(&info.filename) {
-                                self.files_named.insert(info.filename.clone());
-                                self.new_files.push(info.filename.clone());
-                            }
-                            let id = writer.function(
-                                &info.name,
-                                &info.qualname,
-                                &info.filename,
-                                info.firstlineno,
-                            )?;
-                            self.functions[code] = Some(id);
-                            id
-                        }
-                    };
-                    self.scratch_frames.push(writer.frame(function, f.line)?);
-                }
-                state.last_stack = writer.stack(self.scratch_frames.iter().copied())?;
+                state.last_stack = self.names.stack(&self.reader, writer, frames)?;
                 state.last_frames.clear();
                 state.last_frames.extend_from_slice(frames);
             }
+            state.read_ns = now_ns;
+            state.read_stack = state.last_stack;
             let mut flags = 0;
             if t.holds_gil {
                 flags |= FLAG_GIL;
@@ -418,7 +482,15 @@ impl ProcessSampler {
         }
         // Forget threads that are gone (their files are closed with them).
         let now = self.ticks;
-        self.threads.retain(|_, t| now - t.last_seen < 10);
+        let (clock, tokens) = (ctx.clock, &mut self.event_keys);
+        self.threads.retain(|_, t| {
+            let keep = now - t.last_seen < 10;
+            if let (false, Some(events)) = (keep, t.events.as_ref()) {
+                clock.unwatch(events.fd());
+                tokens.remove(&t.token);
+            }
+            keep
+        });
         // Faults of the process that its Python threads did not make: threads that never run
         // Python (native pools, C extensions' workers).
         let python: u64 = self.entries.iter().map(|e| e.minflt).sum();
@@ -513,5 +585,140 @@ impl ProcessSampler {
 
     pub fn failed(&self) -> u64 {
         self.failures.iter().sum()
+    }
+
+    /// A thread's memory events woke the sampler: take what the kernel recorded, read the
+    /// thread's stack at once without stopping it (falling back to its last stack if it moved
+    /// under the reader), and the process's RSS, and write one memory event.
+    pub fn memory_event(
+        &mut self,
+        writer: &mut Writer,
+        token: u32,
+        time_us: u64,
+        memory: &mut MemoryEvents,
+    ) -> io::Result<()> {
+        let Some(&key) = self.event_keys.get(&token) else {
+            return Ok(());
+        };
+        let Some(state) = self.threads.get_mut(&key) else {
+            return Ok(());
+        };
+        let Some(events) = state.events.as_mut() else {
+            return Ok(());
+        };
+        let period = events.period;
+        let (mut lost, mut last_ns) = (0u64, 0u64);
+        let records = &mut self.event_records;
+        records.clear();
+        events.drain(|r| match r {
+            Record::Faults { time_ns } | Record::Free { time_ns } => {
+                last_ns = last_ns.max(time_ns);
+                records.push(r);
+            }
+            Record::Lost(n) => lost += n,
+        });
+        let count = |free: bool| {
+            records
+                .iter()
+                .filter(|r| matches!(r, Record::Free { .. }) == free)
+                .count() as u64
+        };
+        let (faults, frees) = (count(false) * period, count(true));
+        memory.counts.faults += faults / period;
+        memory.counts.frees += frees;
+        memory.counts.lost += lost;
+        if faults == 0 && frees == 0 {
+            return Ok(());
+        }
+        state.window_reads += 1;
+        // A process on its way out reads as 0: no reading (the next tick ends its series).
+        let Some(rss) = self
+            .statm
+            .read()
+            .ok()
+            .and_then(|b| procfs::parse_statm_rss(b, self.page_size))
+            .filter(|&rss| rss > 0)
+        else {
+            return Ok(());
+        };
+        let read_ns = super::now_ns();
+        let read = self
+            .reader
+            .read_thread(key.tstate, &mut self.event_snapshot);
+        // The thread state must still be this thread's (states are freed and reused).
+        let same = read.is_ok()
+            && self.event_snapshot.threads.first().is_some_and(|t| {
+                t.thread_id == key.ident
+                    && t.native_id.map_or(-(t.thread_id as i64), |n| n as i64) == key.claimed
+            });
+        let stack = if same {
+            let frames = self
+                .event_snapshot
+                .frames_of(&self.event_snapshot.threads[0]);
+            self.names.stack(&self.reader, writer, frames)?
+        } else {
+            memory.counts.failed += 1;
+            state.last_stack
+        };
+        let delay_us = read_ns.saturating_sub(last_ns) / 1000;
+        memory.delay(delay_us);
+        memory.counts.samples += 1;
+        self.last_rss = rss;
+        // The stack may have changed between the thread's previous read and this one, and
+        // some of these faults or frees happened before that change. With the moment of the
+        // change unknown (uniform over the gap), a record at time r belongs to the previous
+        // stack with probability (now - r) / (now - then).
+        let (mut faults_before, mut frees_before) = (0.0, 0.0);
+        if stack != state.read_stack && state.read_ns > 0 && read_ns > state.read_ns {
+            let gap = (read_ns - state.read_ns) as f64;
+            for r in records.iter() {
+                let (Record::Faults { time_ns } | Record::Free { time_ns }) = *r else {
+                    continue;
+                };
+                let before = (read_ns.saturating_sub(time_ns) as f64 / gap).clamp(0.0, 1.0);
+                match r {
+                    Record::Free { .. } => frees_before += before,
+                    _ => faults_before += before * period as f64,
+                }
+            }
+        }
+        state.read_ns = read_ns;
+        state.read_stack = stack;
+        writer.memory_event(
+            self.id,
+            time_us,
+            &MemoryEventEntry {
+                slot: state.slot,
+                stack,
+                rss_bytes: rss,
+                faults,
+                frees,
+                delay_us,
+                fresh: same,
+                faults_before: faults_before.round() as u64,
+                frees_before: frees_before.round() as u64,
+            },
+        )
+    }
+
+    /// Adapt each thread's fault period to its fault rate over the last `window_s` seconds.
+    pub fn adapt_periods(&mut self, window_s: f64, memory: &mut MemoryEvents) {
+        for state in self.threads.values_mut() {
+            let Some(events) = state.events.as_mut() else {
+                continue;
+            };
+            let period = adapted_period(events.period, state.window_reads, window_s, memory.period);
+            state.window_reads = 0;
+            if period != events.period && events.set_period(period).is_ok() {
+                memory.counts.max_period = memory.counts.max_period.max(period);
+            }
+        }
+    }
+
+    /// Ask for the source text of the files new functions came from.
+    pub fn hand_over_files(&mut self, sources: &mut super::sources::Sources) {
+        if !self.names.new_files.is_empty() {
+            sources.ask(self.key.pid, self.files.as_ref(), &mut self.names.new_files);
+        }
     }
 }

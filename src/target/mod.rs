@@ -7,7 +7,9 @@ pub mod files;
 pub mod launch;
 pub mod lock;
 pub mod memory;
+pub mod perf;
 pub mod procfs;
+pub mod sched;
 pub mod threads;
 
 pub use memory::{ProcessMemory, ReadError, ReadFault, RemoteMemory};
