@@ -79,6 +79,7 @@ fn golden_recording(dir: &Path) -> PathBuf {
         memory: "rss".into(),
         subprocesses: true,
         rollup_interval_ms: None,
+        ..Meta::default()
     };
     let mut w = Writer::create(&path, &meta).unwrap();
     let a = w
@@ -386,16 +387,18 @@ fn lines_golden() {
     let m = |x: f64| format!("{:.0}", x * MIB as f64);
     let pct = |x: f64| format!("{x:.3}");
     let expected = [
-        // line, function, self, total, time (ms), growth, net, at peak
-        ("12", "Loader.load", 11.5, 11.5, 20.0, 11.5, 11.5, 11.5),
-        ("14", "Loader.load", 8.0, 12.0, 120.0, 12.0, -18.0, 12.0),
-        ("33", "Worker.run", 5.5, 5.5, 190.0, 5.5, 5.5, 5.5),
-        ("22", "Cache.fill", 4.0, 4.0, 110.0, 4.0, -26.0, 4.0),
+        // line, function, self, total, time (ms), growth, retained, at peak. Cache.fill's
+        // free at a4 cancels all of A's earlier growth (newest first), so only what grew
+        // after it is retained in A; B keeps Worker.run's 3 MiB.
+        ("12", "Loader.load", 11.5, 11.5, 20.0, 11.5, 0.0, 11.5),
+        ("14", "Loader.load", 8.0, 12.0, 120.0, 12.0, 0.0, 12.0),
+        ("33", "Worker.run", 5.5, 5.5, 190.0, 5.5, 3.0, 5.5),
+        ("22", "Cache.fill", 4.0, 4.0, 110.0, 4.0, 0.0, 4.0),
         // What no line can take is listed, not hidden: a5's growth landed on a thread outside
         // Python code (a5), a6's on a sample without threads.
         ("0", "[no Python frames]", 4.0, 4.0, 20.0, 4.0, 4.0, 0.0),
         ("0", "[unattributed]", 2.0, 2.0, 0.0, 2.0, 2.0, 0.0),
-        ("5", "main", 0.0, 23.5, 140.0, 23.5, -6.5, 23.5),
+        ("5", "main", 0.0, 23.5, 140.0, 23.5, 0.0, 23.5),
     ];
     assert_eq!(rows.len(), expected.len(), "{csv}");
     for (row, e) in rows.iter().zip(expected) {
@@ -735,10 +738,32 @@ fn json_summary() {
         .unwrap();
     assert_eq!(fill["dotted"], "srv.cache.Cache.fill");
     assert_eq!(fill["file"], "/srv/cache.py");
-    // Net memory is sorted by size whatever its sign: Cache.fill freed 30 MiB and grew 4.
-    let net = &doc["top_functions"]["net"]["self"][0];
-    assert_eq!(net["function"], "Cache.fill");
-    assert_eq!(net["self"], mib(-26.0));
+    // Retained: Cache.fill's free of 30 MiB (at a4) cancels the newest growth first: its own
+    // 4, Loader.load's 8 + 4 + 7.5 and Worker.run's 2.5 in process A, and 4 MiB of memory from
+    // before the recording. What A keeps is what grew after: 4 without Python frames and 2
+    // unattributed; B keeps Worker.run's 3. Totals agree: 35 grown - 30 freed = 5 retained.
+    let retained = &doc["top_functions"]["net"]["self"];
+    let value = |name: &str| {
+        retained
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["function"] == name)
+            .map(|f| f["self"].as_f64().unwrap())
+    };
+    assert_eq!(value("[memory from before the recording]"), Some(mib(-4.0)));
+    assert_eq!(value("[no Python frames]"), Some(mib(4.0)));
+    assert_eq!(value("[unattributed]"), Some(mib(2.0)));
+    assert_eq!(value("Worker.run"), Some(mib(3.0)));
+    assert_eq!(value("Cache.fill"), None);
+    assert_eq!(value("Loader.load"), None);
+    assert_eq!(doc["totals"]["net"], mib(5.0));
+    assert_eq!(doc["totals"]["growth"], mib(35.0));
+    assert_eq!(doc["totals"]["freed"], mib(30.0));
+    // The peak (a3, 126 MiB): what each stack held then.
+    let peak = &doc["top_functions"]["peak"]["self"];
+    assert_eq!(entry(peak, "Loader.load"), (mib(23.5), mib(19.5)));
+    assert_eq!(doc["totals"]["peak"], mib(26.0 + 3.0));
     let by_self = &doc["top_functions"]["growth"]["self"];
     assert_eq!(by_self[0]["function"], "Loader.load");
     assert!(by_self

@@ -1,39 +1,61 @@
 //! Attribution: turning samples into time and memory per stack, function and line. All the
 //! rules live here.
 //!
-//! **Time.** Every thread of every sample counts for the stack it was on:
+//! **Time.** Every thread of every tick sample counts for the stack it was on:
 //! - *wall*: the time since the process's previous sample (capped at ten sampling intervals, so
 //!   a pause of the recorder is not blamed on anyone; the first sample counts one interval);
 //! - *cpu*: the CPU time the thread used since its previous sample (`schedstat`), so idle
 //!   threads weigh nothing.
 //!
-//! **Memory.** A process's memory series is its RSS at every sample (or, recorded with
-//! `--memory pss|uss`, its PSS/USS readings, taken less often). Each change between two
-//! consecutive readings is attributed to what ran in between:
-//! 1. when the series is sparser than the samples (PSS/USS), the change is spread over the
-//!    samples taken in that interval, in proportion to the page faults each saw (evenly if none);
-//! 2. within a sample, it is split between threads by the minor page faults each thread caused
-//!    since its previous sample (the thread that touched new pages grew the memory); with no
-//!    faults to go by, it goes to the thread holding the GIL, else to the thread that used the
-//!    most CPU, else evenly to the threads that were in Python code. A decrease is first looked
-//!    for among the threads whose stack changed since the previous sample (memory is freed when
-//!    code finishes), then by the same rules;
-//! 3. a thread's share of a *growth* goes half to the stack it had at the previous sample and
+//! **Memory.** A process is observed at ticks (all its threads) and at memory events (one
+//! thread, read the moment the kernel said it faulted pages in, or returned from munmap,
+//! madvise or brk; see `sample::events`). Its memory series is its RSS at every observation
+//! (or, recorded with `--memory pss|uss`, its PSS/USS readings, taken less often). Each change
+//! between two consecutive readings is attributed to what was observed in between:
+//! 1. with an RSS series that is the reading's own observation; a sparser series (PSS/USS) is
+//!    spread over the observations of the interval: a growth in proportion to their page
+//!    faults, a decrease to the memory events that freed memory, else evenly over the ticks;
+//! 2. a memory event's share goes to its own thread's stack: it was read right after the
+//!    faults or the free, except for the part estimated to have happened before the thread
+//!    left the stack memspy had read just before (from the kernel's timestamps of the faults,
+//!    the moment of the change being unknown between the two reads), which goes to that
+//!    earlier stack: a burst that ends just before the read is not blamed on the code after
+//!    it. A tick's share is split between its threads by the minor page faults
+//!    each caused since the previous tick and that no memory event of theirs has placed
+//!    already (the thread that touched new pages grew the memory); with no faults to go by, it
+//!    goes to the thread holding the GIL, else to the thread that used the most CPU, else
+//!    evenly to the threads that were in Python code. A decrease at a tick is first looked for
+//!    among the threads whose stack changed since the previous tick (memory is freed when code
+//!    finishes), then by the same rules;
+//! 3. within a tick's thread, a *growth* goes half to the stack it had at the previous tick and
 //!    half to the one it has now (the growth happened in between; this halves the error at the
 //!    boundary between two functions); a *decrease* goes to the stack it had at the previous
-//!    sample, because memory is mostly released when the code holding it finishes (a return
-//!    drops its locals): a temporary buffer then shows as grown and freed by the same line,
-//!    instead of its release landing on whatever runs next;
+//!    tick, because memory is mostly released when the code holding it finishes;
 //! 4. growth whose page faults were made by threads that never run Python (native thread
 //!    pools, C extensions' workers: the process's faults minus its Python threads') is reported
-//!    as `[non-Python threads]`, in proportion to those faults; a change with no Python thread
+//!    as `[non-Python threads]`, in proportion to those faults; a change with no observation
 //!    to take it as `[unattributed]`; one that lands on a thread outside Python code as
-//!    `[no Python frames]`: never hidden.
+//!    `[no Python frames]`: never hidden;
+//! 5. **frees cancel the growth they undo.** Each growth is kept, per process, as a chunk owned
+//!    by the stack it went to; a decrease cancels the most recent chunks first (temporaries are
+//!    freed in the reverse order they were made, and the allocators hand back their newest
+//!    memory first), wherever it happened. What is left at the end is the *retained* memory of
+//!    each stack; what is left when the process reaches its highest reading is its part of the
+//!    *peak*. A decrease with no growth left to cancel freed memory from before the recording
+//!    and is counted, negative, as `[memory from before the recording]`. Memory released after
+//!    the process's last Python frame (the interpreter freeing everything as it exits) is not
+//!    a free of the program's: it is `[interpreter shutdown]`'s and cancels nothing, so a
+//!    program's retained memory is what it held while it ran.
 //!
-//! Positive changes sum to *growth*, negative ones (as positive numbers) to *freed*, both
-//! together to *net*. *Peak* is the net each stack had contributed from the process's first
-//! reading up to the moment it reached its highest reading. The first reading of a process is
-//! its baseline and is attributed to nobody.
+//! Positive changes sum to *growth* (by the stack that grew), negative ones, as positive
+//! numbers, to *freed* (by the stack that freed); *retained* (the `Net` metric) is what rule 5
+//! leaves. The totals agree: growth - freed = retained = the last reading minus the first.
+//! The first reading of a process is its baseline and is attributed to nobody.
+//!
+//! Rule 5 replaced an earlier one, under which a stack's net was its own growth minus the
+//! decreases that happened while it ran: memory allocated in a function and freed when its
+//! caller returned showed as a large positive net on the function and a negative one on the
+//! caller, so the top function by net was not the leak.
 
 pub mod check;
 pub mod functions;
@@ -106,14 +128,22 @@ pub enum Site {
     NativeThreads,
     /// Memory that changed while no Python thread could take it.
     Unattributed,
+    /// Memory from before the recording started, freed during it (retained can go below the
+    /// first reading only here).
+    BeforeRecording,
+    /// Memory released by the interpreter as the process shut down, after its last Python
+    /// frame: not a free of the program's, so it cancels no growth (see rule 5).
+    Shutdown,
 }
 
 impl Site {
     /// The sites that are not Python stacks.
-    pub const PSEUDO: [Site; 3] = [
+    pub const PSEUDO: [Site; 5] = [
         Site::NoPythonFrames,
         Site::NativeThreads,
         Site::Unattributed,
+        Site::BeforeRecording,
+        Site::Shutdown,
     ];
 
     /// How reports name a site that is not a stack.
@@ -123,6 +153,8 @@ impl Site {
             Site::NoPythonFrames => Some("[no Python frames]"),
             Site::NativeThreads => Some("[non-Python threads]"),
             Site::Unattributed => Some("[unattributed]"),
+            Site::BeforeRecording => Some("[memory from before the recording]"),
+            Site::Shutdown => Some("[interpreter shutdown]"),
         }
     }
 }
@@ -201,6 +233,7 @@ const WALL: usize = 0;
 const CPU: usize = 1;
 const GROWTH: usize = 2;
 const FREED: usize = 3;
+/// Retained memory (the `Net` metric).
 const NET: usize = 4;
 const PEAK: usize = 5;
 
@@ -213,19 +246,150 @@ impl Table {
         }
         &mut self.rows[i].1
     }
+}
 
-    fn add_memory(&mut self, key: Key, amount: f64, counts_for_peak: bool) {
-        let row = self.row(key);
-        if amount > 0.0 {
-            row[GROWTH] += amount;
-        } else {
-            row[FREED] -= amount;
-        }
-        row[NET] += amount;
-        if counts_for_peak {
-            row[PEAK] += amount;
+/// The memory a process grew and has not freed, as chunks owned by the stacks that grew them,
+/// newest last (rule 5 of the module documentation).
+#[derive(Default)]
+struct Ledger {
+    chunks: Vec<(Key, f64)>,
+    /// Decreases beyond everything grown during the recording: memory from before it.
+    freed_from_before: f64,
+    /// Memory released at interpreter shutdown (it cancels nothing).
+    freed_at_shutdown: f64,
+}
+
+/// Chunks smaller than this (bytes) are rounding residue.
+const RESIDUE: f64 = 1e-6;
+
+impl Ledger {
+    /// `key` grew memory by `amount`.
+    fn grow(&mut self, table: &mut Table, key: Key, amount: f64) {
+        table.row(key)[GROWTH] += amount;
+        match self.chunks.last_mut() {
+            Some((k, v)) if *k == key => *v += amount,
+            _ => self.chunks.push((key, amount)),
         }
     }
+
+    /// Memory shrank by `amount` while `key` ran: freed there; it cancels the newest growth.
+    fn free(&mut self, table: &mut Table, key: Key, amount: f64) {
+        table.row(key)[FREED] += amount;
+        if key.site == Site::Shutdown {
+            self.freed_at_shutdown += amount;
+            return;
+        }
+        let mut left = amount;
+        while left > RESIDUE {
+            let Some((_, v)) = self.chunks.last_mut() else {
+                break;
+            };
+            let take = v.min(left);
+            *v -= take;
+            left -= take;
+            if *v <= RESIDUE {
+                self.chunks.pop();
+            }
+        }
+        if left > RESIDUE {
+            self.freed_from_before += left;
+        }
+    }
+
+    /// What each stack holds now: its contribution to the peak, when this is the peak.
+    fn held(&self, table: &mut Table, metric: usize, process: u32) {
+        for &(key, v) in &self.chunks {
+            table.row(key)[metric] += v;
+        }
+        for (site, amount) in [
+            (Site::BeforeRecording, self.freed_from_before),
+            (Site::Shutdown, self.freed_at_shutdown),
+        ] {
+            if amount > 0.0 {
+                table.row(Key { process, site })[metric] -= amount;
+            }
+        }
+    }
+}
+
+/// One observation of a process in time order: a tick sample or a memory event (indices into
+/// `Recording::samples` / `Recording::memory_events`).
+#[derive(Clone, Copy, Debug)]
+enum Observation {
+    Tick(u32),
+    Event(u32),
+}
+
+impl Observation {
+    fn time(self, rec: &Recording) -> u64 {
+        match self {
+            Observation::Tick(i) => rec.samples[i as usize].time_us,
+            Observation::Event(i) => rec.memory_events[i as usize].time_us,
+        }
+    }
+
+    fn rss(self, rec: &Recording) -> u64 {
+        match self {
+            Observation::Tick(i) => rec.samples[i as usize].rss_bytes,
+            Observation::Event(i) => rec.memory_events[i as usize].rss_bytes,
+        }
+    }
+}
+
+/// The page faults a tick's thread made since the previous tick that no memory event of that
+/// thread has placed already (rule 2: a tick splits only what the events left), by index into
+/// `Recording::thread_samples`; entries not listed keep their recorded count.
+fn faults_left_to_ticks(rec: &Recording, observations: &[Observation]) -> FxHashMap<u32, f64> {
+    let mut placed: FxHashMap<u32, f64> = FxHashMap::default();
+    let mut left = FxHashMap::default();
+    for &o in observations {
+        match o {
+            Observation::Event(i) => {
+                let e = &rec.memory_events[i as usize];
+                *placed.entry(e.thread).or_insert(0.0) += e.faults as f64;
+            }
+            Observation::Tick(i) if !placed.is_empty() => {
+                let s = &rec.samples[i as usize];
+                for (k, t) in rec.threads_of(s).iter().enumerate() {
+                    if let Some(done) = placed.remove(&t.thread) {
+                        let index = s.first_thread + k as u32;
+                        left.insert(index, (t.minflt as f64 - done).max(0.0));
+                    }
+                }
+            }
+            Observation::Tick(_) => {}
+        }
+    }
+    left
+}
+
+/// For each memory event that says some of its faults or frees came before its thread moved
+/// on, the stack the thread had at its previous observation (tick or event), by event index.
+fn stacks_before_events(
+    rec: &Recording,
+    observations: &[Observation],
+) -> FxHashMap<u32, Option<u32>> {
+    let mut last: FxHashMap<u32, Option<u32>> = FxHashMap::default();
+    let mut before = FxHashMap::default();
+    for &o in observations {
+        match o {
+            Observation::Tick(i) => {
+                for t in rec.threads_of(&rec.samples[i as usize]) {
+                    last.insert(t.thread, t.stack);
+                }
+            }
+            Observation::Event(i) => {
+                let e = &rec.memory_events[i as usize];
+                if e.faults_before > 0 || e.frees_before > 0 {
+                    if let Some(&stack) = last.get(&e.thread) {
+                        before.insert(i, stack);
+                    }
+                }
+                last.insert(e.thread, e.stack);
+            }
+        }
+    }
+    before
 }
 
 /// Attribute a whole recording (see the module documentation for the rules).
@@ -243,21 +407,35 @@ pub fn attribute(rec: &Recording, filter: &Filter) -> Attribution {
     };
     let kind = memory_kind(rec);
 
-    // Samples of each process, in time order (indices into rec.samples).
-    let mut by_process: Vec<Vec<u32>> = vec![Vec::new(); n];
+    // Observations of each process, in time order.
+    let mut by_process: Vec<Vec<Observation>> = vec![Vec::new(); n];
     for (i, s) in rec.samples.iter().enumerate() {
         if filter.includes(rec, s.process) {
-            by_process[s.process as usize].push(i as u32);
+            by_process[s.process as usize].push(Observation::Tick(i as u32));
         }
     }
-    for (p, samples) in by_process.iter().enumerate() {
-        if samples.is_empty() {
+    if !rec.memory_events.is_empty() {
+        for (i, e) in rec.memory_events.iter().enumerate() {
+            if filter.includes(rec, e.process) {
+                by_process[e.process as usize].push(Observation::Event(i as u32));
+            }
+        }
+        for obs in &mut by_process {
+            // Stable: a tick and an event in the same microsecond keep their file order.
+            obs.sort_by_key(|o| o.time(rec));
+        }
+    }
+    for (p, observations) in by_process.iter().enumerate() {
+        if observations.is_empty() {
             continue;
         }
         let p = p as u32;
-        // Time.
+        // Time, from the ticks.
         let mut previous_time: Option<u64> = None;
-        for &i in samples {
+        for &o in observations {
+            let Observation::Tick(i) = o else {
+                continue;
+            };
             let s = &rec.samples[i as usize];
             let dt = match previous_time {
                 Some(t) => s.time_us.saturating_sub(t).min(10 * interval_us),
@@ -273,16 +451,36 @@ pub fn attribute(rec: &Recording, filter: &Filter) -> Attribution {
                 row[CPU] += t.cpu_us as f64;
             }
         }
+        let faults_left = faults_left_to_ticks(rec, observations);
+        // The process ran Python code until its last observation with a Python frame; what
+        // it releases after that is the interpreter shutting down.
+        let python_until = observations
+            .iter()
+            .rev()
+            .find(|&&o| match o {
+                Observation::Tick(i) => rec
+                    .threads_of(&rec.samples[i as usize])
+                    .iter()
+                    .any(|t| t.stack.is_some()),
+                Observation::Event(i) => {
+                    let e = &rec.memory_events[i as usize];
+                    e.fresh && e.stack.is_some()
+                }
+            })
+            .map_or(0, |o| o.time(rec));
+        let before_events = stacks_before_events(rec, observations);
+        let split = Split {
+            rec,
+            process: p,
+            faults_left: &faults_left,
+            before_events: &before_events,
+            python_until,
+        };
         // Memory: the series, then each change between consecutive readings.
         let series: Vec<(u64, u64)> = match kind {
-            None => samples
+            None => observations
                 .iter()
-                .map(|&i| {
-                    (
-                        rec.samples[i as usize].time_us,
-                        rec.samples[i as usize].rss_bytes,
-                    )
-                })
+                .map(|&o| (o.time(rec), o.rss(rec)))
                 .collect(),
             Some(k) => rec
                 .memory
@@ -296,71 +494,62 @@ pub fn attribute(rec: &Recording, filter: &Filter) -> Attribution {
             .enumerate()
             .max_by_key(|(i, (_, v))| (*v, std::cmp::Reverse(*i)))
             .map(|(i, _)| i);
-        let mut cursor = 0; // first sample not yet given a memory change
+        let mut ledger = Ledger::default();
+        let mut cursor = 0; // first observation not yet given a memory change
+        let mut previous_tick: Option<u32> = None;
+        let mut shares: Vec<(Key, f64)> = Vec::new();
         for j in 1..series.len() {
             let (t0, v0) = series[j - 1];
             let (t1, v1) = series[j];
             let delta = v1 as f64 - v0 as f64;
-            // Positions (in `samples`) of the samples in (t0, t1]; with an RSS series that is
-            // exactly the sample of reading j.
+            // The observations in (t0, t1]; with an RSS series that is exactly reading j's.
             let in_interval = if kind.is_none() {
                 j..j + 1
             } else {
-                while cursor < samples.len() && rec.samples[samples[cursor] as usize].time_us <= t0
-                {
+                while cursor < observations.len() && observations[cursor].time(rec) <= t0 {
+                    if let Observation::Tick(i) = observations[cursor] {
+                        previous_tick = Some(i);
+                    }
                     cursor += 1;
                 }
                 let mut end = cursor;
-                while end < samples.len() && rec.samples[samples[end] as usize].time_us <= t1 {
+                while end < observations.len() && observations[end].time(rec) <= t1 {
                     end += 1;
                 }
                 cursor..end
             };
-            let counts_for_peak = peak_at.is_some_and(|pk| j <= pk);
-            if delta == 0.0 {
-                continue;
-            }
-            if in_interval.is_empty() {
-                table.add_memory(
-                    Key {
-                        process: p,
-                        site: Site::Unattributed,
-                    },
+            shares.clear();
+            if delta != 0.0 {
+                split.interval(
+                    &observations[in_interval.clone()],
+                    previous_tick,
                     delta,
-                    counts_for_peak,
+                    &mut shares,
                 );
-                continue;
             }
-            let faults_of = |pos: usize| -> f64 {
-                let s = &rec.samples[samples[pos] as usize];
-                s.native_minflt as f64
-                    + rec
-                        .threads_of(s)
-                        .iter()
-                        .map(|t| t.minflt as f64)
-                        .sum::<f64>()
-            };
-            let total_faults: f64 = in_interval.clone().map(faults_of).sum();
-            let count = in_interval.len() as f64;
-            for pos in in_interval {
-                let share = if total_faults > 0.0 {
-                    faults_of(pos) / total_faults
-                } else {
-                    1.0 / count
-                };
-                if share > 0.0 {
-                    let previous = pos.checked_sub(1).map(|q| samples[q]);
-                    table.split_in_sample(
-                        rec,
-                        p,
-                        samples[pos],
-                        previous,
-                        delta * share,
-                        counts_for_peak,
-                    );
+            for &(key, amount) in &shares {
+                if amount > 0.0 {
+                    ledger.grow(&mut table, key, amount);
+                } else if amount < 0.0 {
+                    ledger.free(&mut table, key, -amount);
                 }
             }
+            if kind.is_none() {
+                if let Observation::Tick(i) = observations[j] {
+                    previous_tick = Some(i);
+                }
+            } else {
+                for &o in &observations[in_interval] {
+                    if let Observation::Tick(i) = o {
+                        previous_tick = Some(i);
+                    }
+                }
+            }
+            if peak_at == Some(j) {
+                ledger.held(&mut table, PEAK, p);
+            }
         }
+        ledger.held(&mut table, NET, p);
         a.series[p as usize] = series;
     }
     for (key, row) in table.rows {
@@ -384,7 +573,12 @@ pub fn attribute(rec: &Recording, filter: &Filter) -> Attribution {
 /// follows the threads' page faults. A decrease is looked for among the threads whose stack
 /// changed since the previous sample (freeing happens when code finishes), if any.
 /// Then: the GIL holder, else the busiest thread, else the threads in Python code, evenly.
-fn thread_weights(threads: &[ThreadSample], before: &[ThreadSample], growth: bool) -> Vec<f64> {
+fn thread_weights(
+    threads: &[ThreadSample],
+    faults: &[f64],
+    before: &[ThreadSample],
+    growth: bool,
+) -> Vec<f64> {
     let moved = |t: &ThreadSample| {
         before
             .iter()
@@ -401,9 +595,9 @@ fn thread_weights(threads: &[ThreadSample], before: &[ThreadSample], growth: boo
             .map(|x| if x == chosen { 1.0 } else { 0.0 })
             .collect()
     };
-    let faults: f64 = threads.iter().map(|t| t.minflt as f64).sum();
-    if growth && faults > 0.0 {
-        return threads.iter().map(|t| t.minflt as f64 / faults).collect();
+    let total: f64 = faults.iter().sum();
+    if growth && total > 0.0 {
+        return faults.iter().map(|f| f / total).collect();
     }
     if let Some(g) = (0..threads.len())
         .find(|&x| among(x) && threads[x].flags & crate::recording::format::FLAG_GIL != 0)
@@ -434,49 +628,164 @@ fn site_of(t: &ThreadSample) -> Site {
     t.stack.map_or(Site::NoPythonFrames, Site::Stack)
 }
 
-impl Table {
-    /// Split `amount` between the threads of sample `i` (rules 2 to 4).
-    fn split_in_sample(
-        &mut self,
-        rec: &Recording,
-        p: u32,
-        i: u32,
-        previous: Option<u32>,
-        amount: f64,
-        peak: bool,
+/// Splits memory changes between the stacks of one process (rules 1 to 4).
+struct Split<'a> {
+    rec: &'a Recording,
+    process: u32,
+    /// Faults of tick threads not already placed by memory events (see
+    /// [`faults_left_to_ticks`]).
+    faults_left: &'a FxHashMap<u32, f64>,
+    /// The stacks memory events' earlier faults and frees belong to (see
+    /// [`stacks_before_events`]).
+    before_events: &'a FxHashMap<u32, Option<u32>>,
+    /// Time of the process's last observation with a Python frame.
+    python_until: u64,
+}
+
+impl Split<'_> {
+    fn key(&self, site: Site) -> Key {
+        Key {
+            process: self.process,
+            site,
+        }
+    }
+
+    /// The faults of each thread of tick `s` that are its own to split.
+    fn tick_faults(&self, s: &Sample) -> Vec<f64> {
+        self.rec
+            .threads_of(s)
+            .iter()
+            .enumerate()
+            .map(|(k, t)| {
+                let index = s.first_thread + k as u32;
+                self.faults_left
+                    .get(&index)
+                    .copied()
+                    .unwrap_or(t.minflt as f64)
+            })
+            .collect()
+    }
+
+    /// Split `delta` between the observations of one interval (rule 1): a memory event's
+    /// share goes to its own stack; a growth follows faults (an event's, or a tick's threads'
+    /// and its non-Python threads'), a decrease the events that freed memory, else the ticks.
+    fn interval(
+        &self,
+        observations: &[Observation],
+        previous_tick: Option<u32>,
+        delta: f64,
+        out: &mut Vec<(Key, f64)>,
     ) {
+        let rec = self.rec;
+        if observations.is_empty() {
+            out.push((self.key(Site::Unattributed), delta));
+            return;
+        }
+        let weight = |o: &Observation| -> f64 {
+            match *o {
+                Observation::Event(i) => {
+                    let e = &rec.memory_events[i as usize];
+                    if delta > 0.0 {
+                        e.faults as f64
+                    } else {
+                        e.frees as f64
+                    }
+                }
+                Observation::Tick(i) if delta > 0.0 => {
+                    let s = &rec.samples[i as usize];
+                    s.native_minflt as f64 + self.tick_faults(s).iter().sum::<f64>()
+                }
+                Observation::Tick(_) => 0.0,
+            }
+        };
+        let weights: Vec<f64> = observations.iter().map(weight).collect();
+        let total: f64 = weights.iter().sum();
+        // Nothing to go by (a decrease with no free event, a growth without faults): evenly
+        // between the ticks, or the events when there are none.
+        let ticks = observations
+            .iter()
+            .filter(|o| matches!(o, Observation::Tick(_)))
+            .count();
+        let mut previous = previous_tick;
+        for (o, w) in observations.iter().zip(weights) {
+            let share = if total > 0.0 {
+                w / total
+            } else if ticks > 0 {
+                if matches!(o, Observation::Tick(_)) {
+                    1.0 / ticks as f64
+                } else {
+                    0.0
+                }
+            } else {
+                1.0 / observations.len() as f64
+            };
+            if share > 0.0 {
+                let from = out.len();
+                match *o {
+                    Observation::Event(i) => {
+                        let e = &rec.memory_events[i as usize];
+                        let site = e.stack.map_or(Site::NoPythonFrames, Site::Stack);
+                        // The part that happened before the thread moved on is its previous
+                        // stack's.
+                        let (part, whole) = match delta > 0.0 {
+                            true => (e.faults_before, e.faults),
+                            false => (e.frees_before, e.frees),
+                        };
+                        let earlier = self.before_events.get(&i).filter(|_| part > 0);
+                        let amount = delta * share;
+                        match earlier {
+                            Some(&stack) if whole > 0 => {
+                                let f = part as f64 / whole as f64;
+                                let then = stack.map_or(Site::NoPythonFrames, Site::Stack);
+                                out.push((self.key(then), amount * f));
+                                out.push((self.key(site), amount * (1.0 - f)));
+                            }
+                            _ => out.push((self.key(site), amount)),
+                        }
+                    }
+                    Observation::Tick(i) => self.in_sample(i, previous, delta * share, out),
+                }
+                // Released after the last Python frame: the interpreter shutting down (a stack
+                // carried over from an earlier tick does not say otherwise).
+                if o.time(rec) > self.python_until {
+                    for (key, amount) in &mut out[from..] {
+                        if *amount < 0.0 {
+                            key.site = Site::Shutdown;
+                        }
+                    }
+                }
+            }
+            if let Observation::Tick(i) = *o {
+                previous = Some(i);
+            }
+        }
+    }
+
+    /// Split `amount` between the threads of tick `i` (rules 2 to 4).
+    fn in_sample(&self, i: u32, previous: Option<u32>, amount: f64, out: &mut Vec<(Key, f64)>) {
+        let rec = self.rec;
         let s: &Sample = &rec.samples[i as usize];
         let threads = rec.threads_of(s);
+        let faults = self.tick_faults(s);
         // Growth whose page faults were made by threads that never run Python is theirs.
         let mut amount = amount;
         if amount > 0.0 && s.native_minflt > 0 {
-            let python: f64 = threads.iter().map(|t| t.minflt as f64).sum();
+            let python: f64 = faults.iter().sum();
             let native = s.native_minflt as f64;
             let share = amount * native / (native + python);
-            let key = Key {
-                process: p,
-                site: Site::NativeThreads,
-            };
-            self.add_memory(key, share, peak);
+            out.push((self.key(Site::NativeThreads), share));
             amount -= share;
             if amount <= 0.0 {
                 return;
             }
         }
         if threads.is_empty() {
-            self.add_memory(
-                Key {
-                    process: p,
-                    site: Site::Unattributed,
-                },
-                amount,
-                peak,
-            );
+            out.push((self.key(Site::Unattributed), amount));
             return;
         }
         let before: &[ThreadSample] =
             previous.map_or(&[], |pi| rec.threads_of(&rec.samples[pi as usize]));
-        let weights = thread_weights(threads, before, amount > 0.0);
+        let weights = thread_weights(threads, &faults, before, amount > 0.0);
         for (t, w) in threads.iter().zip(weights) {
             if w == 0.0 {
                 continue;
@@ -488,10 +797,9 @@ impl Table {
                 .find(|b| b.thread == t.thread)
                 .map_or(now, site_of);
             let to_then = if share > 0.0 { share / 2.0 } else { share };
-            let key = |site| Key { process: p, site };
-            self.add_memory(key(then), to_then, peak);
+            out.push((self.key(then), to_then));
             if share - to_then != 0.0 {
-                self.add_memory(key(now), share - to_then, peak);
+                out.push((self.key(now), share - to_then));
             }
         }
     }
