@@ -363,8 +363,9 @@ fn faults_left_to_ticks(rec: &Recording, observations: &[Observation]) -> FxHash
     left
 }
 
-/// For each memory event that says some of its faults or frees came before its thread moved
-/// on, the stack the thread had at its previous observation (tick or event), by event index.
+/// For each memory event that freed memory, or says some of its faults or frees came before
+/// its thread moved on, the stack the thread had at its previous observation (tick or event),
+/// by event index.
 fn stacks_before_events(
     rec: &Recording,
     observations: &[Observation],
@@ -380,7 +381,7 @@ fn stacks_before_events(
             }
             Observation::Event(i) => {
                 let e = &rec.memory_events[i as usize];
-                if e.faults_before > 0 || e.frees_before > 0 {
+                if e.faults_before > 0 || e.frees_before > 0 || e.frees > 0 {
                     if let Some(&stack) = last.get(&e.thread) {
                         before.insert(i, stack);
                     }
@@ -650,6 +651,19 @@ impl Split<'_> {
         }
     }
 
+    /// Whether `stack` (None: no frames) is a proper ancestor of `of` in the stack tree: the
+    /// same frames with fewer at the innermost end.
+    fn is_ancestor(&self, stack: Option<u32>, of: u32) -> bool {
+        let mut node = self.rec.stacks[of as usize].parent;
+        while let Some(n) = node {
+            if Some(n) == stack {
+                return true;
+            }
+            node = self.rec.stacks[n as usize].parent;
+        }
+        stack.is_none()
+    }
+
     /// The faults of each thread of tick `s` that are its own to split.
     fn tick_faults(&self, s: &Sample) -> Vec<f64> {
         self.rec
@@ -731,13 +745,18 @@ impl Split<'_> {
                             true => (e.faults_before, e.faults),
                             false => (e.frees_before, e.frees),
                         };
-                        let earlier = self.before_events.get(&i).filter(|_| part > 0);
                         let amount = delta * share;
-                        match earlier {
-                            Some(&stack) if whole > 0 => {
+                        let previous = self.before_events.get(&i).copied().flatten();
+                        // A free read after its thread returned from the frames it was in
+                        // (the stack now is an ancestor of the one before) happened in those
+                        // frames: memory is freed when code finishes.
+                        let returned_from =
+                            previous.filter(|&then| delta < 0.0 && self.is_ancestor(e.stack, then));
+                        match (returned_from, previous) {
+                            (Some(then), _) => out.push((self.key(Site::Stack(then)), amount)),
+                            (None, Some(then)) if part > 0 && whole > 0 => {
                                 let f = part as f64 / whole as f64;
-                                let then = stack.map_or(Site::NoPythonFrames, Site::Stack);
-                                out.push((self.key(then), amount * f));
+                                out.push((self.key(Site::Stack(then)), amount * f));
                                 out.push((self.key(site), amount * (1.0 - f)));
                             }
                             _ => out.push((self.key(site), amount)),

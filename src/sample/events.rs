@@ -10,11 +10,17 @@
 
 use crate::target::perf::{Capability, OpenError, ThreadEvents};
 
-/// Memory-event stack reads per second and thread above which the period doubles, and below
-/// which it halves again (down to the configured period). At about 10 µs a read, the high mark
-/// is 2 % of a core per thread.
-const HIGH_RATE: f64 = 2_000.0;
-const LOW_RATE: f64 = 250.0;
+/// Memory-event stack reads per second, over all threads, that memspy allows itself: at about
+/// 10 to 20 µs a read, 10 to 20 % of a core. Each thread gets its part (at least
+/// [`MIN_THREAD_RATE`]); above it its period doubles, below an eighth of it the period halves
+/// again (down to the configured period).
+const TOTAL_RATE: f64 = 10_000.0;
+const MIN_THREAD_RATE: f64 = 100.0;
+
+/// The stack reads per second each of `threads` threads may cost.
+pub fn read_budget(threads: usize) -> f64 {
+    (TOTAL_RATE / threads.max(1) as f64).max(MIN_THREAD_RATE)
+}
 /// Largest period: one sample per 256 MiB of 4 KiB pages.
 const MAX_PERIOD: u64 = 1 << 16;
 
@@ -163,17 +169,18 @@ impl MemoryEvents {
 }
 
 /// The period a thread's faults should be sampled at, given how many memory-event stack reads
-/// it cost over `window_s` seconds at its current `period`; never below `floor`.
-pub fn adapted_period(period: u64, reads: u64, window_s: f64, floor: u64) -> u64 {
+/// it cost over `window_s` seconds at its current `period` and the reads per second it may
+/// cost (`budget`); never below `floor`.
+pub fn adapted_period(period: u64, reads: u64, window_s: f64, floor: u64, budget: f64) -> u64 {
     let rate = reads as f64 / window_s.max(1e-3);
-    if rate > HIGH_RATE {
+    if rate > budget {
         // Enough to bring the rate under the bound at once, in powers of two.
         let mut p = period;
-        while (p as f64) < period as f64 * rate / HIGH_RATE && p < MAX_PERIOD {
+        while (p as f64) < period as f64 * rate / budget && p < MAX_PERIOD {
             p *= 2;
         }
         p.min(MAX_PERIOD)
-    } else if rate < LOW_RATE && period > floor {
+    } else if rate < budget / 8.0 && period > floor {
         (period / 2).max(floor)
     } else {
         period
@@ -186,17 +193,24 @@ mod tests {
 
     #[test]
     fn the_period_follows_the_fault_rate() {
+        let budget = read_budget(5); // 2,000 reads per second and thread
+        assert_eq!(budget, 2_000.0);
         // 10,000 reads in 0.1 s at period 16: 100k/s, a storm: up to 1024 (under 2,000/s).
-        let p = adapted_period(16, 10_000, 0.1, 16);
+        let p = adapted_period(16, 10_000, 0.1, 16, budget);
         assert_eq!(p, 1024);
-        assert!(10_000.0 * 16.0 / p as f64 / 0.1 <= HIGH_RATE);
+        assert!(10_000.0 * 16.0 / p as f64 / 0.1 <= budget);
         // Calm: back down, one halving per window, never under the floor.
-        assert_eq!(adapted_period(2048, 2, 0.1, 16), 1024);
-        assert_eq!(adapted_period(16, 0, 0.1, 16), 16);
+        assert_eq!(adapted_period(2048, 2, 0.1, 16, budget), 1024);
+        assert_eq!(adapted_period(16, 0, 0.1, 16, budget), 16);
         // In between (bursts of a service, a few dozen reads each): unchanged.
-        assert_eq!(adapted_period(64, 50, 0.1, 16), 64);
-        assert_eq!(adapted_period(16, 120, 0.1, 16), 16);
-        assert_eq!(adapted_period(MAX_PERIOD, 1_000_000, 0.1, 16), MAX_PERIOD);
+        assert_eq!(adapted_period(64, 50, 0.1, 16, budget), 64);
+        assert_eq!(adapted_period(16, 120, 0.1, 16, budget), 16);
+        assert_eq!(
+            adapted_period(MAX_PERIOD, 1_000_000, 0.1, 16, budget),
+            MAX_PERIOD
+        );
+        // Many threads share the budget, down to a floor each.
+        assert_eq!(read_budget(1_000), MIN_THREAD_RATE);
     }
 
     #[test]

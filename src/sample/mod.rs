@@ -222,7 +222,7 @@ impl<'a> Sampler<'a> {
         let _ = nix::sys::prctl::set_timerslack(1);
         // Run as soon as a tick or memory event wakes this thread (see target::sched). Only
         // this thread: the program and memspy's other threads were started before.
-        crate::target::sched::prefer_short_slices();
+        crate::target::sched::run_promptly();
         let interval = (1e9 / self.config.rate_hz).max(1.0) as u64;
         let start = now_ns();
         let deadline = self.config.duration.map(|d| start + d.as_nanos() as u64);
@@ -282,8 +282,11 @@ impl<'a> Sampler<'a> {
             if now >= next_adapt {
                 let window = (now - next_adapt + ADAPT_NS) as f64 / 1e9;
                 next_adapt = now + ADAPT_NS;
+                // The budget of stack reads is shared by every thread with memory events.
+                let threads: usize = self.processes.iter().map(|p| p.event_threads()).sum();
+                let budget = events::read_budget(threads);
                 for p in &mut self.processes {
-                    p.adapt_periods(window, &mut self.memory_events);
+                    p.adapt_periods(window, budget, &mut self.memory_events);
                 }
             }
             if now >= next_status {

@@ -701,13 +701,25 @@ impl ProcessSampler {
         )
     }
 
-    /// Adapt each thread's fault period to its fault rate over the last `window_s` seconds.
-    pub fn adapt_periods(&mut self, window_s: f64, memory: &mut MemoryEvents) {
+    /// Threads with memory events.
+    pub fn event_threads(&self) -> usize {
+        self.event_keys.len()
+    }
+
+    /// Adapt each thread's fault period to the stack reads its events cost over the last
+    /// `window_s` seconds, against `budget` reads per second.
+    pub fn adapt_periods(&mut self, window_s: f64, budget: f64, memory: &mut MemoryEvents) {
         for state in self.threads.values_mut() {
             let Some(events) = state.events.as_mut() else {
                 continue;
             };
-            let period = adapted_period(events.period, state.window_reads, window_s, memory.period);
+            let period = adapted_period(
+                events.period,
+                state.window_reads,
+                window_s,
+                memory.period,
+                budget,
+            );
             state.window_reads = 0;
             if period != events.period && events.set_period(period).is_ok() {
                 memory.counts.max_period = memory.counts.max_period.max(period);
