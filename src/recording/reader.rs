@@ -139,10 +139,9 @@ pub struct Recording {
 }
 
 impl Recording {
-    /// Read a recording file.
+    /// Read a recording file. Only a regular file is read (see [`read_regular_file`]).
     pub fn open(path: &Path) -> Result<Recording> {
-        let data = std::fs::read(path)
-            .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+        let data = read_regular_file(path)?;
         Recording::parse(&data)
             .map_err(|what| Error::Recording(format!("{}: {what}", path.display())))
     }
@@ -508,4 +507,85 @@ fn known(id: u32, len: usize, what: &str) -> std::result::Result<(), String> {
     } else {
         Err(format!("reference to undefined {what} {id}"))
     }
+}
+
+/// The largest file [`Recording::open`] reads. A regular file's size is known before reading,
+/// but a sparse file can claim terabytes while taking no disk space; and the reader's tables
+/// take several times a file's size in memory, so a larger file could not be read anyway. An
+/// hour at 10 kHz of a busy process is about 0.5 GB.
+pub const MAX_FILE: u64 = 4 << 30;
+
+/// The bytes of a file that must be a regular file.
+///
+/// The path is resolved without opening what it names (`O_PATH`), so naming a FIFO cannot hang
+/// and naming a device (a tape, a watchdog, `/dev/zero`) has no effect; only a regular file is
+/// then opened for reading (through `/proc/self/fd`, the very file that was checked; `O_NONBLOCK`
+/// and `O_NOCTTY` in case it was swapped for something else meanwhile) and read up to the size
+/// `fstat` gave, never more.
+pub fn read_regular_file(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+
+    let cannot = |e| Error::io(format!("cannot read {}", path.display()), e);
+    // std opens every file with O_CLOEXEC.
+    let handle = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(path)
+        .map_err(cannot)?;
+    let checked = handle.metadata().map_err(cannot)?;
+    let kind = |t: std::fs::FileType| {
+        if t.is_fifo() {
+            "a FIFO"
+        } else if t.is_dir() {
+            "a directory"
+        } else if t.is_char_device() {
+            "a character device"
+        } else if t.is_block_device() {
+            "a block device"
+        } else if t.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        }
+    };
+    if !checked.file_type().is_file() {
+        return Err(Error::Recording(format!(
+            "{} is {}, not a recording",
+            path.display(),
+            kind(checked.file_type())
+        )));
+    }
+    let reopen = |p: &Path| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(p)
+    };
+    // Without /proc, the path itself, checked to be the same file below.
+    let file = reopen(Path::new(&format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&handle)
+    )))
+    .or_else(|_| reopen(path))
+    .map_err(cannot)?;
+    let meta = file.metadata().map_err(cannot)?;
+    if !meta.file_type().is_file() || (meta.dev(), meta.ino()) != (checked.dev(), checked.ino()) {
+        return Err(Error::Recording(format!(
+            "{} changed while it was being opened",
+            path.display()
+        )));
+    }
+    let size = meta.len();
+    if size > MAX_FILE {
+        return Err(Error::Recording(format!(
+            "{} is {}: larger than any recording memspy reads ({})",
+            path.display(),
+            crate::output::units::bytes(size as f64),
+            crate::output::units::bytes(MAX_FILE as f64)
+        )));
+    }
+    let mut data = Vec::with_capacity(size as usize);
+    file.take(size).read_to_end(&mut data).map_err(cannot)?;
+    Ok(data)
 }
