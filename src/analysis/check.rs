@@ -139,7 +139,7 @@ fn process_name(rec: &Recording, p: u32) -> String {
     format!(
         "process {} ({})",
         proc.pid,
-        crate::output::units::one_line(rec.string(proc.command), 40)
+        crate::output::text::one_line(rec.string(proc.command), 40)
     )
 }
 

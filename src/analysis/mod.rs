@@ -526,7 +526,7 @@ pub fn process_label(rec: &Recording, process: u32) -> String {
     format!(
         "process {} {}",
         p.pid,
-        crate::output::units::one_line(rec.string(p.command), 60)
+        crate::output::text::one_line(rec.string(p.command), 60)
     )
 }
 

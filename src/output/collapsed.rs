@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::io::{self, Write};
 
 use crate::analysis::{process_label, site_path, Attribution, Metric, Naming};
+use crate::output::text::visible;
 use crate::recording::Recording;
 
 /// How stacks are folded.
@@ -15,21 +16,11 @@ pub struct Fold {
     pub naming: Naming,
 }
 
-/// Make a frame label safe for the folded format: `;` separates frames and a newline ends a
-/// line, so neither may appear inside one.
+/// Make a frame label safe for the folded format, and for the flamegraphs drawn from it: `;`
+/// separates frames, so it becomes `:`; control characters (a newline would end the line) are
+/// made visible ([`visible`]).
 fn clean(label: &str) -> String {
-    label
-        .chars()
-        .map(|c| {
-            if c == ';' {
-                ':'
-            } else if c.is_control() {
-                ' '
-            } else {
-                c
-            }
-        })
-        .collect()
+    visible(label).replace(';', ":")
 }
 
 /// Folded stacks of a metric, sorted, with positive integer values (µs or bytes). Negative

@@ -11,7 +11,8 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use super::flame::duration;
-use super::units::{bytes, one_line};
+use super::text::{one_line, visible};
+use super::units::bytes;
 use crate::analysis::{Attribution, Metric, Site};
 use crate::recording::Recording;
 
@@ -240,7 +241,7 @@ pub fn write_text(rows: &[LineRow], metric: Metric, mut w: impl Write) -> io::Re
             } else {
                 one_line(&format!("{file}:{}", r.line), 30)
             },
-            r.source.as_deref().unwrap_or("")
+            visible(r.source.as_deref().unwrap_or(""))
         )?;
     }
     w.flush()
@@ -250,7 +251,9 @@ pub fn write_text(rows: &[LineRow], metric: Metric, mut w: impl Write) -> io::Re
 pub fn write_csv(rows: &[LineRow], metric: Metric, mut w: impl Write) -> io::Result<()> {
     let unit = if metric.is_memory() { "bytes" } else { "us" };
     writeln!(w, "file,line,function,self_{unit},total_{unit},time_pct,growth_bytes,net_bytes,peak_bytes,peak_pct,source")?;
-    let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    // Fields are quoted; a name's control characters (a newline would end the row) are made
+    // visible.
+    let quote = |s: &str| format!("\"{}\"", visible(s).replace('"', "\"\""));
     for r in rows {
         writeln!(
             w,

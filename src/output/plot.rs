@@ -14,7 +14,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::analysis::functions::{by_function, FunctionTotal};
 use crate::analysis::{Attribution, Filter, Metric};
-use crate::output::units::one_line;
+use crate::output::text::{one_line, visible};
 use crate::recording::Recording;
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -164,7 +164,7 @@ pub fn function_label(rec: &Recording, function: u32) -> String {
     format!(
         "{} ({}:{})",
         one_line(rec.string(f.qualname), 60),
-        base_name(rec.string(f.file)),
+        one_line(base_name(rec.string(f.file)), 60),
         f.firstlineno
     )
 }
@@ -288,7 +288,8 @@ fn err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(format!("drawing the chart: {e}"))
 }
 
-/// Draw the chart. `subtitle` goes under the title.
+/// Draw the chart. `subtitle` goes under the title. Any text is made [`visible`], so the SVG
+/// is valid XML whatever the names in the recording.
 pub fn write_svg(
     rec: &Recording,
     attr: &Attribution,
@@ -297,6 +298,7 @@ pub fn write_svg(
     subtitle: &str,
     w: &mut dyn io::Write,
 ) -> io::Result<()> {
+    let (title, subtitle) = (visible(title), visible(subtitle));
     let processes: Vec<u32> = (0..attr.series.len() as u32)
         .filter(|&p| !attr.series[p as usize].is_empty())
         .collect();
@@ -328,10 +330,10 @@ pub fn write_svg(
         root.fill(&WHITE).map_err(err)?;
         let (top, legend) = root.split_vertically(CHART_HEIGHT);
         let top = top
-            .titled(title, ("sans-serif", 22).into_font().color(&BLACK))
+            .titled(&title, ("sans-serif", 22).into_font().color(&BLACK))
             .map_err(err)?;
         top.draw_text(
-            subtitle,
+            &subtitle,
             &("sans-serif", 14)
                 .into_font()
                 .color(&RGBColor(90, 90, 90))
