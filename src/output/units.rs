@@ -31,9 +31,6 @@ pub fn count(n: u64) -> String {
     out
 }
 
-/// Moved to [`super::text`], which also makes the text visible.
-pub use super::text::one_line;
-
 /// An amount given on the command line: an absolute value (bytes or µs) or a percentage.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Amount {
