@@ -442,7 +442,12 @@ impl<'a> Before<'a> {
         if threads.len() <= 16 {
             Before::Few(threads)
         } else {
-            Before::Many(threads.iter().map(|t| (t.thread, t.stack)).collect())
+            // The first entry of a thread, as the linear search finds it.
+            let mut map = FxHashMap::default();
+            for t in threads {
+                map.entry(t.thread).or_insert(t.stack);
+            }
+            Before::Many(map)
         }
     }
 

@@ -55,13 +55,14 @@
 //!   measure of `rss`, `pss` or `uss`;
 //! - ids are defined in order (0, 1, 2, ...) and refer only to what is already defined; a
 //!   process's parent is an earlier process; line numbers, pids, tids and exit statuses fit in
-//!   an `i32` (pids and tids are positive);
+//!   an `i32` (pids are positive; a tid is 0 when the thread's was not known yet);
 //! - a stack is at most [`MAX_STACK_DEPTH`] frames deep, and the distinct stacks that samples use
 //!   have at most [`MAX_SAMPLED_FRAMES`] frames in all;
 //! - event times never go backwards (a batch starts at or after the last event before it) and
 //!   stay below [`MAX_TIME_US`]; a process ends once, not before it started;
-//! - a sample names each of its process's threads at most once, and at most
-//!   [`MAX_SAMPLE_THREADS`] of them; memory amounts are at most [`MAX_MEMORY_KIB`] KiB.
+//! - a sample holds at most [`MAX_SAMPLE_THREADS`] threads (one slot can appear twice: the
+//!   recorder gives a thread just started its creator's slot while CPython still shows it
+//!   with its creator's thread id); memory amounts are at most [`MAX_MEMORY_KIB`] KiB.
 
 use serde::{Deserialize, Serialize};
 

@@ -203,9 +203,14 @@ impl Recording {
                 rec.meta = parse_meta(&body[1..])
                     .map_err(|what| format!("damaged recording: its description {what}"))?;
                 saw_meta = true;
-            } else if let Err(what) = rec.apply(&mut state, body) {
-                rec.damage = Some(Damage::Corrupt { offset, what });
-                break;
+            } else {
+                let before = rec.event_counts();
+                if let Err(what) = rec.apply(&mut state, body) {
+                    // Nothing of a record that lies is kept, not even its first events.
+                    rec.truncate_events(before);
+                    rec.damage = Some(Damage::Corrupt { offset, what });
+                    break;
+                }
             }
             pos += 8 + len;
         }
@@ -356,7 +361,7 @@ impl Recording {
                         .ok_or_else(|| bad("thread"))?;
                 known(process, self.processes.len(), "process")?;
                 known(name, self.strings.len(), "string")?;
-                let tid = positive_id(tid, "thread id")?;
+                let tid = i32::try_from(tid).map_err(|_| "impossible thread id".to_string())?;
                 let slots = state.thread_index.entry(process).or_default();
                 expect_next(slot, slots.len(), "thread")?;
                 slots.push(self.threads.len() as u32);
@@ -433,17 +438,15 @@ impl Recording {
                     state.last_rss_kib[process as usize] = rss;
                     let native_minflt = c.uv()?;
                     let n = c.uv32()?;
-                    let defined = state.thread_index.get(&process).map_or(0, |s| s.len());
-                    if n > MAX_SAMPLE_THREADS || n as usize > defined {
+                    if n > MAX_SAMPLE_THREADS {
                         return Some(Err(format!(
-                            "a sample of process {process} has {n} threads ({defined} defined)"
+                            "a sample of process {process} has {n} threads"
                         )));
                     }
                     let first = self.thread_samples.len() as u32;
                     if first.checked_add(n).is_none_or(|end| end == u32::MAX) {
                         return Some(Err("more thread samples than a recording can hold".into()));
                     }
-                    let sample_no = self.samples.len() as u32 + 1;
                     for _ in 0..n {
                         let head = c.uv()?;
                         let slot = u32::try_from(head >> 3).ok()?;
@@ -455,13 +458,6 @@ impl Recording {
                         else {
                             return Some(Err(format!("sample of undefined thread {slot}")));
                         };
-                        if state.thread_in_sample.len() <= thread as usize {
-                            state.thread_in_sample.resize(thread as usize + 1, 0);
-                        }
-                        if state.thread_in_sample[thread as usize] == sample_no {
-                            return Some(Err(format!("thread {slot} appears twice in one sample")));
-                        }
-                        state.thread_in_sample[thread as usize] = sample_no;
                         let stack = if head & SAME_STACK != 0 {
                             match state.last_stack.get(thread as usize) {
                                 Some(&s) => s,
@@ -542,6 +538,24 @@ impl Recording {
         self.strings.get(id as usize).map_or("?", |s| s.as_str())
     }
 
+    /// How many samples, thread samples, failures and memory readings there are.
+    fn event_counts(&self) -> [usize; 4] {
+        [
+            self.samples.len(),
+            self.thread_samples.len(),
+            self.failures.len(),
+            self.memory.len(),
+        ]
+    }
+
+    /// Drop the events read after `event_counts` said `counts`.
+    fn truncate_events(&mut self, counts: [usize; 4]) {
+        self.samples.truncate(counts[0]);
+        self.thread_samples.truncate(counts[1]);
+        self.failures.truncate(counts[2]);
+        self.memory.truncate(counts[3]);
+    }
+
     /// Thread samples of one sample (none for a sample that is not this recording's).
     pub fn threads_of(&self, s: &Sample) -> &[ThreadSample] {
         let first = s.first_thread as usize;
@@ -578,8 +592,6 @@ struct ReadState {
     thread_index: std::collections::HashMap<u32, Vec<u32>>,
     /// Per thread: the stack of its previous sample.
     last_stack: Vec<Option<u32>>,
-    /// Per thread: the number (from 1) of the last sample it appeared in.
-    thread_in_sample: Vec<u32>,
     /// The time of the last event.
     last_time_us: u64,
     /// Per stack: whether a sample used it already.
@@ -906,8 +918,13 @@ mod tests {
                 }
             })
         };
-        assert_damage(&thread(0), "impossible thread id");
+        assert_damage(&thread(1 << 31), "impossible thread id");
         assert_damage(&thread(1 << 40), "impossible thread id");
+        // A thread whose tid the recorder did not know yet is written with 0.
+        let mut file = valid();
+        file.extend_from_slice(&thread(0));
+        let rec = Recording::parse(&file).unwrap();
+        assert_eq!((rec.damage, rec.threads[1].tid), (None, 0));
     }
 
     #[test]
@@ -991,27 +1008,14 @@ mod tests {
     }
 
     #[test]
-    fn samples_name_defined_threads_once() {
-        let second_thread = record(T_THREAD, |b| {
-            for v in [0, 1, 43, 0] {
-                put_uv(b, v);
-            }
-        });
-        assert_damage(
-            &[second_thread, sample(50_000, 0, &[(0, 0), (0, 0)])].concat(),
-            "appears twice",
-        );
+    fn samples_name_defined_threads_and_stacks() {
         assert_damage(&sample(50_000, 0, &[(7, 0)]), "undefined thread 7");
-        assert_damage(
-            &sample(50_000, 0, &[(0, 0), (1, 0)]),
-            "has 2 threads (1 defined)",
-        );
         assert_damage(&sample(50_000, 0, &[(0, 1)]), "undefined stack 1");
         assert_damage(
             &sample(50_000, 0, &[(0, u32::MAX as u64 - 1)]),
             "undefined stack",
         );
-        // A thread count far above what is defined, with no threads following it.
+        // A thread count far above any sample's, with no threads following it.
         let huge = record(T_EVENTS, |b| {
             for v in [50_000u64, 1, 0, 0] {
                 put_uv(b, v);
@@ -1021,6 +1025,33 @@ mod tests {
             put_uv(b, u32::MAX as u64);
         });
         assert_damage(&huge, "4294967295 threads");
+        // The recorder can give a thread just started its creator's slot: the same slot twice
+        // in one sample is read.
+        let mut file = valid();
+        file.extend_from_slice(&sample(50_000, 0, &[(0, 0), (0, 0)]));
+        let rec = Recording::parse(&file).unwrap();
+        assert_eq!(rec.damage, None);
+        assert_eq!(rec.threads_of(&rec.samples[5]).len(), 2);
+    }
+
+    #[test]
+    fn nothing_of_a_lying_events_record_is_kept() {
+        // One events record: a good sample, then one of an undefined stack.
+        let lie = record(T_EVENTS, |b| {
+            put_uv(b, 50_000);
+            put_uv(b, 2);
+            for stack in [0u64, 9] {
+                for v in [E_SAMPLE as u64, 10, 0] {
+                    put_uv(b, v);
+                }
+                put_uv(b, 0); // native faults
+                put_uv(b, 1);
+                for v in [0, stack + 1, 0, 0] {
+                    put_uv(b, v);
+                }
+            }
+        });
+        assert_damage(&lie, "undefined stack 9");
     }
 
     #[test]
