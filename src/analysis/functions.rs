@@ -106,19 +106,21 @@ pub fn by_function(rec: &Recording, attr: &Attribution, metric: Metric) -> Vec<F
         }
         index_of[i] = slot;
     }
-    let mut seen: Vec<usize> = Vec::new();
-    for (key, &value) in attr.values(metric) {
+    // Per function: the last stack (numbered from 1) that counted for its total, so a stack
+    // thousands of frames deep is walked once.
+    let mut counted_in = vec![0u32; out.len()];
+    for (n, (key, &value)) in attr.values(metric).iter().enumerate() {
         let Site::Stack(stack) = key.site else {
             continue;
         };
-        seen.clear();
+        let n = n as u32 + 1;
         for (depth, frame) in rec.stack_frames(stack).enumerate() {
             let f = index_of[frame.function as usize];
             if depth == 0 {
                 out[f].self_value += value;
             }
-            if !seen.contains(&f) {
-                seen.push(f);
+            if counted_in[f] != n {
+                counted_in[f] = n;
                 out[f].total_value += value;
             }
         }

@@ -41,7 +41,8 @@ type LineKey = (u32, i32, u32); // (file string, line, function)
 /// (self, total) of a metric per line.
 fn per_line(rec: &Recording, attr: &Attribution, metric: Metric) -> HashMap<LineKey, (f64, f64)> {
     let mut out: HashMap<LineKey, (f64, f64)> = HashMap::new();
-    let mut seen: Vec<LineKey> = Vec::new();
+    // A set, not a list: a stack can be thousands of frames deep.
+    let mut seen: rustc_hash::FxHashSet<LineKey> = Default::default();
     for (key, &value) in attr.values(metric) {
         let Site::Stack(stack) = key.site else {
             continue;
@@ -54,8 +55,7 @@ fn per_line(rec: &Recording, attr: &Attribution, metric: Metric) -> HashMap<Line
             if depth == 0 {
                 entry.0 += value;
             }
-            if !seen.contains(&k) {
-                seen.push(k);
+            if seen.insert(k) {
                 entry.1 += value;
             }
         }
