@@ -56,8 +56,9 @@
 //! - ids are defined in order (0, 1, 2, ...) and refer only to what is already defined; a
 //!   process's parent is an earlier process; line numbers, pids, tids and exit statuses fit in
 //!   an `i32` (pids are positive; a tid is 0 when the thread's was not known yet);
-//! - a stack is at most [`MAX_STACK_DEPTH`] frames deep, and the distinct stacks that samples use
-//!   have at most [`MAX_SAMPLED_FRAMES`] frames in all;
+//! - a stack is at most [`MAX_STACK_DEPTH`] frames deep, and the distinct stacks that samples
+//!   use (in each process) have at most [`MAX_SAMPLED_FRAMES`] frames in all, whose names take
+//!   at most [`MAX_SAMPLED_TEXT`] bytes;
 //! - event times never go backwards (a batch starts at or after the last event before it) and
 //!   stay below [`MAX_TIME_US`]; a process ends once, not before it started;
 //! - a sample holds at most [`MAX_SAMPLE_THREADS`] threads (one slot can appear twice: the
@@ -75,11 +76,14 @@ pub const MAX_RECORD: usize = 64 << 20;
 pub const MAX_RATE_HZ: f64 = 1e6;
 /// The deepest stack a recording holds (the sampler keeps at most 8192 frames of a thread).
 pub const MAX_STACK_DEPTH: u32 = 16384;
-/// The frames of all the distinct stacks that samples use, added up: what reports walk and
-/// print per stack. A real recording has far fewer (100,000 distinct stacks 100 frames deep are
-/// 10 million); a forged one with thousands of stacks thousands of frames deep would make every
-/// report take minutes and gigabytes.
-pub const MAX_SAMPLED_FRAMES: u64 = 1 << 24;
+/// The frames of the stacks that samples use, added up over each distinct (process, stack):
+/// what reports walk and print per stack. A real recording has far fewer (16 workers with
+/// 20,000 distinct stacks 100 frames deep each are 32 million); a forged one with thousands of
+/// stacks thousands of frames deep would make every report take minutes and gigabytes.
+pub const MAX_SAMPLED_FRAMES: u64 = 1 << 25;
+/// The names and file names of those frames, added up, in bytes: what the folded stacks of a
+/// flamegraph hold. A forged recording can give thousands of frames a 60,000-character name.
+pub const MAX_SAMPLED_TEXT: u64 = 1 << 30;
 /// The most threads one sample holds (the sampler reads at most 4096 per process).
 pub const MAX_SAMPLE_THREADS: u32 = 8192;
 /// The largest memory amount (RSS, PSS, ...) a sample or reading holds, KiB: 4 PiB, far above

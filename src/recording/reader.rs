@@ -286,6 +286,11 @@ impl Recording {
                         "stack {id} is deeper than {MAX_STACK_DEPTH} frames"
                     ));
                 }
+                // What a report prints for its frames: `qualname (file:line)` each, and `;`.
+                let f = &self.functions[self.frames[frame as usize].function as usize];
+                let own = (self.string(f.qualname).len() + self.string(f.file).len() + 16) as u64;
+                let above = parent.map_or(0, |p| state.stack_text[p as usize]);
+                state.stack_text.push(above + own);
                 self.stacks.push(StackNode {
                     parent,
                     frame,
@@ -480,7 +485,7 @@ impl Recording {
                             }
                         };
                         if let Some(s) = stack {
-                            if let Err(e) = state.use_stack(s, &self.stacks) {
+                            if let Err(e) = state.use_stack(process, s, &self.stacks) {
                                 return Some(Err(e));
                             }
                         }
@@ -594,25 +599,36 @@ struct ReadState {
     last_stack: Vec<Option<u32>>,
     /// The time of the last event.
     last_time_us: u64,
-    /// Per stack: whether a sample used it already.
-    sampled: Vec<bool>,
-    /// The frames of the distinct stacks samples used, added up.
+    /// Per stack: the bytes of the names of its frames (see [`MAX_SAMPLED_TEXT`]).
+    stack_text: Vec<u64>,
+    /// The (process, stack) pairs samples used already.
+    sampled: rustc_hash::FxHashSet<(u32, u32)>,
+    /// Their frames, and the bytes of the frames' names, added up.
     sampled_frames: u64,
+    sampled_text: u64,
 }
 
 impl ReadState {
-    /// Count a sample's use of `stack` against [`MAX_SAMPLED_FRAMES`].
-    fn use_stack(&mut self, stack: u32, stacks: &[StackNode]) -> std::result::Result<(), String> {
-        if self.sampled.len() < stacks.len() {
-            self.sampled.resize(stacks.len(), false);
-        }
-        let seen = &mut self.sampled[stack as usize];
-        if !*seen {
-            *seen = true;
+    /// Count a sample's use of `stack` in `process` against [`MAX_SAMPLED_FRAMES`] and
+    /// [`MAX_SAMPLED_TEXT`].
+    fn use_stack(
+        &mut self,
+        process: u32,
+        stack: u32,
+        stacks: &[StackNode],
+    ) -> std::result::Result<(), String> {
+        if self.sampled.insert((process, stack)) {
             self.sampled_frames += stacks[stack as usize].depth as u64;
+            self.sampled_text += self.stack_text[stack as usize];
             if self.sampled_frames > MAX_SAMPLED_FRAMES {
                 return Err(format!(
                     "the stacks samples use have more than {MAX_SAMPLED_FRAMES} frames in all"
+                ));
+            }
+            if self.sampled_text > MAX_SAMPLED_TEXT {
+                return Err(format!(
+                    "the frames of the stacks samples use have more than {} MiB of names",
+                    MAX_SAMPLED_TEXT >> 20
                 ));
             }
         }
@@ -977,6 +993,62 @@ mod tests {
             rec.samples.len() as u64,
             5 + (MAX_SAMPLED_FRAMES - 1) / depth
         );
+    }
+
+    #[test]
+    fn sampled_stacks_have_a_budget_of_names() {
+        // A function with a 60,000-character name, a stack of MAX_STACK_DEPTH of its frames
+        // (about 980 MB of names), sampled in process 0, then in process 1: past the budget.
+        let long = "n".repeat(60_000);
+        let mut lie = vec![
+            record(T_STRING, |b| {
+                put_uv(b, 6); // strings 0 to 5 are the valid part's
+                put_str(b, &long);
+            }),
+            record(T_FUNCTION, |b| {
+                for v in [1, 6, 6, 5] {
+                    put_uv(b, v);
+                }
+                put_sv(b, 1);
+            }),
+            record(T_FRAME, |b| {
+                put_uv(b, 1);
+                put_uv(b, 1);
+                put_sv(b, 1);
+            }),
+        ];
+        for id in 1..=MAX_STACK_DEPTH as u64 {
+            lie.push(stack(id, if id == 1 { 0 } else { id }, 1));
+        }
+        let deep = MAX_STACK_DEPTH as u64;
+        lie.push(sample(100_000, 0, &[(0, deep)]));
+        lie.push(process(1, 43, 1, 100_000));
+        lie.push(record(T_THREAD, |b| {
+            for v in [1, 0, 43, 0] {
+                put_uv(b, v);
+            }
+        }));
+        let in_process_1 = record(T_EVENTS, |b| {
+            for v in [100_000u64, 1, (1 << 2) | E_SAMPLE as u64, 0] {
+                put_uv(b, v);
+            }
+            put_sv(b, 0);
+            put_uv(b, 0);
+            put_uv(b, 1);
+            for v in [0, deep + 1, 0, 0] {
+                put_uv(b, v);
+            }
+        });
+        lie.push(in_process_1);
+        let mut file = valid();
+        file.extend_from_slice(&lie.concat());
+        let rec = Recording::parse(&file).unwrap();
+        match rec.damage {
+            Some(Damage::Corrupt { what, .. }) => assert!(what.contains("MiB of names"), "{what}"),
+            other => panic!("budget not enforced: {other:?}"),
+        }
+        // The first use of the stack is kept.
+        assert_eq!(rec.samples.len(), 6);
     }
 
     #[test]
