@@ -58,32 +58,35 @@ pub fn visible(s: &str) -> Cow<'_, str> {
 /// script) become one space, and text longer than `max` characters is cut (never inside an
 /// escape) and ends with "…".
 pub fn one_line(s: &str, max: usize) -> String {
-    // What is shown for each character kept, in order: a word's characters (escaped), and one
-    // space between words.
-    let mut pieces: Vec<Cow<str>> = Vec::new();
-    for (i, word) in s.split_whitespace().enumerate() {
-        if i > 0 {
-            pieces.push(Cow::Borrowed(" "));
-        }
-        pieces.extend(word.chars().map(|c| match escape(c) {
-            Some(e) => Cow::Owned(e),
-            None => Cow::Owned(c.to_string()),
-        }));
-    }
-    let width = |p: &Cow<str>| p.chars().count();
-    if pieces.iter().map(width).sum::<usize>() <= max {
-        return pieces.concat();
-    }
     let mut out = String::new();
-    let mut length = 0;
-    for p in &pieces {
-        if length + width(p) >= max {
-            break;
+    let mut width = 0;
+    // How much of `out` to keep if the text turns out too long: what leaves room for "…".
+    let mut keep = 0;
+    let mut first = true;
+    for word in s.split_whitespace() {
+        for (at, c) in word.char_indices() {
+            let piece: Cow<str> = match escape(c) {
+                Some(e) => Cow::Owned(e),
+                None => Cow::Borrowed(&word[at..at + c.len_utf8()]),
+            };
+            let space = at == 0 && !first;
+            let n = piece.chars().count() + usize::from(space);
+            if width + n > max {
+                out.truncate(keep);
+                out.push('…');
+                return out;
+            }
+            if space {
+                out.push(' ');
+            }
+            out.push_str(&piece);
+            width += n;
+            if width < max {
+                keep = out.len();
+            }
         }
-        length += width(p);
-        out.push_str(p);
+        first = false;
     }
-    out.push('…');
     out
 }
 
@@ -158,6 +161,9 @@ mod tests {
         assert_eq!(one_line("ab\x1b", 6), "ab\\x1b");
         let long = "x".repeat(100_000);
         assert_eq!(one_line(&long, 400).chars().count(), 400);
+        assert_eq!(one_line("ab cd", 4), "ab…");
+        assert_eq!(one_line("ab cd", 5), "ab cd");
+        assert_eq!(one_line("abc", 0), "…");
         assert_eq!(one_line(&long, usize::MAX), long);
     }
 
