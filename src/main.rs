@@ -18,6 +18,7 @@ use memspy::commands::info;
 use memspy::commands::lines::{self, Format, LinesOptions};
 use memspy::commands::plot::{self, PlotOptions};
 use memspy::commands::record::{self, RecordOptions};
+use memspy::output::text::message;
 use memspy::output::units::{parse_duration, parse_size, Amount};
 use memspy::sample::MemoryMode;
 
@@ -506,7 +507,9 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("memspy: error: {e}");
+            // One line, at most 400 characters, nothing invisible: an error can quote a
+            // target's command, a path or a value from a recording.
+            eprintln!("{}", message(&format!("memspy: error: {e}")));
             ExitCode::from(2)
         }
     }

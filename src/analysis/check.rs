@@ -108,28 +108,35 @@ pub fn peaks(rec: &Recording, attr: &Attribution) -> (Vec<(u32, f64)>, f64) {
             )
         })
         .collect();
-    // The highest sum of every process's latest reading, over time.
-    let mut events: Vec<(u64, usize, u64)> = attr
+    // The highest sum of every process's latest reading, over time; a process that ended no
+    // longer counts after its end. Readings (0) and ends (1) in time order, an end after the
+    // readings of its moment, so the work grows with readings plus processes, not their
+    // product.
+    let ended = |p: usize| rec.processes.get(p).and_then(|q| q.end_us);
+    let mut events: Vec<(u64, u8, usize, u64)> = attr
         .series
         .iter()
         .enumerate()
-        .flat_map(|(p, s)| s.iter().map(move |(t, v)| (*t, p, *v)))
+        .flat_map(|(p, s)| s.iter().map(move |(t, v)| (*t, 0, p, *v)))
+        .chain((0..attr.series.len()).filter_map(|p| ended(p).map(|e| (e, 1, p, 0))))
         .collect();
     events.sort_unstable();
-    let mut current = vec![0u64; rec.processes.len()];
-    let ended: Vec<Option<u64>> = rec.processes.iter().map(|p| p.end_us).collect();
+    let mut current = vec![0u64; attr.series.len()];
     let (mut sum, mut best) = (0i128, 0i128);
-    for (t, p, v) in events {
-        // Processes that ended before this moment no longer count.
-        for (q, end) in ended.iter().enumerate() {
-            if end.is_some_and(|e| e < t) && current[q] != 0 {
-                sum -= current[q] as i128;
-                current[q] = 0;
-            }
+    for (t, kind, p, v) in events {
+        sum -= current[p] as i128;
+        current[p] = 0;
+        if kind == 1 {
+            continue;
         }
-        sum += v as i128 - current[p] as i128;
-        current[p] = v;
+        sum += v as i128;
         best = best.max(sum);
+        // A reading taken after the process ended counts at its moment only.
+        if ended(p).is_none_or(|e| e >= t) {
+            current[p] = v;
+        } else {
+            sum -= v as i128;
+        }
     }
     (per_process, best as f64)
 }
@@ -139,7 +146,7 @@ fn process_name(rec: &Recording, p: u32) -> String {
     format!(
         "process {} ({})",
         proc.pid,
-        crate::output::units::one_line(rec.string(proc.command), 40)
+        crate::output::text::one_line(rec.string(proc.command), 40)
     )
 }
 
@@ -368,6 +375,38 @@ mod tests {
             rule,
         );
         assert!(f.iter().all(|x| x.passed), "{f:?}");
+    }
+
+    #[test]
+    fn total_peak_drops_processes_that_ended() {
+        let process = |end_us| crate::recording::reader::Process {
+            pid: 1,
+            starttime: 0,
+            parent: None,
+            start_us: 0,
+            command: 0,
+            exe: 0,
+            python: 0,
+            end_us,
+            end_reason: None,
+            exit: None,
+        };
+        let rec = Recording {
+            processes: vec![process(None), process(Some(25)), process(None)],
+            ..Recording::default()
+        };
+        let attr = Attribution {
+            series: vec![
+                vec![(0, 100), (10, 100), (30, 50)],
+                vec![(5, 200), (20, 300)],
+                vec![(26, 10)],
+            ],
+            ..Attribution::default()
+        };
+        // 100 + 300 at 20 µs; at 26 µs the second process has ended: 100 + 10, not 410.
+        let (per_process, total) = peaks(&rec, &attr);
+        assert_eq!(total, 400.0);
+        assert_eq!(per_process, vec![(0, 100.0), (1, 300.0), (2, 10.0)]);
     }
 
     #[test]

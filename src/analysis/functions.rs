@@ -53,13 +53,10 @@ pub fn dotted_name(file: &str, qualname: &str) -> String {
 }
 
 /// Whether `pattern` names the function whose dotted path is `dotted` (see the module docs).
+/// A tail that starts after a dot matches exactly when `*.PATTERN` matches the whole path, so
+/// this is two globs, not one per dot (a forged name can hold thousands).
 pub fn pattern_matches(pattern: &str, dotted: &str) -> bool {
-    if glob(pattern, dotted) {
-        return true;
-    }
-    dotted
-        .match_indices('.')
-        .any(|(i, _)| glob(pattern, &dotted[i + 1..]))
+    glob(pattern, dotted) || glob(&format!("*.{pattern}"), dotted)
 }
 
 /// Shell-style matching with `*` and `?` (iterative, no recursion blow-up).
@@ -106,19 +103,21 @@ pub fn by_function(rec: &Recording, attr: &Attribution, metric: Metric) -> Vec<F
         }
         index_of[i] = slot;
     }
-    let mut seen: Vec<usize> = Vec::new();
-    for (key, &value) in attr.values(metric) {
+    // Per function: the last stack (numbered from 1) that counted for its total, so a stack
+    // thousands of frames deep is walked once.
+    let mut counted_in = vec![0u32; out.len()];
+    for (n, (key, &value)) in attr.values(metric).iter().enumerate() {
         let Site::Stack(stack) = key.site else {
             continue;
         };
-        seen.clear();
+        let n = n as u32 + 1;
         for (depth, frame) in rec.stack_frames(stack).enumerate() {
             let f = index_of[frame.function as usize];
             if depth == 0 {
                 out[f].self_value += value;
             }
-            if !seen.contains(&f) {
-                seen.push(f);
+            if counted_in[f] != n {
+                counted_in[f] = n;
                 out[f].total_value += value;
             }
         }
@@ -206,5 +205,9 @@ mod tests {
         ] {
             assert!(!pattern_matches(p, d), "{p}");
         }
+        // A forged name with 30,000 dots is matched in two passes, not one per dot.
+        let many = format!("{}fill", "a.".repeat(30_000));
+        assert!(pattern_matches("fill", &many) && pattern_matches("a.fill", &many));
+        assert!(!pattern_matches("nope", &many) && !pattern_matches("a.b", &many));
     }
 }

@@ -401,8 +401,9 @@ pub fn attribute(rec: &Recording, filter: &Filter) -> Attribution {
         ..Attribution::default()
     };
     let mut table = Table::default();
+    // The sampling interval, at least 1 µs, whatever the recording says its rate is.
     let interval_us = if rec.meta.rate_hz > 0.0 {
-        (1e6 / rec.meta.rate_hz) as u64
+        ((1e6 / rec.meta.rate_hz) as u64).max(1)
     } else {
         10_000
     };
@@ -439,7 +440,10 @@ pub fn attribute(rec: &Recording, filter: &Filter) -> Attribution {
             };
             let s = &rec.samples[i as usize];
             let dt = match previous_time {
-                Some(t) => s.time_us.saturating_sub(t).min(10 * interval_us),
+                Some(t) => s
+                    .time_us
+                    .saturating_sub(t)
+                    .min(interval_us.saturating_mul(10)),
                 None => interval_us,
             } as f64;
             previous_time = Some(s.time_us);
@@ -577,15 +581,10 @@ pub fn attribute(rec: &Recording, filter: &Filter) -> Attribution {
 fn thread_weights(
     threads: &[ThreadSample],
     faults: &[f64],
-    before: &[ThreadSample],
+    before: &Before,
     growth: bool,
 ) -> Vec<f64> {
-    let moved = |t: &ThreadSample| {
-        before
-            .iter()
-            .find(|b| b.thread == t.thread)
-            .is_none_or(|b| b.stack != t.stack)
-    };
+    let moved = |t: &ThreadSample| before.stack(t.thread).is_none_or(|b| b != t.stack);
     let mut candidates: Vec<bool> = vec![true; threads.len()];
     if !growth && threads.iter().any(moved) {
         candidates = threads.iter().map(moved).collect();
@@ -623,6 +622,37 @@ fn thread_weights(
     pool.iter()
         .map(|&b| if b { 1.0 / n } else { 0.0 })
         .collect()
+}
+
+/// The stacks a sample's threads had at the process's previous sample, by thread: a linear
+/// search for the usual few threads, a map for many (a sample can hold thousands of threads,
+/// and every thread of the next one looks itself up).
+enum Before<'a> {
+    Few(&'a [ThreadSample]),
+    Many(FxHashMap<u32, Option<u32>>),
+}
+
+impl<'a> Before<'a> {
+    fn new(threads: &'a [ThreadSample]) -> Before<'a> {
+        if threads.len() <= 16 {
+            Before::Few(threads)
+        } else {
+            // The first entry of a thread, as the linear search finds it.
+            let mut map = FxHashMap::default();
+            for t in threads {
+                map.entry(t.thread).or_insert(t.stack);
+            }
+            Before::Many(map)
+        }
+    }
+
+    /// The stack of `thread` then (None: it was not in that sample).
+    fn stack(&self, thread: u32) -> Option<Option<u32>> {
+        match self {
+            Before::Few(v) => v.iter().find(|b| b.thread == thread).map(|b| b.stack),
+            Before::Many(m) => m.get(&thread).copied(),
+        }
+    }
 }
 
 fn site_of(t: &ThreadSample) -> Site {
@@ -802,9 +832,9 @@ impl Split<'_> {
             out.push((self.key(Site::Unattributed), amount));
             return;
         }
-        let before: &[ThreadSample] =
-            previous.map_or(&[], |pi| rec.threads_of(&rec.samples[pi as usize]));
-        let weights = thread_weights(threads, &faults, before, amount > 0.0);
+        let before =
+            Before::new(previous.map_or(&[], |pi| rec.threads_of(&rec.samples[pi as usize])));
+        let weights = thread_weights(threads, &faults, &before, amount > 0.0);
         for (t, w) in threads.iter().zip(weights) {
             if w == 0.0 {
                 continue;
@@ -812,9 +842,8 @@ impl Split<'_> {
             let share = amount * w;
             let now = site_of(t);
             let then = before
-                .iter()
-                .find(|b| b.thread == t.thread)
-                .map_or(now, site_of);
+                .stack(t.thread)
+                .map_or(now, |stack| stack.map_or(Site::NoPythonFrames, Site::Stack));
             let to_then = if share > 0.0 { share / 2.0 } else { share };
             out.push((self.key(then), to_then));
             if share - to_then != 0.0 {
@@ -853,7 +882,7 @@ pub fn process_label(rec: &Recording, process: u32) -> String {
     format!(
         "process {} {}",
         p.pid,
-        crate::output::units::one_line(rec.string(p.command), 60)
+        crate::output::text::one_line(rec.string(p.command), 60)
     )
 }
 

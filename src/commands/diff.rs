@@ -10,12 +10,15 @@ use inferno::flamegraph::{self, Options};
 
 use crate::analysis::functions::by_function;
 use crate::analysis::{attribute, Filter, Metric, Naming};
-use crate::commands::flame::{file_name, write_file};
+use crate::commands::flame::{file_name, shown, write_file};
 use crate::commands::info::open_recording;
-use crate::error::{Error, Result};
+use crate::commands::{to_stdout, written};
+use crate::error::Result;
 use crate::output::collapsed::{fold, Fold};
 use crate::output::flame::duration;
-use crate::output::units::{bytes, one_line};
+use crate::output::text::{one_line, visible};
+use crate::output::units::bytes;
+use crate::recording::Recording;
 
 #[derive(Clone, Debug)]
 pub struct DiffOptions {
@@ -32,9 +35,38 @@ pub struct DiffOptions {
 pub fn run(opts: &DiffOptions) -> Result<()> {
     let (base_path, base) = open_recording(Some(&opts.base))?;
     let (new_path, new) = open_recording(Some(&opts.new))?;
+    let (base_name, new_name) = (file_name(&base_path), file_name(&new_path));
+    let mut svg = Vec::new();
+    to_stdout(|out| {
+        report(
+            (&base_name, &base),
+            (&new_name, &new),
+            opts,
+            opts.output.is_some().then_some(&mut svg as &mut dyn Write),
+            out,
+        )
+    })?;
+    if let Some(output) = &opts.output {
+        write_file(output, |w| w.write_all(&svg))?;
+        eprintln!("memspy: wrote {}", shown(output));
+    }
+    Ok(())
+}
+
+/// Compare `new` with `base` (each a file name and its recording) as `opts` say (`base`, `new`
+/// and `output` are not used): the functions that changed most go to `out`, the differential
+/// flamegraph to `svg` when given.
+pub fn report(
+    base: (&str, &Recording),
+    new: (&str, &Recording),
+    opts: &DiffOptions,
+    svg: Option<&mut dyn Write>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let ((base_name, base), (new_name, new)) = (base, new);
     let (base_attr, new_attr) = (
-        attribute(&base, &Filter::default()),
-        attribute(&new, &Filter::default()),
+        attribute(base, &Filter::default()),
+        attribute(new, &Filter::default()),
     );
     // Processes differ from run to run (pids), so both sides are folded into one tree.
     let how = Fold {
@@ -43,8 +75,8 @@ pub fn run(opts: &DiffOptions) -> Result<()> {
             functions_only: opts.functions_only,
         },
     };
-    let base_folded = fold(&base, &base_attr, opts.metric, how);
-    let new_folded = fold(&new, &new_attr, opts.metric, how);
+    let base_folded = fold(base, &base_attr, opts.metric, how);
+    let new_folded = fold(new, &new_attr, opts.metric, how);
     let (base_total, new_total) = (
         base_folded.iter().map(|x| x.1).sum::<u64>() as f64,
         new_folded.iter().map(|x| x.1).sum::<u64>() as f64,
@@ -68,25 +100,29 @@ pub fn run(opts: &DiffOptions) -> Result<()> {
             duration(v.max(0.0) as u64)
         }
     };
-    if let Some(output) = &opts.output {
+    if let Some(svg) = svg {
         let mut fg = Options::default();
-        fg.title = format!(
+        fg.title = visible(&format!(
             "{}: {} vs {}",
             opts.metric.title(),
-            file_name(&new_path),
-            file_name(&base_path)
+            new_name,
+            base_name
+        ))
+        .into_owned();
+        fg.subtitle = Some(
+            visible(&format!(
+                "red: more in {}, blue: less · total {} -> {}{}",
+                new_name,
+                show(base_total * scale),
+                show(new_total),
+                if opts.normalize {
+                    " (baseline scaled to the same total)"
+                } else {
+                    ""
+                }
+            ))
+            .into_owned(),
         );
-        fg.subtitle = Some(format!(
-            "red: more in {}, blue: less · total {} -> {}{}",
-            file_name(&new_path),
-            show(base_total * scale),
-            show(new_total),
-            if opts.normalize {
-                " (baseline scaled to the same total)"
-            } else {
-                ""
-            }
-        ));
         fg.count_name = if opts.metric.is_memory() {
             "bytes"
         } else {
@@ -101,31 +137,30 @@ pub fn run(opts: &DiffOptions) -> Result<()> {
         if lines.is_empty() {
             lines.push("[nothing recorded] 0 1".into());
         }
-        write_file(output, |w| {
-            flamegraph::from_lines(&mut fg, lines.iter().map(|l| l.as_str()), w)
-                .map_err(io::Error::other)
-        })?;
-        eprintln!("memspy: wrote {}", output.display());
+        written(
+            flamegraph::from_lines(&mut fg, lines.iter().map(|l| l.as_str()), svg)
+                .map_err(io::Error::other),
+        )?;
     }
     // The functions that changed most (their totals, callees included).
     let mut changes: BTreeMap<String, (f64, f64)> = BTreeMap::new();
-    for f in by_function(&base, &base_attr, opts.metric) {
+    for f in by_function(base, &base_attr, opts.metric) {
         changes.entry(f.label()).or_default().0 = f.total_value * scale;
     }
-    for f in by_function(&new, &new_attr, opts.metric) {
+    for f in by_function(new, &new_attr, opts.metric) {
         changes.entry(f.label()).or_default().1 = f.total_value;
     }
     let mut ranked: Vec<(String, f64, f64)> =
         changes.into_iter().map(|(k, (a, b))| (k, a, b)).collect();
     ranked.sort_by(|x, y| (y.2 - y.1).abs().total_cmp(&(x.2 - x.1).abs()));
-    let mut w = io::BufWriter::new(io::stdout().lock());
-    let written = (|| -> io::Result<()> {
+    let w = out;
+    written((|| -> io::Result<()> {
         writeln!(
             w,
             "{} by function: {} -> {}",
             opts.metric.title(),
-            file_name(&base_path),
-            file_name(&new_path)
+            visible(base_name),
+            visible(new_name)
         )?;
         writeln!(
             w,
@@ -148,10 +183,6 @@ pub fn run(opts: &DiffOptions) -> Result<()> {
                 one_line(name, 90)
             )?;
         }
-        w.flush()
-    })();
-    match written {
-        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(Error::io("writing output", e)),
-        _ => Ok(()),
-    }
+        Ok(())
+    })())
 }

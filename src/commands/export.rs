@@ -1,11 +1,13 @@
 //! `memspy export`: a recording in other tools' formats.
 
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::PathBuf;
 
 use crate::analysis::{attribute, Filter, Metric, Naming};
-use crate::commands::flame::{file_name, write_file};
+use crate::commands::flame::{check_pid, file_name, shown, write_file};
 use crate::commands::info::open_recording;
 use crate::commands::plot::attributed;
+use crate::commands::written;
 use crate::error::{Error, Result};
 use crate::output::mprof::{roles, write_dat};
 use crate::output::plot::top_functions;
@@ -36,31 +38,45 @@ pub struct ExportOptions {
 }
 
 pub fn run(opts: &ExportOptions) -> Result<()> {
+    let (path, rec) = open_recording(opts.input.as_deref())?;
+    let mut data = Vec::new();
+    let what = report(&rec, &file_name(&path), opts, &mut data)?;
+    write_file(&opts.output, |w| w.write_all(&data))?;
+    let output = shown(&opts.output);
     match opts.format {
-        ExportFormat::Collapsed => export_collapsed(opts),
-        ExportFormat::Speedscope => export_speedscope(opts),
-        ExportFormat::Json => export_json(opts),
-        ExportFormat::Mprof => mprof(opts),
+        ExportFormat::Mprof => eprintln!(
+            "memspy: wrote {output} (mprof data: {what}; plot it with `mprof plot {output}`)"
+        ),
+        _ => eprintln!("memspy: wrote {output} ({what})"),
+    }
+    Ok(())
+}
+
+/// Write `rec` (its file is named `name`) in the format `opts` say (`input` and `output` are
+/// not used); returns a few words on what was written.
+pub fn report(
+    rec: &Recording,
+    name: &str,
+    opts: &ExportOptions,
+    out: &mut dyn Write,
+) -> Result<String> {
+    match opts.format {
+        ExportFormat::Collapsed => export_collapsed(rec, name, opts, out),
+        ExportFormat::Speedscope => export_speedscope(rec, name, opts, out),
+        ExportFormat::Json => export_json(rec, name, opts, out),
+        ExportFormat::Mprof => mprof(rec, name, opts, out),
     }
 }
 
-/// The recording, its filter and the processes the filter keeps (indices into
-/// `Recording::processes`); a pid that is not in the recording is an error.
-fn open(opts: &ExportOptions) -> Result<(PathBuf, Recording, Filter, Vec<u32>)> {
-    let (path, rec) = open_recording(opts.input.as_deref())?;
-    if let Some(pid) = opts.pid {
-        if !rec.processes.iter().any(|p| p.pid == pid) {
-            return Err(Error::Usage(format!(
-                "{} has no process {pid} (see `memspy info`)",
-                path.display()
-            )));
-        }
-    }
+/// The filter and the processes it keeps (indices into `Recording::processes`); a pid that is
+/// not in the recording is an error.
+fn processes(rec: &Recording, name: &str, opts: &ExportOptions) -> Result<(Filter, Vec<u32>)> {
+    check_pid(rec, name, opts.pid)?;
     let filter = Filter { pid: opts.pid };
     let processes = (0..rec.processes.len() as u32)
-        .filter(|&p| filter.includes(&rec, p))
+        .filter(|&p| filter.includes(rec, p))
         .collect();
-    Ok((path, rec, filter, processes))
+    Ok((filter, processes))
 }
 
 fn naming(opts: &ExportOptions) -> Naming {
@@ -69,15 +85,16 @@ fn naming(opts: &ExportOptions) -> Naming {
     }
 }
 
-fn wrote(output: &Path, what: &str) {
-    eprintln!("memspy: wrote {} ({what})", output.display());
-}
-
-fn export_collapsed(opts: &ExportOptions) -> Result<()> {
-    let (_, rec, filter, _) = open(opts)?;
-    let attr = attribute(&rec, &filter);
+fn export_collapsed(
+    rec: &Recording,
+    name: &str,
+    opts: &ExportOptions,
+    out: &mut dyn Write,
+) -> Result<String> {
+    let (filter, _) = processes(rec, name, opts)?;
+    let attr = attribute(rec, &filter);
     let folded = collapsed::fold(
-        &rec,
+        rec,
         &attr,
         opts.metric,
         collapsed::Fold {
@@ -85,69 +102,70 @@ fn export_collapsed(opts: &ExportOptions) -> Result<()> {
             naming: naming(opts),
         },
     );
-    write_file(&opts.output, |w| collapsed::write(&folded, w))?;
-    wrote(
-        &opts.output,
-        &format!(
-            "folded stacks of {}, {} stacks",
-            opts.metric.title().to_lowercase(),
-            folded.len()
-        ),
-    );
-    Ok(())
+    written(collapsed::write(&folded, out))?;
+    Ok(format!(
+        "folded stacks of {}, {} stacks",
+        opts.metric.title().to_lowercase(),
+        folded.len()
+    ))
 }
 
-fn export_speedscope(opts: &ExportOptions) -> Result<()> {
-    let (path, rec, filter, processes) = open(opts)?;
-    let attr = attribute(&rec, &filter);
+fn export_speedscope(
+    rec: &Recording,
+    name: &str,
+    opts: &ExportOptions,
+    out: &mut dyn Write,
+) -> Result<String> {
+    let (filter, processes) = processes(rec, name, opts)?;
+    let attr = attribute(rec, &filter);
     // Processes without samples have nothing to show.
     let processes: Vec<u32> = processes
         .into_iter()
         .filter(|&p| rec.samples.iter().any(|s| s.process == p))
         .collect();
-    write_file(&opts.output, |w| {
-        speedscope::write(&rec, &attr, &processes, &file_name(&path), naming(opts), w)
-    })?;
-    wrote(
-        &opts.output,
-        &format!(
-            "speedscope, {} profiles",
-            processes.len() * speedscope::PROFILES.len()
-        ),
-    );
-    Ok(())
+    written(speedscope::write(
+        rec,
+        &attr,
+        &processes,
+        name,
+        naming(opts),
+        out,
+    ))?;
+    Ok(format!(
+        "speedscope, {} profiles",
+        processes.len() * speedscope::PROFILES.len()
+    ))
 }
 
-fn export_json(opts: &ExportOptions) -> Result<()> {
-    let (path, rec, filter, processes) = open(opts)?;
-    let attr = attribute(&rec, &filter);
-    write_file(&opts.output, |w| {
-        json::write(&rec, &attr, &processes, &path, w)
-    })?;
-    wrote(&opts.output, "JSON summary");
-    Ok(())
+fn export_json(
+    rec: &Recording,
+    name: &str,
+    opts: &ExportOptions,
+    out: &mut dyn Write,
+) -> Result<String> {
+    let (filter, processes) = processes(rec, name, opts)?;
+    let attr = attribute(rec, &filter);
+    written(json::write(rec, &attr, &processes, name, out))?;
+    Ok("JSON summary".into())
 }
 
 /// How many functions the mprof export brackets (`memspy plot`'s default).
 const MPROF_FUNCTIONS: usize = 5;
 
-fn mprof(opts: &ExportOptions) -> Result<()> {
-    let (_, rec, filter, attr) = attributed(opts.input.as_deref(), opts.pid)?;
-    let Some(roles) = roles(&rec, &attr) else {
+fn mprof(rec: &Recording, name: &str, opts: &ExportOptions, out: &mut dyn Write) -> Result<String> {
+    let (filter, attr) = attributed(rec, name, opts.pid)?;
+    let Some(roles) = roles(rec, &attr) else {
         return Err(Error::Other("no process has memory readings".into()));
     };
-    let marked = top_functions(&rec, &attr, &filter, MPROF_FUNCTIONS);
-    write_file(&opts.output, |w| write_dat(&rec, &attr, &roles, &marked, w))?;
-    eprintln!(
-        "memspy: wrote {} (mprof data: process {}{}; plot it with `mprof plot {}`)",
-        opts.output.display(),
+    let marked = top_functions(rec, &attr, &filter, MPROF_FUNCTIONS);
+    written(write_dat(rec, &attr, &roles, &marked, out))?;
+    Ok(format!(
+        "process {}{}",
         roles.main_pid,
         match roles.children.len() {
             0 => String::new(),
             1 => " and 1 child".to_string(),
             n => format!(" and {n} children"),
-        },
-        opts.output.display()
-    );
-    Ok(())
+        }
+    ))
 }

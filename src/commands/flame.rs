@@ -4,10 +4,13 @@ use std::path::{Path, PathBuf};
 
 use crate::analysis::{attribute, Filter, Metric, Naming};
 use crate::commands::info::open_recording;
+use crate::commands::written;
 use crate::error::{Error, Result};
 use crate::output::collapsed::{fold, Fold};
 use crate::output::flame::{duration, write_svg};
+use crate::output::text::visible;
 use crate::output::units::{bytes, count};
+use crate::recording::Recording;
 
 #[derive(Clone, Debug)]
 pub struct FlameOptions {
@@ -22,18 +25,31 @@ pub struct FlameOptions {
 
 pub fn run(opts: &FlameOptions) -> Result<()> {
     let (path, rec) = open_recording(opts.input.as_deref())?;
+    let mut svg = Vec::new();
+    let stacks = report(&rec, &file_name(&path), opts, &mut svg)?;
+    write_file(&opts.output, |w| w.write_all(&svg))?;
+    eprintln!(
+        "memspy: wrote {} ({}, {} stacks)",
+        shown(&opts.output),
+        opts.metric.title().to_lowercase(),
+        stacks
+    );
+    Ok(())
+}
+
+/// Draw the flamegraph of `rec` (its file is named `name`) as `opts` say (`input` and `output`
+/// are not used); returns how many stacks it has.
+pub fn report(
+    rec: &Recording,
+    name: &str,
+    opts: &FlameOptions,
+    out: &mut dyn std::io::Write,
+) -> Result<usize> {
     let filter = Filter { pid: opts.pid };
-    if let Some(pid) = opts.pid {
-        if !rec.processes.iter().any(|p| p.pid == pid) {
-            return Err(Error::Usage(format!(
-                "{} has no process {pid} (see `memspy info`)",
-                path.display()
-            )));
-        }
-    }
-    let attr = attribute(&rec, &filter);
+    check_pid(rec, name, opts.pid)?;
+    let attr = attribute(rec, &filter);
     let folded = fold(
-        &rec,
+        rec,
         &attr,
         opts.metric,
         Fold {
@@ -43,7 +59,10 @@ pub fn run(opts: &FlameOptions) -> Result<()> {
             },
         },
     );
-    let total: u64 = folded.iter().map(|(_, v)| v).sum();
+    let total: u64 = folded
+        .iter()
+        .map(|(_, v)| v)
+        .fold(0, |a, &b| a.saturating_add(b));
     let title = format!(
         "{} ({}) of {}",
         opts.metric.title(),
@@ -52,12 +71,12 @@ pub fn run(opts: &FlameOptions) -> Result<()> {
         } else {
             "time"
         },
-        file_name(&path)
+        name
     );
     let samples = rec
         .samples
         .iter()
-        .filter(|s| filter.includes(&rec, s.process))
+        .filter(|s| filter.includes(rec, s.process))
         .count() as u64;
     let subtitle = format!(
         "total {} · {} samples · {}",
@@ -75,16 +94,18 @@ pub fn run(opts: &FlameOptions) -> Result<()> {
             },
         }
     );
-    write_file(&opts.output, |w| {
-        write_svg(&folded, opts.metric, &title, &subtitle, w)
-    })?;
-    eprintln!(
-        "memspy: wrote {} ({}, {} stacks)",
-        opts.output.display(),
-        opts.metric.title().to_lowercase(),
-        folded.len()
-    );
-    Ok(())
+    written(write_svg(&folded, opts.metric, &title, &subtitle, out))?;
+    Ok(folded.len())
+}
+
+/// A `--pid` that names no process of the recording is an error.
+pub fn check_pid(rec: &Recording, name: &str, pid: Option<i32>) -> Result<()> {
+    match pid {
+        Some(pid) if !rec.processes.iter().any(|p| p.pid == pid) => Err(Error::Usage(format!(
+            "{name} has no process {pid} (see `memspy info`)"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 pub fn file_name(path: &Path) -> String {
@@ -92,6 +113,11 @@ pub fn file_name(path: &Path) -> String {
         || path.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     )
+}
+
+/// A path as messages show it.
+pub fn shown(path: &Path) -> String {
+    visible(&path.display().to_string()).into_owned()
 }
 
 /// Create `path` and write it through a buffer; a failure names the file.

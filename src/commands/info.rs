@@ -5,8 +5,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::commands::{to_stdout, written};
 use crate::error::{Error, Result};
-use crate::output::units::{bytes, count, one_line};
+use crate::output::text::{message, one_line, visible};
+use crate::output::units::{bytes, count};
 use crate::recording::reader::Damage;
 use crate::recording::{FailureKind, Recording};
 
@@ -36,20 +38,25 @@ pub fn open_recording(path: Option<&Path>) -> Result<(PathBuf, Recording)> {
         None => newest_recording()?,
     };
     let rec = Recording::open(&path)?;
-    match &rec.damage {
-        Some(Damage::Corrupt { offset, what }) => eprintln!(
-            "memspy: warning: {} is damaged at byte {offset} ({what}); using the {} samples before it",
-            path.display(),
-            count(rec.samples.len() as u64)
-        ),
-        Some(Damage::Truncated { .. }) | None if !rec.complete => eprintln!(
-            "memspy: note: {} was not closed cleanly (memspy was killed or the disk filled up); {} samples recovered",
-            path.display(),
-            count(rec.samples.len() as u64)
-        ),
-        _ => {}
+    if let Some(warning) = damage_warning(&path.display().to_string(), &rec) {
+        eprintln!("{}", message(&warning));
     }
     Ok((path, rec))
+}
+
+/// What to tell about a recording that is damaged or was not closed, if anything.
+pub fn damage_warning(file: &str, rec: &Recording) -> Option<String> {
+    match &rec.damage {
+        Some(Damage::Corrupt { offset, what }) => Some(format!(
+            "memspy: warning: {file} is damaged at byte {offset} ({what}); using the {} samples before it",
+            count(rec.samples.len() as u64)
+        )),
+        Some(Damage::Truncated { .. }) | None if !rec.complete => Some(format!(
+            "memspy: note: {file} was not closed cleanly (memspy was killed or the disk filled up); {} samples recovered",
+            count(rec.samples.len() as u64)
+        )),
+        _ => None,
+    }
 }
 
 #[derive(Serialize)]
@@ -104,19 +111,20 @@ struct ProcessInfo {
 
 pub fn run(path: Option<&Path>, json: bool) -> Result<()> {
     let (path, rec) = open_recording(path)?;
-    let info = summarize(&path, &rec);
-    let result = if json {
-        write_json(&info)
-    } else {
-        write_text(&info)
-    };
-    match result {
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-        other => other.map_err(|e| Error::io("writing output", e)),
-    }
+    to_stdout(|out| report(&path.display().to_string(), &rec, json, out))
 }
 
-fn summarize(path: &Path, rec: &Recording) -> Info {
+/// Describe `rec` (read from `file`), as text or JSON.
+pub fn report(file: &str, rec: &Recording, json: bool, out: &mut dyn Write) -> Result<()> {
+    let info = summarize(file, rec);
+    written(if json {
+        write_json(&info, out)
+    } else {
+        write_text(&info, out)
+    })
+}
+
+fn summarize(file: &str, rec: &Recording) -> Info {
     let mut processes: Vec<ProcessInfo> = rec
         .processes
         .iter()
@@ -125,7 +133,10 @@ fn summarize(path: &Path, rec: &Recording) -> Info {
             pid: p.pid,
             command: rec.string(p.command).to_string(),
             python: rec.string(p.python).to_string(),
-            parent_pid: p.parent.map(|i| rec.processes[i as usize].pid),
+            parent_pid: p
+                .parent
+                .and_then(|i| rec.processes.get(i as usize))
+                .map(|parent| parent.pid),
             samples: 0,
             failed: FailureCounts::default(),
             start_s: p.start_us as f64 / 1e6,
@@ -147,14 +158,16 @@ fn summarize(path: &Path, rec: &Recording) -> Info {
         })
         .collect();
     for s in &rec.samples {
-        let p = &mut processes[s.process as usize];
-        p.samples += 1;
-        p.rss_min = p.rss_min.min(s.rss_bytes);
-        p.rss_max = p.rss_max.max(s.rss_bytes);
+        if let Some(p) = processes.get_mut(s.process as usize) {
+            p.samples += 1;
+            p.rss_min = p.rss_min.min(s.rss_bytes);
+            p.rss_max = p.rss_max.max(s.rss_bytes);
+        }
     }
     let mut failed = FailureCounts::default();
     for f in &rec.failures {
-        let counts = [&mut failed, &mut processes[f.process as usize].failed];
+        let mut counts = vec![&mut failed];
+        counts.extend(processes.get_mut(f.process as usize).map(|p| &mut p.failed));
         for c in counts {
             match f.kind {
                 FailureKind::Raced => c.raced += 1,
@@ -176,7 +189,7 @@ fn summarize(path: &Path, rec: &Recording) -> Info {
     });
     let st = &rec.stats;
     Info {
-        file: path.display().to_string(),
+        file: file.to_string(),
         bytes: rec.file_bytes,
         complete: rec.complete,
         damage,
@@ -202,20 +215,25 @@ fn summarize(path: &Path, rec: &Recording) -> Info {
     }
 }
 
-fn write_json(info: &Info) -> io::Result<()> {
-    let mut w = io::stdout().lock();
+fn write_json(info: &Info, mut w: &mut dyn Write) -> io::Result<()> {
     serde_json::to_writer_pretty(&mut w, info)?;
     writeln!(w)
 }
 
-fn write_text(i: &Info) -> io::Result<()> {
-    let mut w = io::BufWriter::new(io::stdout().lock());
+/// The text form; everything that comes from the file is made visible.
+fn write_text(i: &Info, w: &mut dyn Write) -> io::Result<()> {
     let state = match (&i.damage, i.complete) {
         (Some(d), _) => d.clone(),
         (None, true) => "closed cleanly".into(),
         (None, false) => "not closed (recording still running, or memspy was killed)".into(),
     };
-    writeln!(w, "{}: {}, {}", i.file, bytes(i.bytes as f64), state)?;
+    writeln!(
+        w,
+        "{}: {}, {}",
+        visible(&i.file),
+        bytes(i.bytes as f64),
+        one_line(&state, 200)
+    )?;
     let started = chrono::DateTime::from_timestamp_nanos(i.start_unix_ns as i64)
         .with_timezone(&chrono::Local);
     writeln!(
@@ -229,8 +247,8 @@ fn write_text(i: &Info) -> io::Result<()> {
         } else {
             "non-blocking"
         },
-        i.memory,
-        i.memspy_version
+        visible(&i.memory),
+        one_line(&i.memspy_version, 40)
     )?;
     let f = &i.failed;
     writeln!(
@@ -281,7 +299,7 @@ fn write_text(i: &Info) -> io::Result<()> {
             w,
             "{:>8} {:>8} {:>8} {:>7} {:>10} {:>10} {:>16}  {}{}",
             p.pid,
-            p.python,
+            one_line(&p.python, 20),
             count(p.samples),
             p.failed.raced + p.failed.exited + p.failed.fatal,
             bytes(p.rss_min as f64),
@@ -295,5 +313,5 @@ fn write_text(i: &Info) -> io::Result<()> {
             end
         )?;
     }
-    w.flush()
+    Ok(())
 }

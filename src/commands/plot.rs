@@ -1,11 +1,12 @@
 //! `memspy plot`: memory over time, one line per process, with the top functions by growth
 //! marked where they ran.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::analysis::{attribute, Attribution, Filter};
-use crate::commands::flame::{file_name, write_file};
+use crate::commands::flame::{check_pid, file_name, shown, write_file};
 use crate::commands::info::open_recording;
+use crate::commands::written;
 use crate::error::{Error, Result};
 use crate::output::plot::{memory_name, top_functions, write_svg};
 use crate::output::units::count;
@@ -21,26 +22,13 @@ pub struct PlotOptions {
 }
 
 pub fn run(opts: &PlotOptions) -> Result<()> {
-    let (path, rec, filter, attr) = attributed(opts.input.as_deref(), opts.pid)?;
-    let marked = top_functions(&rec, &attr, &filter, opts.functions);
-    let processes = attr.series.iter().filter(|s| !s.is_empty()).count();
-    let title = format!("Memory over time — {}", file_name(&path));
-    let subtitle = format!(
-        "{} of {} · top {} functions by memory growth marked where they ran",
-        memory_name(&rec),
-        match opts.pid {
-            Some(pid) => format!("process {pid}"),
-            None if processes == 1 => "1 process".to_string(),
-            None => format!("{processes} processes"),
-        },
-        opts.functions
-    );
-    write_file(&opts.output, |w| {
-        write_svg(&rec, &attr, &marked, &title, &subtitle, w)
-    })?;
+    let (path, rec) = open_recording(opts.input.as_deref())?;
+    let mut svg = Vec::new();
+    let (processes, marked) = report(&rec, &file_name(&path), opts, &mut svg)?;
+    write_file(&opts.output, |w| w.write_all(&svg))?;
     eprintln!(
         "memspy: wrote {} ({} over time, {} {}, {} functions marked)",
-        opts.output.display(),
+        shown(&opts.output),
         memory_name(&rec),
         count(processes as u64),
         if processes == 1 {
@@ -48,45 +36,58 @@ pub fn run(opts: &PlotOptions) -> Result<()> {
         } else {
             "processes"
         },
-        marked.len()
+        marked
     );
     Ok(())
 }
 
-/// Open a recording and attribute it, for the commands that draw memory over time (plot, the
-/// mprof export). Fails with one line when `pid` is not in the recording or there is nothing to
-/// draw (no samples, or no PSS/USS readings in a recording made with `--memory pss|uss`).
-pub fn attributed(
-    input: Option<&Path>,
-    pid: Option<i32>,
-) -> Result<(PathBuf, Recording, Filter, Attribution)> {
-    let (path, rec) = open_recording(input)?;
-    if let Some(pid) = pid {
-        if !rec.processes.iter().any(|p| p.pid == pid) {
-            return Err(Error::Usage(format!(
-                "{} has no process {pid} (see `memspy info`)",
-                path.display()
-            )));
-        }
-    }
+/// Draw the chart of `rec` (its file is named `name`) as `opts` say (`input` and `output` are
+/// not used); returns how many processes and functions it shows.
+pub fn report(
+    rec: &Recording,
+    name: &str,
+    opts: &PlotOptions,
+    out: &mut dyn std::io::Write,
+) -> Result<(usize, usize)> {
+    let (filter, attr) = attributed(rec, name, opts.pid)?;
+    let marked = top_functions(rec, &attr, &filter, opts.functions);
+    let processes = attr.series.iter().filter(|s| !s.is_empty()).count();
+    let title = format!("Memory over time — {name}");
+    let subtitle = format!(
+        "{} of {} · top {} functions by memory growth marked where they ran",
+        memory_name(rec),
+        match opts.pid {
+            Some(pid) => format!("process {pid}"),
+            None if processes == 1 => "1 process".to_string(),
+            None => format!("{processes} processes"),
+        },
+        opts.functions
+    );
+    written(write_svg(rec, &attr, &marked, &title, &subtitle, out))?;
+    Ok((processes, marked.len()))
+}
+
+/// Attribute a recording, for the commands that draw memory over time (plot, the mprof
+/// export). Fails with one line when `pid` is not in the recording or there is nothing to draw
+/// (no samples, or no PSS/USS readings in a recording made with `--memory pss|uss`).
+pub fn attributed(rec: &Recording, name: &str, pid: Option<i32>) -> Result<(Filter, Attribution)> {
+    check_pid(rec, name, pid)?;
     let filter = Filter { pid };
-    let attr = attribute(&rec, &filter);
+    let attr = attribute(rec, &filter);
     if attr.series.iter().all(|s| s.is_empty()) {
-        let samples = rec.samples.iter().any(|s| filter.includes(&rec, s.process));
+        let samples = rec.samples.iter().any(|s| filter.includes(rec, s.process));
         return Err(Error::Other(if samples {
             format!(
-                "{} has no {} readings to draw (they are taken every {} ms or so; record longer)",
-                path.display(),
-                memory_name(&rec),
+                "{name} has no {} readings to draw (they are taken every {} ms or so; record longer)",
+                memory_name(rec),
                 rec.meta.rollup_interval_ms.unwrap_or(100)
             )
         } else {
             format!(
-                "{} holds no samples{}: there is no memory to draw",
-                path.display(),
+                "{name} holds no samples{}: there is no memory to draw",
                 pid.map_or(String::new(), |p| format!(" of process {p}"))
             )
         }));
     }
-    Ok((path, rec, filter, attr))
+    Ok((filter, attr))
 }

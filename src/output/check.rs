@@ -4,6 +4,7 @@
 use std::io::{self, Write};
 
 use super::flame::duration;
+use super::text::{markdown, one_line};
 use super::units::bytes;
 use crate::analysis::check::{Finding, Unit};
 
@@ -43,14 +44,16 @@ pub fn write_text(
     if failed == 0 {
         writeln!(
             w,
-            "memspy check: passed, {} checks ({context})",
-            findings.len()
+            "memspy check: passed, {} checks ({})",
+            findings.len(),
+            one_line(context, usize::MAX)
         )?;
     } else {
         writeln!(
             w,
-            "memspy check: FAILED, {failed} of {} checks ({context})",
-            findings.len()
+            "memspy check: FAILED, {failed} of {} checks ({})",
+            findings.len(),
+            one_line(context, usize::MAX)
         )?;
     }
     for f in ordered(findings) {
@@ -60,7 +63,7 @@ pub fn write_text(
         let mut line = format!(
             "  {:<4}  {:<60} {:>11}",
             if f.passed { "ok" } else { "FAIL" },
-            f.check,
+            one_line(&f.check, 160),
             show(f.unit, f.value)
         );
         if let Some(b) = f.baseline {
@@ -112,7 +115,7 @@ pub fn write_markdown(findings: &[Finding], context: &str, mut w: impl Write) ->
             findings.len()
         )?;
     }
-    writeln!(w, "{context}\n")?;
+    writeln!(w, "{}\n", markdown(context))?;
     writeln!(w, "| | check | value | baseline | limit | change |")?;
     writeln!(w, "|---|---|---:|---:|---:|---:|")?;
     for f in ordered(findings) {
@@ -121,7 +124,7 @@ pub fn write_markdown(findings: &[Finding], context: &str, mut w: impl Write) ->
             w,
             "| {} | {} | {} | {} | {} | {} |",
             if f.passed { "✅" } else { "❌" },
-            f.check.replace('|', "\\|"),
+            markdown(&f.check),
             show(f.unit, f.value),
             cell(f.baseline),
             cell(f.limit),

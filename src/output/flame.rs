@@ -2,12 +2,15 @@
 //!
 //! inferno writes each frame's tooltip as `name (1,234,567 bytes, 12.34%)`; memspy rewrites
 //! those numbers into units people read (`1.2 MiB`, `350.0 ms`) after inferno is done. Frame
-//! names are escaped by inferno's XML writer, so a hostile function name cannot inject markup.
+//! names are escaped by inferno's XML writer, so a hostile function name cannot inject markup;
+//! control characters, which XML forbids even escaped, are made visible before
+//! (`collapsed::fold` for frames, here for the title).
 
 use std::io::{self, Write};
 
 use inferno::flamegraph::{self, Options};
 
+use super::text::visible;
 use super::units::bytes;
 use crate::analysis::Metric;
 
@@ -20,8 +23,8 @@ pub fn write_svg(
     mut w: impl Write,
 ) -> io::Result<()> {
     let mut opts = Options::default();
-    opts.title = title.to_string();
-    opts.subtitle = Some(subtitle.to_string());
+    opts.title = visible(title).into_owned();
+    opts.subtitle = Some(visible(subtitle).into_owned());
     opts.count_name = if metric.is_memory() { "bytes" } else { "us" }.to_string();
     opts.name_type = "Function:".to_string();
     opts.deterministic = true;
@@ -32,7 +35,7 @@ pub fn write_svg(
     let mut svg = Vec::new();
     if lines.is_empty() {
         // inferno refuses empty input; draw an empty chart that says so.
-        opts.subtitle = Some(format!("{subtitle} (no samples)"));
+        opts.subtitle = Some(format!("{} (no samples)", visible(subtitle)));
         flamegraph::from_lines(
             &mut opts,
             ["[nothing recorded] 1"].iter().copied(),

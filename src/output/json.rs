@@ -43,7 +43,6 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
-use std::path::Path;
 
 use serde::Serialize;
 
@@ -227,7 +226,10 @@ fn process_facts(rec: &Recording, attr: &Attribution, p: u32) -> ProcessFacts {
         });
     ProcessFacts {
         pid: proc.pid,
-        parent_pid: proc.parent.map(|i| rec.processes[i as usize].pid),
+        parent_pid: proc
+            .parent
+            .and_then(|i| rec.processes.get(i as usize))
+            .map(|parent| parent.pid),
         command: rec.string(proc.command).to_string(),
         python: rec.string(proc.python).to_string(),
         samples: samples.len() as u64,
@@ -241,12 +243,12 @@ fn process_facts(rec: &Recording, attr: &Attribution, p: u32) -> ProcessFacts {
 }
 
 /// Write the summary of a recording's attribution, for the given processes (indices into
-/// `Recording::processes`). `path` is the recording's file.
+/// `Recording::processes`). `file` is the name of the recording's file.
 pub fn write(
     rec: &Recording,
     attr: &Attribution,
     processes: &[u32],
-    path: &Path,
+    file: &str,
     mut w: impl Write,
 ) -> io::Result<()> {
     let included = |p: u32| processes.contains(&p);
@@ -261,7 +263,7 @@ pub fn write(
         .map(|s| s.time_us)
         .collect();
     let duration_us = match (times.iter().min(), times.iter().max()) {
-        (Some(a), Some(b)) => b - a,
+        (Some(a), Some(b)) => b.saturating_sub(*a),
         _ => 0,
     };
     let start = chrono::DateTime::from_timestamp_nanos(rec.meta.start_unix_ns as i64)
@@ -269,10 +271,7 @@ pub fn write(
     let summary = Summary {
         exporter: format!("memspy {}", env!("CARGO_PKG_VERSION")),
         recording: RecordingFacts {
-            file: path.file_name().map_or_else(
-                || path.display().to_string(),
-                |n| n.to_string_lossy().into_owned(),
-            ),
+            file: file.to_string(),
             memspy_version: rec.meta.memspy_version.clone(),
             complete: rec.complete,
             start_unix_ns: rec.meta.start_unix_ns,

@@ -11,7 +11,8 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use super::flame::duration;
-use super::units::{bytes, one_line};
+use super::text::{one_line, visible};
+use super::units::bytes;
 use crate::analysis::{Attribution, Metric, Site};
 use crate::recording::Recording;
 
@@ -40,7 +41,8 @@ type LineKey = (u32, i32, u32); // (file string, line, function)
 /// (self, total) of a metric per line.
 fn per_line(rec: &Recording, attr: &Attribution, metric: Metric) -> HashMap<LineKey, (f64, f64)> {
     let mut out: HashMap<LineKey, (f64, f64)> = HashMap::new();
-    let mut seen: Vec<LineKey> = Vec::new();
+    // A set, not a list: a stack can be thousands of frames deep.
+    let mut seen: rustc_hash::FxHashSet<LineKey> = Default::default();
     for (key, &value) in attr.values(metric) {
         let Site::Stack(stack) = key.site else {
             continue;
@@ -53,8 +55,7 @@ fn per_line(rec: &Recording, attr: &Attribution, metric: Metric) -> HashMap<Line
             if depth == 0 {
                 entry.0 += value;
             }
-            if !seen.contains(&k) {
-                seen.push(k);
+            if seen.insert(k) {
                 entry.1 += value;
             }
         }
@@ -62,29 +63,48 @@ fn per_line(rec: &Recording, attr: &Attribution, metric: Metric) -> HashMap<Line
     out
 }
 
-/// Source lines of a file: the copy in the recording, else the file itself.
+/// Source lines of a file, from the copy the recording holds. Never from the file system: the
+/// file name comes from the target (or a forged recording) and could name `/etc/shadow` or a
+/// FIFO, read by a report running as root.
 struct Sources<'a> {
     rec: &'a Recording,
-    cache: HashMap<u32, Option<Vec<String>>>,
+    cache: HashMap<u32, Option<Vec<&'a str>>>,
 }
 
-impl Sources<'_> {
-    fn line(&mut self, file: u32, line: i32) -> Option<String> {
+impl<'a> Sources<'a> {
+    fn lines(&mut self, file: u32) -> Option<&[&'a str]> {
         let rec = self.rec;
-        let lines = self.cache.entry(file).or_insert_with(|| {
-            let text = rec
-                .sources
-                .get(&file)
-                .cloned()
-                .or_else(|| std::fs::read_to_string(rec.string(file)).ok())?;
-            Some(text.lines().map(|l| l.to_string()).collect())
-        });
-        let text = lines
-            .as_ref()?
+        self.cache
+            .entry(file)
+            .or_insert_with(|| Some(rec.sources.get(&file)?.lines().collect()))
+            .as_deref()
+    }
+
+    /// The text of a line, trimmed, on one line and at most 80 characters (not escaped: the
+    /// text writers make it visible, JSON keeps it as it is).
+    fn line(&mut self, file: u32, line: i32) -> Option<String> {
+        let text = self
+            .lines(file)?
             .get(usize::try_from(line).ok()?.checked_sub(1)?)?;
-        Some(one_line(text.trim(), 80))
+        Some(squeeze(text.trim(), 80))
     }
 }
+
+/// Runs of whitespace as one space, and at most `max` characters (ending with "…").
+fn squeeze(s: &str, max: usize) -> String {
+    let mut out = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if out.chars().count() > max {
+        out = out.chars().take(max.saturating_sub(1)).collect();
+        out.push('…');
+    }
+    out
+}
+
+/// With `--function`, the lines of a function no sample caught are listed too, but at most
+/// this many per function (a forged line number of 2^31-1 must not make 2 billion rows)...
+const MAX_FILLED_PER_FUNCTION: i32 = 10_000;
+/// ... and in all.
+const MAX_FILLED: usize = 100_000;
 
 /// The table for `metric`: every line with a non-zero value, sorted by the metric on the line
 /// itself (then including calls); or, with `function`, every line of that function in source
@@ -123,7 +143,8 @@ pub fn rows(
     keys.dedup();
     if function.is_some() {
         // Fill in the function's lines that no sample caught, from its first line to its last
-        // line seen.
+        // line seen, but not past the end of its source (when the recording has it) and not
+        // more than MAX_FILLED_PER_FUNCTION lines.
         let mut extra = Vec::new();
         for fid in keys
             .iter()
@@ -131,13 +152,21 @@ pub fn rows(
             .collect::<std::collections::BTreeSet<_>>()
         {
             let f = &rec.functions[fid as usize];
-            let last = keys
+            let first = f.firstlineno.max(1);
+            let mut last = keys
                 .iter()
                 .filter(|k| k.2 == fid)
                 .map(|k| k.1)
                 .max()
-                .unwrap_or(f.firstlineno);
-            for line in f.firstlineno.max(1)..=last {
+                .unwrap_or(first);
+            if let Some(text) = sources.lines(f.file) {
+                last = last.min(i32::try_from(text.len()).unwrap_or(i32::MAX));
+            }
+            last = last.min(first.saturating_add(MAX_FILLED_PER_FUNCTION - 1));
+            for line in first..=last {
+                if extra.len() >= MAX_FILLED {
+                    break;
+                }
                 extra.push((f.file, line, fid));
             }
         }
@@ -240,7 +269,7 @@ pub fn write_text(rows: &[LineRow], metric: Metric, mut w: impl Write) -> io::Re
             } else {
                 one_line(&format!("{file}:{}", r.line), 30)
             },
-            r.source.as_deref().unwrap_or("")
+            visible(r.source.as_deref().unwrap_or(""))
         )?;
     }
     w.flush()
@@ -250,7 +279,9 @@ pub fn write_text(rows: &[LineRow], metric: Metric, mut w: impl Write) -> io::Re
 pub fn write_csv(rows: &[LineRow], metric: Metric, mut w: impl Write) -> io::Result<()> {
     let unit = if metric.is_memory() { "bytes" } else { "us" };
     writeln!(w, "file,line,function,self_{unit},total_{unit},time_pct,growth_bytes,net_bytes,peak_bytes,peak_pct,source")?;
-    let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    // Fields are quoted; a name's control characters (a newline would end the row) are made
+    // visible.
+    let quote = |s: &str| format!("\"{}\"", visible(s).replace('"', "\"\""));
     for r in rows {
         writeln!(
             w,
@@ -280,4 +311,97 @@ pub fn write_json(rows: &[LineRow], metric: Metric, mut w: impl Write) -> io::Re
     });
     serde_json::to_writer_pretty(&mut w, &doc)?;
     writeln!(w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::{attribute, Filter};
+    use crate::recording::writer::{ProcessDef, ThreadEntry, Writer};
+    use crate::recording::Meta;
+
+    /// A recording of one function in `file` (first line 10) sampled at `lines`, 10 ms apart,
+    /// with the memory growing 1 MiB a sample; `source`: the file's text, kept in the recording.
+    fn recording(file: &str, lines: &[i32], source: Option<&str>) -> Recording {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.msp");
+        let meta = Meta {
+            rate_hz: 100.0,
+            memory: "rss".into(),
+            ..Meta::default()
+        };
+        let mut w = Writer::create(&path, &meta).unwrap();
+        let p = w
+            .process_start(&ProcessDef {
+                pid: 1,
+                starttime: 1,
+                parent: None,
+                time_us: 0,
+                command: "python",
+                exe: "python",
+                python: "3.12.1",
+            })
+            .unwrap();
+        let slot = w.thread(p, 1, Some(1), "MainThread").unwrap();
+        let f = w.function("f", "f", file, 10).unwrap();
+        for (i, &line) in lines.iter().enumerate() {
+            let frame = w.frame(f, line).unwrap();
+            let stack = w.stack([frame]).unwrap();
+            let t = ThreadEntry {
+                slot,
+                stack,
+                flags: 3,
+                cpu_ns_total: 0,
+                minflt: 1,
+            };
+            w.sample(p, i as u64 * 10_000, (100 + i as u64) << 20, 0, &[t])
+                .unwrap();
+        }
+        if let Some(text) = source {
+            w.source(file, text).unwrap();
+        }
+        w.finish().unwrap();
+        Recording::open(&path).unwrap()
+    }
+
+    fn function_rows(rec: &Recording) -> Vec<LineRow> {
+        let attr = attribute(rec, &Filter::default());
+        rows(rec, &attr, Metric::Wall, Some("f"))
+    }
+
+    #[test]
+    fn a_huge_line_number_makes_a_bounded_table() {
+        // Without the source: from the first line, at most MAX_FILLED_PER_FUNCTION filled
+        // rows, and the sampled lines.
+        let rec = recording("/srv/app.py", &[12, i32::MAX, i32::MAX], None);
+        let table = function_rows(&rec);
+        assert_eq!(table.len(), MAX_FILLED_PER_FUNCTION as usize + 1);
+        assert_eq!(table.first().unwrap().line, 10);
+        assert_eq!(table.last().unwrap().line, i32::MAX);
+        assert!(table.iter().any(|r| r.line == 12 && r.time_pct > 0.0));
+        // With it: no filled row past the end of the source.
+        let text = (1..=20).map(|i| format!("line {i}\n")).collect::<String>();
+        let rec = recording("/srv/app.py", &[12, i32::MAX], Some(&text));
+        let lines: Vec<i32> = function_rows(&rec).iter().map(|r| r.line).collect();
+        let expected: Vec<i32> = (10..=20).chain([i32::MAX]).collect();
+        assert_eq!(lines, expected);
+        assert_eq!(function_rows(&rec)[2].source.as_deref(), Some("line 12"));
+    }
+
+    #[test]
+    fn source_text_never_comes_from_the_file_system() {
+        // The recording names a real file but holds no copy of it: the report must not read
+        // it (it could be /etc/shadow, or a FIFO that hangs).
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret.py");
+        std::fs::write(&secret, "SECRET 1\nSECRET 2\nSECRET 3\n").unwrap();
+        let rec = recording(secret.to_str().unwrap(), &[2], None);
+        let attr = attribute(&rec, &Filter::default());
+        let table = rows(&rec, &attr, Metric::Wall, None);
+        assert_eq!(table[0].line, 2);
+        assert_eq!(table[0].source, None);
+        let mut text = Vec::new();
+        write_text(&table, Metric::Wall, &mut text).unwrap();
+        assert!(!String::from_utf8(text).unwrap().contains("SECRET"));
+    }
 }

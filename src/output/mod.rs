@@ -7,4 +7,5 @@ pub mod lines;
 pub mod mprof;
 pub mod plot;
 pub mod speedscope;
+pub mod text;
 pub mod units;

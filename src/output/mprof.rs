@@ -20,7 +20,7 @@ use std::io::{self, Write};
 
 use crate::analysis::Attribution;
 use crate::output::plot::{base_name, value_at, Marked};
-use crate::output::units::one_line;
+use crate::output::text::{one_line, visible};
 use crate::recording::Recording;
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -53,7 +53,7 @@ pub fn roles(rec: &Recording, attr: &Attribution) -> Option<Roles> {
 /// `module.qualname` as memory_profiler names functions (`func.__module__` + name): the module
 /// is the file's base name without `.py` (a package's `__init__.py` is named after its folder,
 /// a frozen module's `<frozen importlib._bootstrap>` after the module inside). Spaces, which
-/// would split the line, become underscores.
+/// would split the line, become underscores, and control characters are made visible.
 pub fn dotted_name(rec: &Recording, function: u32) -> String {
     let f = &rec.functions[function as usize];
     let file = rec.string(f.file);
@@ -61,7 +61,7 @@ pub fn dotted_name(rec: &Recording, function: u32) -> String {
         .strip_prefix("<frozen ")
         .and_then(|m| m.strip_suffix('>'))
     {
-        return format!("{frozen}.{}", rec.string(f.qualname)).replace(char::is_whitespace, "_");
+        return mprof_word(&format!("{frozen}.{}", rec.string(f.qualname)));
     }
     let mut module = base_name(file).trim_end_matches(".py");
     if module == "__init__" {
@@ -71,7 +71,12 @@ pub fn dotted_name(rec: &Recording, function: u32) -> String {
             .filter(|d| !d.is_empty())
             .unwrap_or(module);
     }
-    format!("{module}.{}", rec.string(f.qualname)).replace(char::is_whitespace, "_")
+    mprof_word(&format!("{module}.{}", rec.string(f.qualname)))
+}
+
+/// One field of an mprof line: no whitespace, nothing invisible.
+fn mprof_word(s: &str) -> String {
+    visible(&s.replace(char::is_whitespace, "_")).into_owned()
 }
 
 /// Write the `.dat` file.

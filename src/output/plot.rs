@@ -14,7 +14,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::analysis::functions::{by_function, FunctionTotal};
 use crate::analysis::{Attribution, Filter, Metric};
-use crate::output::units::one_line;
+use crate::output::text::{one_line, visible};
 use crate::recording::Recording;
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -164,7 +164,7 @@ pub fn function_label(rec: &Recording, function: u32) -> String {
     format!(
         "{} ({}:{})",
         one_line(rec.string(f.qualname), 60),
-        base_name(rec.string(f.file)),
+        one_line(base_name(rec.string(f.file)), 60),
         f.firstlineno
     )
 }
@@ -194,7 +194,9 @@ pub fn value_at(series: &[(u64, u64)], t: u64) -> f64 {
             if t1 == t0 {
                 v1 as f64
             } else {
-                v0 as f64 + (v1 as f64 - v0 as f64) * (t - t0) as f64 / (t1 - t0) as f64
+                v0 as f64
+                    + (v1 as f64 - v0 as f64) * t.saturating_sub(t0) as f64
+                        / t1.saturating_sub(t0).max(1) as f64
             }
         }
     }
@@ -288,7 +290,8 @@ fn err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(format!("drawing the chart: {e}"))
 }
 
-/// Draw the chart. `subtitle` goes under the title.
+/// Draw the chart. `subtitle` goes under the title. Any text is made [`visible`], so the SVG
+/// is valid XML whatever the names in the recording.
 pub fn write_svg(
     rec: &Recording,
     attr: &Attribution,
@@ -297,6 +300,7 @@ pub fn write_svg(
     subtitle: &str,
     w: &mut dyn io::Write,
 ) -> io::Result<()> {
+    let (title, subtitle) = (visible(title), visible(subtitle));
     let processes: Vec<u32> = (0..attr.series.len() as u32)
         .filter(|&p| !attr.series[p as usize].is_empty())
         .collect();
@@ -328,10 +332,10 @@ pub fn write_svg(
         root.fill(&WHITE).map_err(err)?;
         let (top, legend) = root.split_vertically(CHART_HEIGHT);
         let top = top
-            .titled(title, ("sans-serif", 22).into_font().color(&BLACK))
+            .titled(&title, ("sans-serif", 22).into_font().color(&BLACK))
             .map_err(err)?;
         top.draw_text(
-            subtitle,
+            &subtitle,
             &("sans-serif", 14)
                 .into_font()
                 .color(&RGBColor(90, 90, 90))
@@ -363,13 +367,23 @@ pub fn write_svg(
             .map(|series| decimate(series, BUCKETS))
             .collect();
         // A span runs from its first sample to its last; the function ran from about half a
-        // sampling interval before to half after, which also gives a one-sample span a width.
+        // sampling interval before to half after, which also gives a one-sample span a width
+        // (at least 1 µs, whatever the rate says).
         let half_interval = if rec.meta.rate_hz > 0.0 {
-            (5e5 / rec.meta.rate_hz) as u64
+            ((5e5 / rec.meta.rate_hz) as u64).max(1)
         } else {
             5_000
         };
         let (bw, bh) = (x_max * 0.006, y_max * 0.03);
+        // The stretch a span covers, kept on the chart (a very low rate makes half an
+        // interval longer than the whole recording).
+        let x_end_us = (x_max * 1e6) as u64;
+        let stretch = |span: &Span| {
+            (
+                span.start_us.saturating_sub(half_interval),
+                span.end_us.saturating_add(half_interval).min(x_end_us),
+            )
+        };
 
         // Bands under the lines: the curve's stretch where each marked function ran, pale and
         // opaque so the lines stay readable; a span inside another function's span is drawn
@@ -379,13 +393,10 @@ pub fn write_svg(
             if series.is_empty() {
                 continue;
             }
-            let (start, end) = (
-                span.start_us.saturating_sub(half_interval),
-                span.end_us + half_interval,
-            );
+            let (start, end) = stretch(&span);
             let thin = &thinned[span.process as usize];
-            let inside =
-                thin.partition_point(|&(t, _)| t <= start)..thin.partition_point(|&(t, _)| t < end);
+            let from = thin.partition_point(|&(t, _)| t <= start);
+            let inside = from..thin.partition_point(|&(t, _)| t < end).max(from);
             let band: Vec<(f64, f64)> = std::iter::once((start, value_at(series, start)))
                 .chain(thin[inside].iter().map(|&(t, v)| (t, v as f64)))
                 .chain(std::iter::once((end, value_at(series, end))))
@@ -414,11 +425,8 @@ pub fn write_svg(
             let color = FUNCTION_COLORS[i % FUNCTION_COLORS.len()];
             for span in &m.spans {
                 let series = &attr.series[span.process as usize];
-                let (start, end) = (
-                    span.start_us.saturating_sub(half_interval),
-                    span.end_us + half_interval,
-                );
-                if series.is_empty() || ((end - start) as f64 / 1e6) < 4.0 * bw {
+                let (start, end) = stretch(span);
+                if series.is_empty() || (end.saturating_sub(start) as f64 / 1e6) < 4.0 * bw {
                     continue;
                 }
                 for (t, dir) in [(start, 1.0), (end, -1.0)] {
@@ -530,14 +538,14 @@ fn decimate(series: &[(u64, u64)], buckets: usize) -> Vec<(u64, u64)> {
         return series.to_vec();
     }
     let t0 = series[0].0;
-    let span = series[series.len() - 1].0 - t0;
+    let span = series[series.len() - 1].0.saturating_sub(t0);
     let width = (span / buckets as u64).max(1);
     let mut out = Vec::with_capacity(4 * buckets + 4);
     let mut i = 0;
     while i < series.len() {
-        let bucket = (series[i].0 - t0) / width;
+        let bucket = series[i].0.saturating_sub(t0) / width;
         let (mut lo, mut hi, mut j) = (i, i, i);
-        while j < series.len() && (series[j].0 - t0) / width == bucket {
+        while j < series.len() && series[j].0.saturating_sub(t0) / width == bucket {
             if series[j].1 < series[lo].1 {
                 lo = j;
             }
@@ -588,5 +596,77 @@ mod tests {
         assert!(d.windows(2).all(|w| w[0].0 < w[1].0));
         let short = &series[..10];
         assert_eq!(decimate(short, 100), short);
+    }
+}
+
+#[cfg(test)]
+mod drawing_tests {
+    use super::*;
+    use crate::analysis::attribute;
+    use crate::recording::writer::{ProcessDef, ThreadEntry, Writer};
+    use crate::recording::Meta;
+
+    /// A recording at `rate_hz` whose function grows memory on every sample.
+    fn growing(rate_hz: f64) -> Recording {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.msp");
+        let meta = Meta {
+            rate_hz,
+            memory: "rss".into(),
+            ..Meta::default()
+        };
+        let mut w = Writer::create(&path, &meta).unwrap();
+        let p = w
+            .process_start(&ProcessDef {
+                pid: 1,
+                starttime: 1,
+                parent: None,
+                time_us: 0,
+                command: "python",
+                exe: "python",
+                python: "3.12.1",
+            })
+            .unwrap();
+        let slot = w.thread(p, 1, Some(1), "MainThread").unwrap();
+        let f = w.function("grow", "grow", "/a.py", 1).unwrap();
+        let frame = w.frame(f, 2).unwrap();
+        let stack = w.stack([frame]).unwrap();
+        for i in 0..20u64 {
+            let t = ThreadEntry {
+                slot,
+                stack,
+                flags: 3,
+                cpu_ns_total: 0,
+                minflt: 1,
+            };
+            w.sample(p, i, (10 + i) << 20, 0, &[t]).unwrap();
+        }
+        w.finish().unwrap();
+        Recording::open(&path).unwrap()
+    }
+
+    #[test]
+    fn draws_at_any_rate() {
+        // At 1 MHz half a sampling interval rounded down to 0 µs, and a band of one sample
+        // made a slice range that ends before it starts.
+        for rate in [1e6, 999_999.0, 0.001, 100.0] {
+            let rec = growing(rate);
+            let filter = Filter::default();
+            let attr = attribute(&rec, &filter);
+            let marked = top_functions(&rec, &attr, &filter, 5);
+            assert_eq!(marked.len(), 1);
+            let mut svg = Vec::new();
+            write_svg(&rec, &attr, &marked, "t", "s", &mut svg).unwrap();
+            assert!(String::from_utf8(svg).unwrap().contains("grow (a.py:1)"));
+        }
+        // Rates no reader lets through, on a recording built in memory.
+        for rate in [f64::NAN, f64::INFINITY, 1e300, -1.0, 0.0] {
+            let mut rec = growing(100.0);
+            rec.meta.rate_hz = rate;
+            let filter = Filter::default();
+            let attr = attribute(&rec, &filter);
+            let marked = top_functions(&rec, &attr, &filter, 5);
+            write_svg(&rec, &attr, &marked, "t", "s", &mut Vec::new()).unwrap();
+        }
     }
 }

@@ -31,17 +31,6 @@ pub fn count(n: u64) -> String {
     out
 }
 
-/// Text on one line: runs of whitespace (newlines of a `python -c` script) become one space,
-/// and text longer than `max` characters ends with "…".
-pub fn one_line(s: &str, max: usize) -> String {
-    let mut out: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
-    if out.chars().count() > max {
-        out = out.chars().take(max.saturating_sub(1)).collect();
-        out.push('…');
-    }
-    out
-}
-
 /// An amount given on the command line: an absolute value (bytes or µs) or a percentage.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Amount {
@@ -125,11 +114,6 @@ mod tests {
         assert_eq!(count(0), "0");
         assert_eq!(count(1234567), "1,234,567");
         assert_eq!(count(100), "100");
-        assert_eq!(
-            one_line("python -c \"\nimport x\n  x.y()\"", 80),
-            "python -c \" import x x.y()\""
-        );
-        assert_eq!(one_line("abcdef", 4), "abc…");
     }
 
     #[test]

@@ -59,6 +59,22 @@
 //! ends at a record boundary is a complete recording of what happened until then. The writer
 //! flushes at least once a second; a reader stops at a record cut short (crash, full disk) and
 //! reports a record whose checksum or content is wrong as damage, keeping all before it.
+//!
+//! What a valid file also guarantees (a reader treats a record that breaks one as damage, like a
+//! bad checksum; a description that breaks one makes the file unreadable):
+//! - the description comes once, first, with a rate in (0, [`MAX_RATE_HZ`]] Hz and a memory
+//!   measure of `rss`, `pss` or `uss`;
+//! - ids are defined in order (0, 1, 2, ...) and refer only to what is already defined; a
+//!   process's parent is an earlier process; line numbers, pids, tids and exit statuses fit in
+//!   an `i32` (pids are positive; a tid is 0 when the thread's was not known yet);
+//! - a stack is at most [`MAX_STACK_DEPTH`] frames deep, and the distinct stacks that samples
+//!   use (in each process) have at most [`MAX_SAMPLED_FRAMES`] frames in all, whose names take
+//!   at most [`MAX_SAMPLED_TEXT`] bytes;
+//! - event times never go backwards (a batch starts at or after the last event before it) and
+//!   stay below [`MAX_TIME_US`]; a process ends once, not before it started;
+//! - a sample holds at most [`MAX_SAMPLE_THREADS`] threads (one slot can appear twice: the
+//!   recorder gives a thread just started its creator's slot while CPython still shows it
+//!   with its creator's thread id); memory amounts are at most [`MAX_MEMORY_KIB`] KiB.
 
 use serde::{Deserialize, Serialize};
 
@@ -67,6 +83,25 @@ pub const VERSION: u32 = 1;
 pub const HEADER_LEN: usize = 16;
 /// No record is larger; a length above this is damage, not a reason to allocate.
 pub const MAX_RECORD: usize = 64 << 20;
+/// The highest sampling rate a recording can claim (`memspy record` takes up to 100 kHz).
+pub const MAX_RATE_HZ: f64 = 1e6;
+/// The deepest stack a recording holds (the sampler keeps at most 8192 frames of a thread).
+pub const MAX_STACK_DEPTH: u32 = 16384;
+/// The frames of the stacks that samples use, added up over each distinct (process, stack):
+/// what reports walk and print per stack. A real recording has far fewer (16 workers with
+/// 20,000 distinct stacks 100 frames deep each are 32 million); a forged one with thousands of
+/// stacks thousands of frames deep would make every report take minutes and gigabytes.
+pub const MAX_SAMPLED_FRAMES: u64 = 1 << 25;
+/// The names and file names of those frames, added up, in bytes: what the folded stacks of a
+/// flamegraph hold. A forged recording can give thousands of frames a 60,000-character name.
+pub const MAX_SAMPLED_TEXT: u64 = 1 << 30;
+/// The most threads one sample holds (the sampler reads at most 4096 per process).
+pub const MAX_SAMPLE_THREADS: u32 = 8192;
+/// The largest memory amount (RSS, PSS, ...) a sample or reading holds, KiB: 4 PiB, far above
+/// any machine, small enough that bytes fit in a `u64` and count exactly in an `f64`.
+pub const MAX_MEMORY_KIB: u64 = 1 << 42;
+/// Event and process times stay below this (µs, about 285 years): exact in an `f64`.
+pub const MAX_TIME_US: u64 = 1 << 53;
 
 pub const T_META: u8 = 1;
 pub const T_STRING: u8 = 2;

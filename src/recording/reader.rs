@@ -178,16 +178,16 @@ pub struct Recording {
 }
 
 impl Recording {
-    /// Read a recording file.
+    /// Read a recording file. Only a regular file is read (see [`read_regular_file`]).
     pub fn open(path: &Path) -> Result<Recording> {
-        let data = std::fs::read(path)
-            .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+        let data = read_regular_file(path)?;
         Recording::parse(&data)
             .map_err(|what| Error::Recording(format!("{}: {what}", path.display())))
     }
 
     /// Parse the bytes of a recording. Fails only when the start of the file is not a memspy
-    /// recording at all; damage later on is reported in `damage`.
+    /// recording at all, or its description (the first record) is damaged or impossible;
+    /// damage later on is reported in `damage`.
     pub fn parse(data: &[u8]) -> std::result::Result<Recording, String> {
         if data.len() < HEADER_LEN || &data[..8] != MAGIC {
             return Err("not a memspy recording (bad magic bytes)".into());
@@ -234,31 +234,46 @@ impl Recording {
                 });
                 break;
             }
-            if !saw_meta && body[0] != T_META {
-                return Err("the first record is not the recording's description".into());
-            }
-            saw_meta = true;
-            if let Err(what) = rec.apply(&mut state, body) {
-                rec.damage = Some(Damage::Corrupt { offset, what });
-                break;
+            if !saw_meta {
+                // The description: without a sound one nothing else can be read.
+                if body[0] != T_META {
+                    return Err("the first record is not the recording's description".into());
+                }
+                rec.meta = parse_meta(&body[1..])
+                    .map_err(|what| format!("damaged recording: its description {what}"))?;
+                saw_meta = true;
+            } else {
+                let before = rec.event_counts();
+                if let Err(what) = rec.apply(&mut state, body) {
+                    // Nothing of a record that lies is kept, not even its first events.
+                    rec.truncate_events(before);
+                    rec.damage = Some(Damage::Corrupt { offset, what });
+                    break;
+                }
             }
             pos += 8 + len;
         }
         if !saw_meta {
-            return Err("the recording holds no data (it was cut before its first record)".into());
+            return Err(match rec.damage {
+                Some(Damage::Corrupt { what, .. }) => {
+                    format!(
+                        "damaged recording: its description (the first record) is damaged ({what})"
+                    )
+                }
+                _ => "the recording holds no data (it was cut before its first record)".into(),
+            });
         }
         Ok(rec)
     }
 
-    /// Decode one record body into the recording.
+    /// Decode one record body (after the description) into the recording. A record that is
+    /// malformed or lies (see the list in [`super::format`]) is an error, and the reading
+    /// stops there.
     fn apply(&mut self, state: &mut ReadState, body: &[u8]) -> std::result::Result<(), String> {
         let mut c = Cursor::new(&body[1..]);
         let bad = |what: &str| format!("malformed {what} record");
         match body[0] {
-            T_META => {
-                self.meta = serde_json::from_slice(c.rest())
-                    .map_err(|e| format!("bad description: {e}"))?;
-            }
+            T_META => return Err("a second description".into()),
             T_STRING => {
                 let id = c.uv32().ok_or_else(|| bad("string"))?;
                 let s = c.str().ok_or_else(|| bad("string"))?;
@@ -269,29 +284,27 @@ impl Recording {
                 let f = (|| {
                     let id = c.uv32()?;
                     let (name, qualname, file) = (c.uv32()?, c.uv32()?, c.uv32()?);
-                    let firstlineno = c.sv()? as i32;
-                    Some((
-                        id,
-                        Function {
-                            name,
-                            qualname,
-                            file,
-                            firstlineno,
-                        },
-                    ))
+                    Some((id, name, qualname, file, c.sv()?))
                 })()
                 .ok_or_else(|| bad("function"))?;
                 expect_next(f.0, self.functions.len(), "function")?;
-                for s in [f.1.name, f.1.qualname, f.1.file] {
+                for s in [f.1, f.2, f.3] {
                     known(s, self.strings.len(), "string")?;
                 }
-                self.functions.push(f.1);
+                let firstlineno = line_number(f.4)?;
+                self.functions.push(Function {
+                    name: f.1,
+                    qualname: f.2,
+                    file: f.3,
+                    firstlineno,
+                });
             }
             T_FRAME => {
-                let (id, function, line) = (|| Some((c.uv32()?, c.uv32()?, c.sv()? as i32)))()
-                    .ok_or_else(|| bad("frame"))?;
+                let (id, function, line) =
+                    (|| Some((c.uv32()?, c.uv32()?, c.sv()?)))().ok_or_else(|| bad("frame"))?;
                 expect_next(id, self.frames.len(), "frame")?;
                 known(function, self.functions.len(), "function")?;
+                let line = line_number(line)?;
                 self.frames.push(FrameDef { function, line });
             }
             T_STACK => {
@@ -307,6 +320,16 @@ impl Recording {
                     }
                 };
                 let depth = parent.map_or(1, |p| self.stacks[p as usize].depth + 1);
+                if depth > MAX_STACK_DEPTH {
+                    return Err(format!(
+                        "stack {id} is deeper than {MAX_STACK_DEPTH} frames"
+                    ));
+                }
+                // What a report prints for its frames: `qualname (file:line)` each, and `;`.
+                let f = &self.functions[self.frames[frame as usize].function as usize];
+                let own = (self.string(f.qualname).len() + self.string(f.file).len() + 16) as u64;
+                let above = parent.map_or(0, |p| state.stack_text[p as usize]);
+                state.stack_text.push(above + own);
                 self.stacks.push(StackNode {
                     parent,
                     frame,
@@ -316,7 +339,7 @@ impl Recording {
             T_PROCESS_START => {
                 let p = (|| {
                     let id = c.uv32()?;
-                    let pid = c.uv()? as i32;
+                    let pid = c.uv()?;
                     let starttime = c.uv()?;
                     let parent = c.uv32()?;
                     let start_us = c.uv()?;
@@ -328,10 +351,20 @@ impl Recording {
                 for s in [p.5, p.6, p.7] {
                     known(s, self.strings.len(), "string")?;
                 }
+                let pid = positive_id(p.1, "pid")?;
+                // The recorder defines a child after the parent it found it under.
+                let parent = p.3.checked_sub(1);
+                if parent.is_some_and(|q| q >= p.0) {
+                    return Err(format!(
+                        "process {} has a parent that is not an earlier process",
+                        p.0
+                    ));
+                }
+                check_time(p.4)?;
                 self.processes.push(Process {
-                    pid: p.1,
+                    pid,
                     starttime: p.2,
-                    parent: p.3.checked_sub(1),
+                    parent,
                     start_us: p.4,
                     command: p.5,
                     exe: p.6,
@@ -346,17 +379,33 @@ impl Recording {
                 let (id, time, reason, exit) = (|| Some((c.uv32()?, c.uv()?, c.u8()?, c.sv()?)))()
                     .ok_or_else(|| bad("process end"))?;
                 known(id, self.processes.len(), "process")?;
+                let reason = EndReason::from_u8(reason).ok_or_else(|| bad("process end"))?;
+                let exit =
+                    match exit {
+                        -1 => None,
+                        e => Some(i32::try_from(e).ok().filter(|e| *e >= 0).ok_or_else(|| {
+                            format!("process {id} has an impossible exit status")
+                        })?),
+                    };
                 let p = &mut self.processes[id as usize];
+                if p.end_us.is_some() {
+                    return Err(format!("process {id} ends twice"));
+                }
+                check_time(time)?;
+                if time < p.start_us {
+                    return Err(format!("process {id} ends before it started"));
+                }
                 p.end_us = Some(time);
-                p.end_reason = Some(EndReason::from_u8(reason).ok_or_else(|| bad("process end"))?);
-                p.exit = (exit >= 0).then_some(exit as i32);
+                p.end_reason = Some(reason);
+                p.exit = exit;
             }
             T_THREAD => {
                 let (process, slot, tid, name) =
-                    (|| Some((c.uv32()?, c.uv32()?, c.uv()? as i32, c.uv32()?)))()
+                    (|| Some((c.uv32()?, c.uv32()?, c.uv()?, c.uv32()?)))()
                         .ok_or_else(|| bad("thread"))?;
                 known(process, self.processes.len(), "process")?;
                 known(name, self.strings.len(), "string")?;
+                let tid = i32::try_from(tid).map_err(|_| "impossible thread id".to_string())?;
                 let slots = state.thread_index.entry(process).or_default();
                 expect_next(slot, slots.len(), "thread")?;
                 slots.push(self.threads.len() as u32);
@@ -426,12 +475,21 @@ impl Recording {
         Ok(())
     }
 
+    /// Decode an `Events` record. None: the record ends early or holds an impossible value
+    /// (an unknown failure or memory kind, a memory amount that overflows); `Some(Err)`: an
+    /// event contradicts what came before.
     fn apply_events(
         &mut self,
         state: &mut ReadState,
         c: &mut Cursor,
     ) -> Option<std::result::Result<(), String>> {
         let mut time = c.uv()?;
+        if time < state.last_time_us {
+            return Some(Err(format!(
+                "time goes backwards (events at {time} µs after events at {} µs)",
+                state.last_time_us
+            )));
+        }
         let count = c.uv()?;
         for _ in 0..count {
             let head = c.uv()?;
@@ -441,13 +499,31 @@ impl Recording {
                 return Some(Err(format!("event for undefined process {process}")));
             }
             time = time.checked_add(c.uv()?)?;
+            if let Err(e) = check_time(time) {
+                return Some(Err(e));
+            }
+            state.last_time_us = time;
             match tag {
                 E_SAMPLE => {
+                    if self.samples.len() >= u32::MAX as usize {
+                        return Some(Err("more samples than a recording can hold".into()));
+                    }
                     let rss = state.last_rss_kib[process as usize].checked_add(c.sv()?)?;
+                    if !(0..=MAX_MEMORY_KIB as i64).contains(&rss) {
+                        return Some(Err(format!("impossible memory size of process {process}")));
+                    }
                     state.last_rss_kib[process as usize] = rss;
                     let native_minflt = c.uv()?;
                     let n = c.uv32()?;
+                    if n > MAX_SAMPLE_THREADS {
+                        return Some(Err(format!(
+                            "a sample of process {process} has {n} threads"
+                        )));
+                    }
                     let first = self.thread_samples.len() as u32;
+                    if first.checked_add(n).is_none_or(|end| end == u32::MAX) {
+                        return Some(Err("more thread samples than a recording can hold".into()));
+                    }
                     for _ in 0..n {
                         let head = c.uv()?;
                         let slot = u32::try_from(head >> 3).ok()?;
@@ -480,6 +556,11 @@ impl Recording {
                                 }
                             }
                         };
+                        if let Some(s) = stack {
+                            if let Err(e) = state.use_stack(process, s, &self.stacks) {
+                                return Some(Err(e));
+                            }
+                        }
                         let cpu_us = c.uv()?;
                         let minflt = c.uv()?;
                         if state.last_stack.len() <= thread as usize {
@@ -497,7 +578,7 @@ impl Recording {
                     self.samples.push(Sample {
                         process,
                         time_us: time,
-                        rss_bytes: (rss.max(0) as u64) * 1024,
+                        rss_bytes: rss as u64 * 1024,
                         native_minflt,
                         first_thread: first,
                         threads: n,
@@ -514,11 +595,14 @@ impl Recording {
                 E_MEMORY => {
                     let kind = MemoryKind::from_u8(c.u8()?)?;
                     let kib = c.uv()?;
+                    if kib > MAX_MEMORY_KIB {
+                        return Some(Err(format!("impossible memory size of process {process}")));
+                    }
                     self.memory.push(MemoryReading {
                         process,
                         time_us: time,
                         kind,
-                        bytes: kib.saturating_mul(1024),
+                        bytes: kib * 1024,
                     });
                 }
                 E_EXTENDED => match c.u8()? {
@@ -541,7 +625,17 @@ impl Recording {
                                 )))
                             }
                         };
+                        if let Some(s) = stack {
+                            if let Err(e) = state.use_stack(process, s, &self.stacks) {
+                                return Some(Err(e));
+                            }
+                        }
                         let rss = state.last_rss_kib[process as usize].checked_add(c.sv()?)?;
+                        if !(0..=MAX_MEMORY_KIB as i64).contains(&rss) {
+                            return Some(Err(format!(
+                                "impossible memory size of process {process}"
+                            )));
+                        }
                         state.last_rss_kib[process as usize] = rss;
                         let (faults, frees, delay_us) = (c.uv()?, c.uv()?, c.uv()?);
                         let fresh = c.uv()? & FRESH_STACK != 0;
@@ -554,7 +648,7 @@ impl Recording {
                             time_us: time,
                             thread,
                             stack,
-                            rss_bytes: (rss.max(0) as u64) * 1024,
+                            rss_bytes: rss as u64 * 1024,
                             faults,
                             frees,
                             delay_us,
@@ -575,25 +669,50 @@ impl Recording {
         self.strings.get(id as usize).map_or("?", |s| s.as_str())
     }
 
-    /// Thread samples of one sample.
-    pub fn threads_of(&self, s: &Sample) -> &[ThreadSample] {
-        &self.thread_samples[s.first_thread as usize..(s.first_thread + s.threads) as usize]
+    /// How many samples, thread samples, failures, memory readings and memory events there are.
+    fn event_counts(&self) -> [usize; 5] {
+        [
+            self.samples.len(),
+            self.thread_samples.len(),
+            self.failures.len(),
+            self.memory.len(),
+            self.memory_events.len(),
+        ]
     }
 
-    /// Frames of a stack, innermost first.
+    /// Drop the events read after `event_counts` said `counts`.
+    fn truncate_events(&mut self, counts: [usize; 5]) {
+        self.samples.truncate(counts[0]);
+        self.thread_samples.truncate(counts[1]);
+        self.failures.truncate(counts[2]);
+        self.memory.truncate(counts[3]);
+        self.memory_events.truncate(counts[4]);
+    }
+
+    /// Thread samples of one sample (none for a sample that is not this recording's).
+    pub fn threads_of(&self, s: &Sample) -> &[ThreadSample] {
+        let first = s.first_thread as usize;
+        self.thread_samples
+            .get(first..first.saturating_add(s.threads as usize))
+            .unwrap_or(&[])
+    }
+
+    /// Frames of a stack, innermost first (at most [`MAX_STACK_DEPTH`]; none for an unknown
+    /// stack).
     pub fn stack_frames(&self, stack: u32) -> impl Iterator<Item = FrameDef> + '_ {
         let mut node = Some(stack);
         std::iter::from_fn(move || {
-            let n = self.stacks[node? as usize];
+            let n = self.stacks.get(node? as usize)?;
             node = n.parent;
-            Some(self.frames[n.frame as usize])
+            self.frames.get(n.frame as usize).copied()
         })
+        .take(MAX_STACK_DEPTH as usize)
     }
 
     /// Time span covered by samples, µs.
     pub fn duration_us(&self) -> u64 {
         match (self.samples.first(), self.samples.last()) {
-            (Some(a), Some(b)) => b.time_us - a.time_us,
+            (Some(a), Some(b)) => b.time_us.saturating_sub(a.time_us),
             _ => 0,
         }
     }
@@ -606,6 +725,89 @@ struct ReadState {
     thread_index: std::collections::HashMap<u32, Vec<u32>>,
     /// Per thread: the stack of its previous sample.
     last_stack: Vec<Option<u32>>,
+    /// The time of the last event.
+    last_time_us: u64,
+    /// Per stack: the bytes of the names of its frames (see [`MAX_SAMPLED_TEXT`]).
+    stack_text: Vec<u64>,
+    /// The (process, stack) pairs samples used already.
+    sampled: rustc_hash::FxHashSet<(u32, u32)>,
+    /// Their frames, and the bytes of the frames' names, added up.
+    sampled_frames: u64,
+    sampled_text: u64,
+}
+
+impl ReadState {
+    /// Count a sample's use of `stack` in `process` against [`MAX_SAMPLED_FRAMES`] and
+    /// [`MAX_SAMPLED_TEXT`].
+    fn use_stack(
+        &mut self,
+        process: u32,
+        stack: u32,
+        stacks: &[StackNode],
+    ) -> std::result::Result<(), String> {
+        if self.sampled.insert((process, stack)) {
+            self.sampled_frames += stacks[stack as usize].depth as u64;
+            self.sampled_text += self.stack_text[stack as usize];
+            if self.sampled_frames > MAX_SAMPLED_FRAMES {
+                return Err(format!(
+                    "the stacks samples use have more than {MAX_SAMPLED_FRAMES} frames in all"
+                ));
+            }
+            if self.sampled_text > MAX_SAMPLED_TEXT {
+                return Err(format!(
+                    "the frames of the stacks samples use have more than {} MiB of names",
+                    MAX_SAMPLED_TEXT >> 20
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The description of a recording, or what makes it impossible.
+fn parse_meta(json: &[u8]) -> std::result::Result<Meta, String> {
+    let meta: Meta = serde_json::from_slice(json).map_err(|e| {
+        // serde's message can quote a whole value: keep the start.
+        let e = e.to_string();
+        match e.char_indices().nth(160) {
+            Some((cut, _)) => format!("is unreadable ({}…)", &e[..cut]),
+            None => format!("is unreadable ({e})"),
+        }
+    })?;
+    if !(meta.rate_hz.is_finite() && meta.rate_hz > 0.0 && meta.rate_hz <= MAX_RATE_HZ) {
+        return Err(format!(
+            "gives an impossible sampling rate ({:e} Hz)",
+            meta.rate_hz
+        ));
+    }
+    if !matches!(meta.memory.as_str(), "rss" | "pss" | "uss") {
+        return Err("names no known memory measure (rss, pss or uss)".into());
+    }
+    if meta.start_unix_ns > i64::MAX as u64 {
+        return Err("gives an impossible start time".into());
+    }
+    Ok(meta)
+}
+
+/// A line number as recorded (-1: none).
+fn line_number(v: i64) -> std::result::Result<i32, String> {
+    i32::try_from(v).map_err(|_| "impossible line number".to_string())
+}
+
+/// A pid or tid: positive, and an `i32`.
+fn positive_id(v: u64, what: &str) -> std::result::Result<i32, String> {
+    i32::try_from(v)
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| format!("impossible {what}"))
+}
+
+fn check_time(t: u64) -> std::result::Result<(), String> {
+    if t < MAX_TIME_US {
+        Ok(())
+    } else {
+        Err("impossible time".into())
+    }
 }
 
 fn expect_next(id: u32, next: usize, what: &str) -> std::result::Result<(), String> {
@@ -623,5 +825,539 @@ fn known(id: u32, len: usize, what: &str) -> std::result::Result<(), String> {
         Ok(())
     } else {
         Err(format!("reference to undefined {what} {id}"))
+    }
+}
+
+/// The largest file [`Recording::open`] reads. A regular file's size is known before reading,
+/// but a sparse file can claim terabytes while taking no disk space; and the reader's tables
+/// take several times a file's size in memory, so a larger file could not be read anyway. An
+/// hour at 10 kHz of a busy process is about 0.5 GB.
+pub const MAX_FILE: u64 = 4 << 30;
+
+/// The bytes of a file that must be a regular file.
+///
+/// The path is resolved without opening what it names (`O_PATH`), so naming a FIFO cannot hang
+/// and naming a device (a tape, a watchdog, `/dev/zero`) has no effect; only a regular file is
+/// then opened for reading (through `/proc/self/fd`, the very file that was checked; `O_NONBLOCK`
+/// and `O_NOCTTY` in case it was swapped for something else meanwhile) and read up to the size
+/// `fstat` gave, never more.
+pub fn read_regular_file(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+
+    let cannot = |e| Error::io(format!("cannot read {}", path.display()), e);
+    // std opens every file with O_CLOEXEC.
+    let handle = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(path)
+        .map_err(cannot)?;
+    let checked = handle.metadata().map_err(cannot)?;
+    let kind = |t: std::fs::FileType| {
+        if t.is_fifo() {
+            "a FIFO"
+        } else if t.is_dir() {
+            "a directory"
+        } else if t.is_char_device() {
+            "a character device"
+        } else if t.is_block_device() {
+            "a block device"
+        } else if t.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        }
+    };
+    if !checked.file_type().is_file() {
+        return Err(Error::Recording(format!(
+            "{} is {}, not a recording",
+            path.display(),
+            kind(checked.file_type())
+        )));
+    }
+    let reopen = |p: &Path| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(p)
+    };
+    // Without /proc, the path itself, checked to be the same file below.
+    let file = reopen(Path::new(&format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&handle)
+    )))
+    .or_else(|_| reopen(path))
+    .map_err(cannot)?;
+    let meta = file.metadata().map_err(cannot)?;
+    if !meta.file_type().is_file() || (meta.dev(), meta.ino()) != (checked.dev(), checked.ino()) {
+        return Err(Error::Recording(format!(
+            "{} changed while it was being opened",
+            path.display()
+        )));
+    }
+    let size = meta.len();
+    if size > MAX_FILE {
+        return Err(Error::Recording(format!(
+            "{} is {}: larger than any recording memspy reads ({})",
+            path.display(),
+            crate::output::units::bytes(size as f64),
+            crate::output::units::bytes(MAX_FILE as f64)
+        )));
+    }
+    let mut data = Vec::with_capacity(size as usize);
+    file.take(size).read_to_end(&mut data).map_err(cannot)?;
+    Ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    //! Each lie a record can tell is damage: the reading stops at that record and keeps
+    //! everything before it. The lies are framed with a correct checksum, so only the
+    //! validation of the content can catch them.
+    use super::*;
+    use crate::recording::writer::{ProcessDef, ThreadEntry, Writer};
+
+    /// A valid recording: process 0 (pid 42) with thread slot 0, stack 0 (one frame), five
+    /// samples 10 ms apart with RSS 100 MiB, not finished (so records can follow).
+    fn valid() -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.msp");
+        let meta = Meta {
+            memspy_version: "test".into(),
+            rate_hz: 100.0,
+            memory: "rss".into(),
+            ..Meta::default()
+        };
+        let mut w = Writer::create(&path, &meta).unwrap();
+        let p = w
+            .process_start(&ProcessDef {
+                pid: 42,
+                starttime: 7,
+                parent: None,
+                time_us: 0,
+                command: "python app.py",
+                exe: "/usr/bin/python3",
+                python: "3.11.2",
+            })
+            .unwrap();
+        let slot = w.thread(p, 42, Some(42), "MainThread").unwrap();
+        let f = w.function("main", "main", "app.py", 1).unwrap();
+        let frame = w.frame(f, 2).unwrap();
+        let stack = w.stack([frame]).unwrap();
+        for i in 0..5 {
+            let t = ThreadEntry {
+                slot,
+                stack,
+                flags: 0,
+                cpu_ns_total: 0,
+                minflt: 0,
+            };
+            w.sample(p, i * 10_000, 100 << 20, 0, &[t]).unwrap();
+        }
+        w.flush().unwrap();
+        drop(w);
+        std::fs::read(&path).unwrap()
+    }
+
+    /// A record with a correct length and checksum.
+    fn record(kind: u8, fields: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+        let mut body = vec![kind];
+        fields(&mut body);
+        let mut out = (body.len() as u32).to_le_bytes().to_vec();
+        out.extend_from_slice(&body);
+        out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        out
+    }
+
+    /// An events record of one sample of process 0 at `time_us`: RSS change `rss_kib`, and
+    /// the threads given as (slot, stack id).
+    fn sample(time_us: u64, rss_kib: i64, threads: &[(u64, u64)]) -> Vec<u8> {
+        record(T_EVENTS, |b| {
+            put_uv(b, time_us);
+            put_uv(b, 1);
+            put_uv(b, E_SAMPLE as u64); // process 0
+            put_uv(b, 0);
+            put_sv(b, rss_kib);
+            put_uv(b, 0);
+            put_uv(b, threads.len() as u64);
+            for &(slot, stack) in threads {
+                put_uv(b, slot << 3);
+                put_uv(b, stack + 1);
+                put_uv(b, 0);
+                put_uv(b, 0);
+            }
+        })
+    }
+
+    fn process(id: u64, pid: u64, parent: u64, time_us: u64) -> Vec<u8> {
+        record(T_PROCESS_START, |b| {
+            for v in [id, pid, 1, parent, time_us, 0, 0, 0] {
+                put_uv(b, v);
+            }
+        })
+    }
+
+    fn stack(id: u64, parent: u64, frame: u64) -> Vec<u8> {
+        record(T_STACK, |b| {
+            for v in [id, parent, frame] {
+                put_uv(b, v);
+            }
+        })
+    }
+
+    /// The valid file, then `lie`, then a good sample that must not be read: the damage is
+    /// reported at the lie's offset, with its reason, and the five samples before it kept.
+    fn assert_damage(lie: &[u8], reason: &str) {
+        let mut file = valid();
+        let offset = file.len() as u64;
+        file.extend_from_slice(lie);
+        file.extend_from_slice(&sample(1_000_000, 0, &[(0, 0)]));
+        let rec = Recording::parse(&file).expect("a damaged record is not a damaged file");
+        match &rec.damage {
+            Some(Damage::Corrupt { offset: o, what }) => {
+                assert!(*o >= offset, "damage at {o}, before the lie at {offset}");
+                assert!(what.contains(reason), "{what:?} does not say {reason:?}");
+                assert!(what.len() < 200, "{what}");
+            }
+            other => panic!("{reason}: not detected ({other:?})"),
+        }
+        assert_eq!(rec.samples.len(), 5, "{reason}: what came before is kept");
+        assert_eq!(rec.processes[0].pid, 42);
+    }
+
+    #[test]
+    fn the_valid_file_reads_whole() {
+        let mut file = valid();
+        file.extend_from_slice(&sample(1_000_000, 0, &[(0, 0)]));
+        let rec = Recording::parse(&file).unwrap();
+        assert_eq!(rec.damage, None);
+        assert_eq!(rec.samples.len(), 6);
+    }
+
+    #[test]
+    fn process_parent_must_be_an_earlier_process() {
+        // Process 1 naming itself (parent index 1, stored as 2) or a later one as its parent.
+        assert_damage(&process(1, 43, 2, 50_000), "not an earlier process");
+        assert_damage(&process(1, 43, 1000, 50_000), "not an earlier process");
+        assert_damage(
+            &process(1, 43, u32::MAX as u64, 50_000),
+            "not an earlier process",
+        );
+        // Process 0 as the parent is fine.
+        let mut file = valid();
+        file.extend_from_slice(&process(1, 43, 1, 50_000));
+        let rec = Recording::parse(&file).unwrap();
+        assert_eq!((rec.damage, rec.processes[1].parent), (None, Some(0)));
+    }
+
+    #[test]
+    fn pids_must_be_positive_i32() {
+        assert_damage(&process(1, 0, 0, 50_000), "impossible pid");
+        assert_damage(&process(1, 1 << 31, 0, 50_000), "impossible pid");
+        assert_damage(&process(1, u64::MAX, 0, 50_000), "impossible pid");
+        let thread = |tid: u64| {
+            record(T_THREAD, |b| {
+                for v in [0, 1, tid, 0] {
+                    put_uv(b, v);
+                }
+            })
+        };
+        assert_damage(&thread(1 << 31), "impossible thread id");
+        assert_damage(&thread(1 << 40), "impossible thread id");
+        // A thread whose tid the recorder did not know yet is written with 0.
+        let mut file = valid();
+        file.extend_from_slice(&thread(0));
+        let rec = Recording::parse(&file).unwrap();
+        assert_eq!((rec.damage, rec.threads[1].tid), (None, 0));
+    }
+
+    #[test]
+    fn stacks_are_at_most_max_depth() {
+        // Stack 0 has depth 1: a chain on it reaches MAX_STACK_DEPTH, and one more is a lie.
+        let mut chain = Vec::new();
+        for id in 1..MAX_STACK_DEPTH as u64 {
+            chain.extend_from_slice(&stack(id, id, 0));
+        }
+        let mut file = valid();
+        file.extend_from_slice(&chain);
+        let rec = Recording::parse(&file).unwrap();
+        assert_eq!(rec.damage, None);
+        assert_eq!(rec.stacks.last().unwrap().depth, MAX_STACK_DEPTH);
+        assert_eq!(rec.stack_frames(MAX_STACK_DEPTH - 1).count(), 16384);
+        let deeper = [
+            chain.clone(),
+            stack(MAX_STACK_DEPTH as u64, MAX_STACK_DEPTH as u64, 0),
+        ]
+        .concat();
+        assert_damage(&deeper, "deeper than 16384 frames");
+    }
+
+    #[test]
+    fn sampled_stacks_have_a_frame_budget() {
+        // A chain MAX_STACK_DEPTH - 1 deep, and leaves under it, each sampled once: the
+        // leaves' frames add up past MAX_SAMPLED_FRAMES at the 1025th.
+        let depth = MAX_STACK_DEPTH as u64;
+        let leaves = MAX_SAMPLED_FRAMES / depth + 1;
+        let mut lie = Vec::new();
+        for id in 1..depth - 1 {
+            lie.extend_from_slice(&stack(id, id, 0));
+        }
+        for leaf in 0..leaves {
+            lie.extend_from_slice(&stack(depth - 1 + leaf, depth - 1, 0));
+        }
+        for leaf in 0..leaves {
+            lie.extend_from_slice(&sample(100_000 + leaf, 0, &[(0, depth - 1 + leaf)]));
+        }
+        let mut file = valid();
+        file.extend_from_slice(&lie);
+        let rec = Recording::parse(&file).unwrap();
+        match rec.damage {
+            Some(Damage::Corrupt { what, .. }) => assert!(what.contains("frames in all"), "{what}"),
+            other => panic!("budget not enforced: {other:?}"),
+        }
+        // Every leaf sample before the one that broke the budget is kept (stack 0 of the valid
+        // part counts one frame).
+        assert_eq!(
+            rec.samples.len() as u64,
+            5 + (MAX_SAMPLED_FRAMES - 1) / depth
+        );
+    }
+
+    #[test]
+    fn sampled_stacks_have_a_budget_of_names() {
+        // A function with a 60,000-character name, a stack of MAX_STACK_DEPTH of its frames
+        // (about 980 MB of names), sampled in process 0, then in process 1: past the budget.
+        let long = "n".repeat(60_000);
+        let mut lie = vec![
+            record(T_STRING, |b| {
+                put_uv(b, 6); // strings 0 to 5 are the valid part's
+                put_str(b, &long);
+            }),
+            record(T_FUNCTION, |b| {
+                for v in [1, 6, 6, 5] {
+                    put_uv(b, v);
+                }
+                put_sv(b, 1);
+            }),
+            record(T_FRAME, |b| {
+                put_uv(b, 1);
+                put_uv(b, 1);
+                put_sv(b, 1);
+            }),
+        ];
+        for id in 1..=MAX_STACK_DEPTH as u64 {
+            lie.push(stack(id, if id == 1 { 0 } else { id }, 1));
+        }
+        let deep = MAX_STACK_DEPTH as u64;
+        lie.push(sample(100_000, 0, &[(0, deep)]));
+        lie.push(process(1, 43, 1, 100_000));
+        lie.push(record(T_THREAD, |b| {
+            for v in [1, 0, 43, 0] {
+                put_uv(b, v);
+            }
+        }));
+        let in_process_1 = record(T_EVENTS, |b| {
+            for v in [100_000u64, 1, (1 << 2) | E_SAMPLE as u64, 0] {
+                put_uv(b, v);
+            }
+            put_sv(b, 0);
+            put_uv(b, 0);
+            put_uv(b, 1);
+            for v in [0, deep + 1, 0, 0] {
+                put_uv(b, v);
+            }
+        });
+        lie.push(in_process_1);
+        let mut file = valid();
+        file.extend_from_slice(&lie.concat());
+        let rec = Recording::parse(&file).unwrap();
+        match rec.damage {
+            Some(Damage::Corrupt { what, .. }) => assert!(what.contains("MiB of names"), "{what}"),
+            other => panic!("budget not enforced: {other:?}"),
+        }
+        // The first use of the stack is kept.
+        assert_eq!(rec.samples.len(), 6);
+    }
+
+    #[test]
+    fn time_never_goes_backwards() {
+        // The valid file's last event is at 40 ms.
+        assert_damage(&sample(39_999, 0, &[(0, 0)]), "time goes backwards");
+        assert_damage(&sample(0, 0, &[(0, 0)]), "time goes backwards");
+        assert_damage(&sample(MAX_TIME_US, 0, &[(0, 0)]), "impossible time");
+        let mut file = valid();
+        file.extend_from_slice(&sample(40_000, 0, &[(0, 0)]));
+        assert_eq!(Recording::parse(&file).unwrap().damage, None);
+        // A process that ends before it starts, or twice.
+        let end = |time: u64| {
+            record(T_PROCESS_END, |b| {
+                put_uv(b, 1);
+                put_uv(b, time);
+                b.push(0);
+                put_sv(b, 0);
+            })
+        };
+        assert_damage(
+            &[process(1, 43, 1, 50_000), end(49_999)].concat(),
+            "ends before",
+        );
+        assert_damage(
+            &[process(1, 43, 1, 50_000), end(60_000), end(70_000)].concat(),
+            "ends twice",
+        );
+    }
+
+    #[test]
+    fn samples_name_defined_threads_and_stacks() {
+        assert_damage(&sample(50_000, 0, &[(7, 0)]), "undefined thread 7");
+        assert_damage(&sample(50_000, 0, &[(0, 1)]), "undefined stack 1");
+        assert_damage(
+            &sample(50_000, 0, &[(0, u32::MAX as u64 - 1)]),
+            "undefined stack",
+        );
+        // A thread count far above any sample's, with no threads following it.
+        let huge = record(T_EVENTS, |b| {
+            for v in [50_000u64, 1, 0, 0] {
+                put_uv(b, v);
+            }
+            put_sv(b, 0);
+            put_uv(b, 0);
+            put_uv(b, u32::MAX as u64);
+        });
+        assert_damage(&huge, "4294967295 threads");
+        // The recorder can give a thread just started its creator's slot: the same slot twice
+        // in one sample is read.
+        let mut file = valid();
+        file.extend_from_slice(&sample(50_000, 0, &[(0, 0), (0, 0)]));
+        let rec = Recording::parse(&file).unwrap();
+        assert_eq!(rec.damage, None);
+        assert_eq!(rec.threads_of(&rec.samples[5]).len(), 2);
+    }
+
+    #[test]
+    fn nothing_of_a_lying_events_record_is_kept() {
+        // One events record: a good sample, then one of an undefined stack.
+        let lie = record(T_EVENTS, |b| {
+            put_uv(b, 50_000);
+            put_uv(b, 2);
+            for stack in [0u64, 9] {
+                for v in [E_SAMPLE as u64, 10, 0] {
+                    put_uv(b, v);
+                }
+                put_uv(b, 0); // native faults
+                put_uv(b, 1);
+                for v in [0, stack + 1, 0, 0] {
+                    put_uv(b, v);
+                }
+            }
+        });
+        assert_damage(&lie, "undefined stack 9");
+    }
+
+    #[test]
+    fn memory_sizes_are_bounded() {
+        // RSS is 100 MiB = 102400 KiB: going below zero or above the bound is a lie.
+        assert_damage(
+            &sample(50_000, -102_401, &[(0, 0)]),
+            "impossible memory size",
+        );
+        assert_damage(
+            &sample(50_000, MAX_MEMORY_KIB as i64, &[(0, 0)]),
+            "impossible memory size",
+        );
+        assert_damage(&sample(50_000, i64::MAX, &[(0, 0)]), "malformed events");
+        let reading = record(T_EVENTS, |b| {
+            for v in [50_000u64, 1, E_MEMORY as u64, 0] {
+                put_uv(b, v);
+            }
+            b.push(MemoryKind::Pss as u8);
+            put_uv(b, u64::MAX);
+        });
+        assert_damage(&reading, "impossible memory size");
+    }
+
+    #[test]
+    fn line_numbers_fit_in_i32() {
+        let frame = |line: i64| {
+            record(T_FRAME, |b| {
+                put_uv(b, 1);
+                put_uv(b, 0);
+                put_sv(b, line);
+            })
+        };
+        assert_damage(&frame(1 << 31), "impossible line number");
+        assert_damage(&frame(-(1 << 40)), "impossible line number");
+        let function = record(T_FUNCTION, |b| {
+            for v in [1, 0, 0, 0] {
+                put_uv(b, v);
+            }
+            put_sv(b, 1 << 33);
+        });
+        assert_damage(&function, "impossible line number");
+        // The largest one is a line number (reports must cope with it).
+        let mut file = valid();
+        file.extend_from_slice(&frame(i32::MAX as i64));
+        assert_eq!(Recording::parse(&file).unwrap().frames[1].line, i32::MAX);
+    }
+
+    #[test]
+    fn one_description_only() {
+        let meta = record(T_META, |b| b.extend_from_slice(b"{}"));
+        assert_damage(&meta, "a second description");
+    }
+
+    /// A file whose description is `json`.
+    fn with_meta(json: &str) -> std::result::Result<Recording, String> {
+        let mut file = MAGIC.to_vec();
+        file.extend_from_slice(&VERSION.to_le_bytes());
+        file.extend_from_slice(&0u32.to_le_bytes());
+        file.extend_from_slice(&record(T_META, |b| b.extend_from_slice(json.as_bytes())));
+        Recording::parse(&file)
+    }
+
+    #[test]
+    fn an_impossible_description_makes_the_file_unreadable() {
+        let meta = |rate: &str, memory: &str| {
+            format!(
+                r#"{{"memspy_version":"x","start_unix_ns":0,"command":[],"rate_hz":{rate},"blocking":true,"memory":"{memory}","subprocesses":false}}"#
+            )
+        };
+        assert!(with_meta(&meta("100.0", "rss")).is_ok());
+        assert!(with_meta(&meta("1000000", "pss")).is_ok());
+        for (rate, memory) in [
+            ("1e300", "rss"),
+            ("1000001", "rss"),
+            ("0", "rss"),
+            ("-1", "rss"),
+            ("1e400", "rss"),
+            ("null", "rss"),
+            ("100", "swap"),
+        ] {
+            let e = with_meta(&meta(rate, memory)).unwrap_err();
+            assert!(e.starts_with("damaged recording: "), "{rate} {memory}: {e}");
+        }
+        // serde's message quotes the value it did not expect: it is cut short.
+        let long = format!(r#"{{"memspy_version":{}}}"#, "1".repeat(100_000));
+        let e = with_meta(&long).unwrap_err();
+        assert!(e.starts_with("damaged recording: ") && e.len() < 300, "{e}");
+        let e = with_meta(&meta("100", &"x".repeat(100_000))).unwrap_err();
+        assert!(e.len() < 300, "{e}");
+        let e = with_meta(r#"{"start_unix_ns":18446744073709551615,"rate_hz":1,"memory":"rss"}"#);
+        assert!(e.is_err());
+    }
+
+    #[test]
+    fn accessors_never_index_out_of_bounds() {
+        let rec = Recording::parse(&valid()).unwrap();
+        assert_eq!(rec.stack_frames(99).count(), 0);
+        let forged = Sample {
+            first_thread: u32::MAX,
+            threads: u32::MAX,
+            ..rec.samples[0]
+        };
+        assert!(rec.threads_of(&forged).is_empty());
+        let mut backwards = rec.clone();
+        backwards.samples.swap(0, 4);
+        assert_eq!(backwards.duration_us(), 0);
     }
 }
