@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::python::{self, Snapshot, StackReader, WalkError};
+use crate::output::text::{message, visible};
 use crate::target::threads::ThreadMap;
 use crate::target::{lock, procfs, ProcessMemory};
 
@@ -114,7 +115,7 @@ fn dump_process(pid: i32, opts: &DumpOptions) -> Result<ProcessDump> {
         eprintln!(
             "memspy: pid {pid}: Python {} ({} from {}), _PyRuntime at {:#x}, offsets from {}",
             l.version,
-            reader.binary.path,
+            visible(&reader.binary.path),
             reader.binary.version_source,
             reader.binary.runtime_addr,
             if l.from_debug_offsets {
@@ -238,11 +239,12 @@ fn write_text(out: &DumpOutput) -> io::Result<()> {
         if i > 0 {
             writeln!(w)?;
         }
-        writeln!(w, "Process {}: {}", p.pid, p.command)?;
+        // Everything but the numbers is the target's own text: made visible, never raw.
+        writeln!(w, "Process {}: {}", p.pid, visible(&p.command))?;
         match (&p.python, &p.error) {
-            (Some(py), _) => writeln!(w, "Python {} ({})", py.version, py.binary)?,
+            (Some(py), _) => writeln!(w, "Python {} ({})", py.version, visible(&py.binary))?,
             (None, Some(e)) => {
-                writeln!(w, "  skipped: {e}")?;
+                writeln!(w, "  skipped: {}", message(e))?;
                 continue;
             }
             (None, None) => {}
@@ -272,11 +274,17 @@ fn write_text(out: &DumpOutput) -> io::Result<()> {
             let name = t
                 .name
                 .as_deref()
-                .map(|n| format!(" \"{n}\""))
+                .map(|n| format!(" \"{}\"", visible(n)))
                 .unwrap_or_default();
             writeln!(w, "\nThread {id}{name} ({})", flags.join(", "))?;
             for f in &t.frames {
-                writeln!(w, "    {} ({}:{})", f.function, f.file, f.line)?;
+                writeln!(
+                    w,
+                    "    {} ({}:{})",
+                    visible(&f.function),
+                    visible(&f.file),
+                    f.line
+                )?;
             }
             if t.truncated {
                 writeln!(w, "    ... (deeper frames not shown)")?;

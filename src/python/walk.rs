@@ -24,7 +24,7 @@ use crate::target::memory::{
     i32_at, u64_at, u8_at, PageCache, ReadError, ReadFault, RemoteIoVec, RemoteMemory,
 };
 
-/// Most interpreters, threads per interpreter and frames per thread a walk follows.
+/// Most interpreters, threads (of all interpreters) and frames per thread a walk follows.
 pub const MAX_INTERPRETERS: usize = 256;
 pub const MAX_THREADS: usize = 4096;
 pub const MAX_FRAMES: usize = 8192;
@@ -235,6 +235,9 @@ impl<M: RemoteMemory> StackReader<M> {
         };
         let mut interp = self.word(runtime.wrapping_add(head_off))?;
         let mut interpreters = 0;
+        // Threads of all interpreters together (a recording's sample holds at most twice
+        // this many).
+        let mut threads = 0;
         while interp != 0 {
             interpreters += 1;
             if interpreters > MAX_INTERPRETERS {
@@ -267,7 +270,6 @@ impl<M: RemoteMemory> StackReader<M> {
                 _ => 0,
             };
             let mut tstate = self.word(interp.wrapping_add(head))?;
-            let mut threads = 0;
             while tstate != 0 {
                 threads += 1;
                 if threads > MAX_THREADS {
