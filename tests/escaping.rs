@@ -532,3 +532,72 @@ fn long_meta_recording(dir: &Path) -> PathBuf {
     std::fs::write(&path, file).unwrap();
     path
 }
+
+/// `dump` of the live target: its frames, with their hostile names, shown visible and never
+/// raw, in the text output; the JSON output keeps them exactly.
+#[test]
+fn dump_shows_a_live_targets_names_visibly() {
+    let py = interpreter_from((3, 11));
+    let dir = tempfile::tempdir().unwrap();
+    let names = dir.path().join("names.json");
+    let mut target = std::process::Command::new(&py.exe)
+        .arg(fixtures_dir().join("hostile_names.py"))
+        .arg(&names)
+        .env("HOSTILE_FOREVER", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = target.id().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    // The fixture writes the names first, then starts its hostile functions.
+    while !names.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fixture never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut caught = 0;
+    while caught < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no hostile frame caught by dump in 30 s"
+        );
+        let (code, out) = run(&["dump", "--pid", &pid]);
+        if code != 0 {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            continue;
+        }
+        let text = String::from_utf8(out).unwrap();
+        if let Some(c) = raw_control(&text) {
+            panic!("dump printed a raw {c:?}:\n{text}");
+        }
+        if text.contains("<script>") || text.contains("\\x1b[31m") || text.contains("long_xxx") {
+            caught += 1;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (code, out) = run(&["dump", "--pid", &pid, "--json"]);
+    assert_eq!(code, 0);
+    let doc: Value = serde_json::from_slice(&out).unwrap();
+    let mut found = Vec::new();
+    strings(&doc, &mut found);
+    let hostile: Vec<String> =
+        serde_json::from_str::<Value>(&std::fs::read_to_string(&names).unwrap()).unwrap()
+            ["functions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[1].as_str().unwrap().to_string())
+            .collect();
+    // Every thread's frames are hostile functions or the fixture's own: at least the file of
+    // the one running is there, exactly.
+    assert!(
+        found.iter().any(|s| hostile.contains(s))
+            || found.iter().any(|s| s.ends_with("hostile_names.py")),
+        "{doc}"
+    );
+    let _ = target.kill();
+    let _ = target.wait();
+}

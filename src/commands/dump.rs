@@ -5,8 +5,8 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::python::{self, Snapshot, StackReader, WalkError};
 use crate::output::text::{message, visible};
+use crate::python::{self, Snapshot, StackReader, WalkError};
 use crate::target::threads::ThreadMap;
 use crate::target::{lock, procfs, ProcessMemory};
 
