@@ -25,6 +25,7 @@
 //! | 10 | Stats | ticks:uv missed:uv late_max:uv late_total:uv (µs) |
 //! | 11 | End | samples:uv |
 //! | 12 | Source | file:uv (string id) text (a source file's text, as the target's user could read it) |
+//! | 14 | ThreadId | process:uv slot:uv tid:uv — a thread defined with tid 0 (its id unproven) was proven to be this kernel thread |
 //! | 13 | MemoryEvents | mode:str period:uv samples:uv faults:uv frees:uv lost:uv failed:uv max_period:uv delay_p50:uv delay_p99:uv (µs) — what the memory events were; written with the stats, the last one counts |
 //!
 //! Events (in time order; each time is a delta from the previous event of the batch, the first
@@ -116,6 +117,7 @@ pub const T_STATS: u8 = 10;
 pub const T_END: u8 = 11;
 pub const T_SOURCE: u8 = 12;
 pub const T_MEMORY_EVENTS: u8 = 13;
+pub const T_THREAD_ID: u8 = 14;
 
 pub const E_SAMPLE: u8 = 0;
 pub const E_FAILURE: u8 = 1;

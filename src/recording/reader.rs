@@ -426,6 +426,25 @@ impl Recording {
                     claimed,
                 });
             }
+            T_THREAD_ID => {
+                let (process, slot, tid) =
+                    (|| Some((c.uv32()?, c.uv32()?, c.uv()?)))().ok_or_else(|| bad("thread id"))?;
+                let index = state
+                    .thread_index
+                    .get(&process)
+                    .and_then(|s| s.get(slot as usize))
+                    .copied()
+                    .ok_or_else(|| format!("id of undefined thread {slot}"))?;
+                let tid = i32::try_from(tid)
+                    .ok()
+                    .filter(|&t| t > 0)
+                    .ok_or_else(|| "impossible thread id".to_string())?;
+                let thread = &mut self.threads[index as usize];
+                if thread.tid != 0 {
+                    return Err(format!("thread {slot} proven twice"));
+                }
+                thread.tid = tid;
+            }
             T_EVENTS => self
                 .apply_events(state, &mut c)
                 .ok_or_else(|| bad("events"))??,

@@ -337,6 +337,16 @@ impl Writer {
         Ok(slot)
     }
 
+    /// A thread defined with tid 0 (its claimed id unproven) was proven to be kernel thread
+    /// `tid` after all.
+    pub fn thread_proven(&mut self, process: u32, slot: u32, tid: i32) -> io::Result<()> {
+        self.begin(T_THREAD_ID);
+        for v in [process, slot, tid as u32] {
+            put_uv(&mut self.record, v as u64);
+        }
+        self.end_record()
+    }
+
     fn event(&mut self, tag: u8, process: u32, time_us: u64) {
         if self.batch_events == 0 {
             self.batch_base_us = time_us;

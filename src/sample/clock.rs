@@ -21,6 +21,9 @@ pub struct Woken {
     pub ticks: u64,
     /// Tokens of the event sources that are ready.
     pub events: Vec<u64>,
+    /// Tokens of the event sources that hung up (their thread exited): they must be unwatched,
+    /// or every wait would return at once for them.
+    pub hung_up: Vec<u64>,
 }
 
 /// The wait of the sampling loop.
@@ -56,6 +59,7 @@ impl Clock {
     pub fn wait(&mut self, out: &mut Woken) {
         out.ticks = 0;
         out.events.clear();
+        out.hung_up.clear();
         let n = match self.epoll.wait(&mut self.ready, EpollTimeout::NONE) {
             Ok(n) => n,
             Err(_) => return,
@@ -67,7 +71,14 @@ impl Clock {
                     out.ticks += u64::from_le_bytes(count);
                 }
             } else {
-                out.events.push(e.data());
+                if e.events().intersects(EpollFlags::EPOLLIN) {
+                    out.events.push(e.data());
+                }
+                if e.events()
+                    .intersects(EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR)
+                {
+                    out.hung_up.push(e.data());
+                }
             }
         }
     }

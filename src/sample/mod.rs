@@ -136,6 +136,8 @@ pub struct Sampler<'a> {
     sources: Sources,
     /// Memory events (page faults and frees) of the recorded threads.
     memory_events: MemoryEvents,
+    /// Keeps the kernel's memory events switched on for the whole recording.
+    _warm: Option<crate::target::perf::Warm>,
 }
 
 /// What a finished recording run reports.
@@ -213,6 +215,12 @@ impl<'a> Sampler<'a> {
             write_error: None,
             sources: Sources::new(),
             memory_events: MemoryEvents::new(config.memory_events, config.fault_period),
+            // Before the recording (and a launched program) starts: switching the events on
+            // costs about 100 ms once.
+            _warm: config
+                .memory_events
+                .then(crate::target::perf::keep_warm)
+                .flatten(),
             config,
         })
     }
@@ -264,6 +272,12 @@ impl<'a> Sampler<'a> {
             let time_us = now.saturating_sub(start) / 1000;
             for i in 0..woken.events.len() {
                 self.memory_event(woken.events[i], time_us);
+            }
+            for i in 0..woken.hung_up.len() {
+                let (process, thread) = ((woken.hung_up[i] >> 32) as u32, woken.hung_up[i] as u32);
+                if let Some(p) = self.processes.iter_mut().find(|p| p.id == process) {
+                    p.close_memory_events(thread, &clock);
+                }
             }
             if woken.ticks == 0 {
                 continue;

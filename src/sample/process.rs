@@ -62,8 +62,8 @@ struct ThreadState {
     running: bool,
     /// Blocking mode stops this thread (its counters are read between seize and interrupt).
     stopped_each_sample: bool,
-    /// Its kernel thread was proven and is gone.
-    died: bool,
+    /// Its kernel thread, proven as this tid, is gone.
+    died: Option<i32>,
     /// Its memory events (page faults and frees), when the kernel allows them, with the token
     /// its descriptor is watched under, and the stack reads they cost in the current window.
     events: Option<ThreadEvents>,
@@ -79,6 +79,42 @@ struct ThreadState {
 }
 
 impl ThreadState {
+    fn new(slot: u32) -> ThreadState {
+        ThreadState {
+            slot,
+            tid: None,
+            stat: None,
+            schedstat: None,
+            cpu_ns: 0,
+            minflt: 0,
+            minflt_reported: 0,
+            running: false,
+            stopped_each_sample: false,
+            died: None,
+            events: None,
+            token: 0,
+            window_reads: 0,
+            last_frames: Vec::new(),
+            last_stack: None,
+            last_seen: 0,
+            read_ns: 0,
+            read_stack: None,
+        }
+    }
+
+    /// Take `tid` (proven a thread of process `pid`) as this thread's kernel id: open its
+    /// counters, whose files from now on stand for that very thread. False if it is gone.
+    fn proven(&mut self, pid: i32, tid: i32) -> bool {
+        let open = |file: &str| ProcFile::open(format!("/proc/{pid}/task/{tid}/{file}"), 1024).ok();
+        self.stat = open("stat");
+        self.schedstat = open("schedstat");
+        self.tid = Some(tid);
+        let alive = self.refresh();
+        self.died = None;
+        self.minflt_reported = self.minflt;
+        alive
+    }
+
     /// Re-read the thread's counters (one `pread` per file). Returns false, and forgets the
     /// thread's kernel id, when the thread is gone: its files, bound to the thread itself
     /// rather than to its number, then fail, even if the number now names another process.
@@ -92,8 +128,7 @@ impl ThreadState {
                 self.running = s.is_running();
             }
             None => {
-                self.died = self.tid.is_some();
-                self.tid = None;
+                self.died = self.tid.take();
                 self.stat = None;
                 self.schedstat = None;
                 self.running = false;
@@ -106,6 +141,58 @@ impl ThreadState {
             }
         }
         true
+    }
+}
+
+/// How often (ticks) an unproven thread state is tried again.
+const REPROVE_TICKS: u64 = 10;
+
+/// The proofs that thread states are threads of the target (see `target::threads`): the
+/// kernel's threads and ids, and which host tids are taken, one thread state each.
+struct Proofs {
+    map: ThreadMap,
+    taken: HashSet<i32>,
+}
+
+impl Proofs {
+    /// The host tid the `claimed` id proves, if it is not another thread state's already.
+    fn prove(&mut self, claimed: Option<i32>, now_ns: u64) -> Option<i32> {
+        let tid = self.map.host_tid(claimed?, now_ns)?;
+        self.taken.insert(tid).then_some(tid)
+    }
+
+    /// `tid` is no thread state's any more (and the claim may name something else later).
+    fn release(&mut self, tid: i32, claimed: Option<i32>) {
+        self.taken.remove(&tid);
+        if let Some(id) = claimed {
+            self.map.forget(id);
+        }
+    }
+}
+
+/// Open and watch the memory events of a newly proven thread, under the process's id and a
+/// token of its own.
+fn watch_events(
+    ctx: &mut Events,
+    process: u32,
+    next_token: &mut u32,
+    keys: &mut HashMap<u32, ThreadKey>,
+    state: &mut ThreadState,
+    key: ThreadKey,
+) {
+    let Some(events) = state.tid.and_then(|tid| ctx.memory.open(tid)) else {
+        return;
+    };
+    let token = *next_token;
+    *next_token = next_token.wrapping_add(1);
+    if ctx
+        .clock
+        .watch(events.fd(), (process as u64) << 32 | token as u64)
+        .is_ok()
+    {
+        state.events = Some(events);
+        state.token = token;
+        keys.insert(token, key);
     }
 }
 
@@ -181,14 +268,16 @@ pub struct ProcessSampler {
     rollup: Option<ProcFile>,
     page_size: u64,
     threads: HashMap<ThreadKey, ThreadState>,
+    /// Scratch: how many of one walk's thread states have each (ident, kernel id) pair.
+    seen_ids: HashMap<(u64, Option<i32>), u32>,
     /// Memory-event tokens (the low half; the high half is the process id) -> threads.
     event_keys: HashMap<u32, ThreadKey>,
     next_token: u32,
     /// Scratch for the stack of a thread a memory event came from, and its records.
     event_snapshot: Snapshot,
     event_records: Vec<Record>,
-    /// The target's own threads and the ids its memory uses for them.
-    thread_map: ThreadMap,
+    /// The target's own threads and which its thread states were proven to be.
+    proofs: Proofs,
     /// Threads whose claimed kernel id named no thread of the target (never stopped).
     pub unproven_threads: u64,
     /// The recording's ids of this process's functions and stacks.
@@ -273,11 +362,15 @@ impl ProcessSampler {
             rollup: None,
             page_size: procfs::page_size(),
             threads: HashMap::new(),
+            seen_ids: HashMap::new(),
             event_keys: HashMap::new(),
             next_token: 0,
             event_snapshot: Snapshot::default(),
             event_records: Vec::new(),
-            thread_map: ThreadMap::new(pid),
+            proofs: Proofs {
+                map: ThreadMap::new(pid),
+                taken: HashSet::new(),
+            },
             unproven_threads: 0,
             names: Names::default(),
             files,
@@ -379,71 +472,78 @@ impl ProcessSampler {
         self.stop_tids.clear();
         self.stop_keys.clear();
         let now_ns = super::now_ns();
+        // A new thread's state first holds its creator's ids, until the new thread runs
+        // (CPython sets them from the creating thread); such a state has no frames yet and is
+        // left out until it has ids of its own, or it would share its creator's counters (or,
+        // the host id being taken, look unproven).
+        // CPython puts new states first in the list, so which of two is the real thread is told
+        // by frames: the state being set up has none yet.
+        self.seen_ids.clear();
         for t in &self.snapshot.threads {
+            *self.seen_ids.entry((t.thread_id, t.native_id)).or_insert(0) += 1;
+        }
+        for t in &self.snapshot.threads {
+            if self.seen_ids[&(t.thread_id, t.native_id)] > 1 && t.frames.is_empty() {
+                continue;
+            }
             let key = ThreadKey {
                 tstate: t.tstate,
                 ident: t.thread_id,
                 claimed: t.native_id.map_or(-(t.thread_id as i64), |tid| tid as i64),
             };
             // A thread whose kernel thread died is proven again (its id may name a new one).
-            if self.threads.get(&key).is_some_and(|s| s.died) {
+            if let Some(old) = self.threads.get(&key).and_then(|s| s.died) {
                 self.threads.remove(&key);
-                if let Some(id) = t.native_id {
-                    self.thread_map.forget(id);
-                }
+                self.proofs.release(old, t.native_id);
             }
             if !self.threads.contains_key(&key) {
-                // Prove the claimed id names a thread of the target; a host id already taken
-                // by another thread state is not proven twice.
-                let tid = t
-                    .native_id
-                    .and_then(|id| self.thread_map.host_tid(id, now_ns))
-                    .filter(|&tid| !self.threads.values().any(|s| s.tid == Some(tid)));
+                let tid = self.proofs.prove(t.native_id, now_ns);
                 let name = tid
                     .and_then(|tid| procfs::thread_name(pid, tid))
                     .unwrap_or_default();
                 let slot = writer.thread(self.id, tid.unwrap_or(0), t.native_id, &name)?;
-                let open = |file: &str| -> Option<ProcFile> {
-                    ProcFile::open(format!("/proc/{pid}/task/{}/{file}", tid?), 1024).ok()
-                };
-                let mut state = ThreadState {
-                    slot,
-                    tid,
-                    stat: open("stat"),
-                    schedstat: open("schedstat"),
-                    cpu_ns: 0,
-                    minflt: 0,
-                    minflt_reported: 0,
-                    running: false,
-                    stopped_each_sample: false,
-                    died: false,
-                    events: None,
-                    token: 0,
-                    window_reads: 0,
-                    last_frames: Vec::new(),
-                    last_stack: None,
-                    last_seen: 0,
-                    read_ns: 0,
-                    read_stack: None,
-                };
-                state.refresh();
-                state.died = false;
+                let mut state = ThreadState::new(slot);
+                if let Some(tid) = tid {
+                    if state.proven(pid, tid) {
+                        watch_events(
+                            ctx,
+                            self.id,
+                            &mut self.next_token,
+                            &mut self.event_keys,
+                            &mut state,
+                            key,
+                        );
+                    } else {
+                        self.proofs.release(tid, t.native_id);
+                    }
+                }
                 if state.tid.is_none() && t.native_id.is_some() {
                     self.unproven_threads += 1;
                 }
-                state.minflt_reported = state.minflt;
-                // Its memory events, watched under this process's id and a token of its own.
-                if let Some(events) = state.tid.and_then(|tid| ctx.memory.open(tid)) {
-                    let token = self.next_token;
-                    self.next_token = self.next_token.wrapping_add(1);
-                    let watched = (self.id as u64) << 32 | token as u64;
-                    if ctx.clock.watch(events.fd(), watched).is_ok() {
-                        state.events = Some(events);
-                        state.token = token;
-                        self.event_keys.insert(token, key);
+                self.threads.insert(key, state);
+            } else if self.ticks % REPROVE_TICKS == 0 {
+                // An unproven state is tried again now and then: its id may have been the
+                // creator's, or not yet listed.
+                let state = self
+                    .threads
+                    .get_mut(&key)
+                    .filter(|s| s.tid.is_none() && s.died.is_none());
+                if let (Some(state), Some(tid)) = (state, self.proofs.prove(t.native_id, now_ns)) {
+                    if state.proven(pid, tid) {
+                        writer.thread_proven(self.id, state.slot, tid)?;
+                        self.unproven_threads = self.unproven_threads.saturating_sub(1);
+                        watch_events(
+                            ctx,
+                            self.id,
+                            &mut self.next_token,
+                            &mut self.event_keys,
+                            state,
+                            key,
+                        );
+                    } else {
+                        self.proofs.release(tid, t.native_id);
                     }
                 }
-                self.threads.insert(key, state);
             }
             let Some(state) = self.threads.get_mut(&key) else {
                 continue;
@@ -482,12 +582,17 @@ impl ProcessSampler {
         }
         // Forget threads that are gone (their files are closed with them).
         let now = self.ticks;
-        let (clock, tokens) = (ctx.clock, &mut self.event_keys);
-        self.threads.retain(|_, t| {
+        let (clock, tokens, proofs) = (ctx.clock, &mut self.event_keys, &mut self.proofs);
+        self.threads.retain(|key, t| {
             let keep = now - t.last_seen < 10;
-            if let (false, Some(events)) = (keep, t.events.as_ref()) {
-                clock.unwatch(events.fd());
-                tokens.remove(&t.token);
+            if !keep {
+                if let Some(events) = t.events.as_ref() {
+                    clock.unwatch(events.fd());
+                    tokens.remove(&t.token);
+                }
+                if let Some(tid) = t.tid.or(t.died) {
+                    proofs.release(tid, (key.claimed > 0).then_some(key.claimed as i32));
+                }
             }
             keep
         });
@@ -699,6 +804,17 @@ impl ProcessSampler {
                 frees_before: frees_before.round() as u64,
             },
         )
+    }
+
+    /// The memory events of a thread that exited hung up: stop watching them (what they hold
+    /// was read with the last wake-up).
+    pub fn close_memory_events(&mut self, token: u32, clock: &Clock) {
+        let Some(key) = self.event_keys.remove(&token) else {
+            return;
+        };
+        if let Some(events) = self.threads.get_mut(&key).and_then(|t| t.events.take()) {
+            clock.unwatch(events.fd());
+        }
     }
 
     /// Threads with memory events.

@@ -54,6 +54,53 @@ fn open_error(errno: nix::errno::Errno) -> OpenError {
     }
 }
 
+/// Events that keep the kernel's machinery for memory events switched on while memspy runs.
+///
+/// The first event of a kind on the whole system switches it on: the kernel patches its code
+/// (static keys) and, for system call tracepoints, flags every thread of the system; the
+/// last one to close switches it off again. That costs about 100 ms each time: too much for
+/// every thread that comes and goes. These counting events (no samples, no buffer) on
+/// memspy's own thread hold it switched on from before the recording starts to its end.
+pub struct Warm {
+    _events: Vec<OwnedFd>,
+}
+
+/// Switch the memory events on (see [`Warm`]); None when the kernel refuses them.
+pub fn keep_warm() -> Option<Warm> {
+    let mut events = vec![open_counting(
+        sys::PERF_TYPE_SOFTWARE,
+        sys::PERF_COUNT_SW_PAGE_FAULTS_MIN as u64,
+    )?];
+    for &id in free_tracepoints() {
+        events.extend(open_counting(sys::PERF_TYPE_TRACEPOINT, id));
+    }
+    Some(Warm { _events: events })
+}
+
+/// A counting event on the calling thread.
+fn open_counting(type_: u32, config: u64) -> Option<OwnedFd> {
+    let mut attr = sys::perf_event_attr {
+        type_,
+        size: std::mem::size_of::<sys::perf_event_attr>() as u32,
+        config,
+        ..Default::default()
+    };
+    attr.set_exclude_hv(1);
+    // SAFETY: as in `open_event`: a fully initialised attr for the call, and a new descriptor
+    // owned by nobody else.
+    let fd = unsafe {
+        perf_event_open_sys::perf_event_open(
+            &mut attr,
+            0,
+            -1,
+            -1,
+            sys::PERF_FLAG_FD_CLOEXEC as libc::c_ulong,
+        )
+    };
+    // SAFETY: see above.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// What one record of the ring buffer says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Record {

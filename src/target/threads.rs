@@ -30,11 +30,15 @@ pub struct ThreadMap {
     pub namespaced: bool,
     /// When the last scan happened (ns, monotonic), to bound rescans a target can provoke.
     last_scan_ns: Option<u64>,
+    /// Ids checked one by one since the last scan.
+    checks: u32,
 }
 
-/// Rescans for an id that is not in the map happen at most this often: a target that writes
-/// random ids into its thread states must not make memspy list its threads every tick.
+/// Rescans for an id that is not in the map happen at most this often, and at most this many
+/// ids are checked one by one between two rescans: a target that writes random ids into its
+/// thread states must not make memspy list its threads, or open thousands of files, every tick.
 const RESCAN_NS: u64 = 50_000_000;
+const CHECKS_PER_RESCAN: u32 = 256;
 
 impl ThreadMap {
     /// An empty map for `pid` (filled by the first lookup).
@@ -44,12 +48,14 @@ impl ThreadMap {
             host: HashMap::new(),
             namespaced: false,
             last_scan_ns: None,
+            checks: 0,
         }
     }
 
     /// List the process's threads and their namespace ids.
     pub fn scan(&mut self, now_ns: u64) -> io::Result<()> {
         self.last_scan_ns = Some(now_ns);
+        self.checks = 0;
         let tids = procfs::threads(self.pid)?;
         let mut host = HashMap::with_capacity(tids.len());
         let mut namespaced = false;
@@ -67,10 +73,19 @@ impl ThreadMap {
     }
 
     /// The host tid of the target's thread `id`, or None when no thread of the target has it.
-    /// An unknown id triggers a rescan (new threads appear all the time), at most every 50 ms.
+    /// An unknown id is first checked alone: a thread listed as `/proc/PID/task/ID` whose own
+    /// id (last in `NSpid`) is ID is that very thread, in a namespace or not (a new thread,
+    /// most often). Else a rescan (the id of a thread in a pid namespace), at most every 50 ms.
     pub fn host_tid(&mut self, id: i32, now_ns: u64) -> Option<i32> {
         if let Some(&tid) = self.host.get(&id) {
             return Some(tid);
+        }
+        if id > 0 && self.checks < CHECKS_PER_RESCAN {
+            self.checks += 1;
+            if procfs::thread_nspid(self.pid, id) == Some(id) {
+                self.host.insert(id, id);
+                return Some(id);
+            }
         }
         let due = self
             .last_scan_ns
@@ -120,5 +135,29 @@ mod tests {
         assert_eq!(map.last_scan_ns, Some(1_000), "rescanned too soon");
         assert_eq!(map.host_tid(-5, 1_000 + RESCAN_NS), None);
         assert_eq!(map.last_scan_ns, Some(1_000 + RESCAN_NS));
+        // Ids checked one by one are bounded between rescans too.
+        for id in 1..=2 * CHECKS_PER_RESCAN as i32 {
+            let _ = map.host_tid(1_000_000 + id, 1_000 + RESCAN_NS);
+        }
+        assert_eq!(map.checks, CHECKS_PER_RESCAN);
+    }
+
+    #[test]
+    fn a_thread_started_after_the_scan_is_proven_at_once() {
+        let pid = std::process::id() as i32;
+        let mut map = ThreadMap::new(pid);
+        map.scan(1_000).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || {
+            tx.send(nix::unistd::gettid().as_raw()).unwrap();
+            let _ = done_rx.recv();
+        });
+        let tid = rx.recv().unwrap();
+        // Right after the scan: no rescan is due, the id is proven by itself.
+        assert_eq!(map.host_tid(tid, 2_000), Some(tid));
+        assert_eq!(map.last_scan_ns, Some(1_000));
+        done_tx.send(()).unwrap();
+        other.join().unwrap();
     }
 }
