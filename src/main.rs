@@ -113,9 +113,9 @@ struct CheckArgs {
     /// Memory growth allowed under a function: PATTERN=SIZE (repeatable; SIZE may be a % of all growth)
     #[arg(long, value_parser = |s: &str| budget_arg(s, Measure::Growth))]
     max_growth: Vec<Budget>,
-    /// Net memory change allowed under a function: PATTERN=SIZE (repeatable)
-    #[arg(long, value_parser = |s: &str| budget_arg(s, Measure::Net))]
-    max_net: Vec<Budget>,
+    /// Memory retained (grown and not freed) allowed under a function: PATTERN=SIZE (repeatable)
+    #[arg(long, alias = "max-net", value_parser = |s: &str| budget_arg(s, Measure::Retained))]
+    max_retained: Vec<Budget>,
     /// Wall time allowed under a function: PATTERN=TIME, e.g. 'render_*=2s' or '=30%' (repeatable)
     #[arg(long, value_parser = |s: &str| budget_arg(s, Measure::Wall))]
     max_wall: Vec<Budget>,
@@ -176,11 +176,12 @@ enum MetricArg {
     Cpu,
     /// Memory growth: the increases of memory, by what ran while it grew
     Growth,
-    /// Memory freed: the decreases
+    /// Memory freed: the decreases, by the code that freed
     Freed,
-    /// Growth minus freed
-    Net,
-    /// What each stack had contributed when memory was at its highest
+    /// Memory grown and not freed by the end, by the code that grew it ("net" too)
+    #[value(alias = "net")]
+    Retained,
+    /// Memory each stack had grown and still held when memory was at its highest
     Peak,
 }
 
@@ -191,7 +192,7 @@ impl MetricArg {
             MetricArg::Cpu => Metric::Cpu,
             MetricArg::Growth => Metric::Growth,
             MetricArg::Freed => Metric::Freed,
-            MetricArg::Net => Metric::Net,
+            MetricArg::Retained => Metric::Retained,
             MetricArg::Peak => Metric::Peak,
         }
     }
@@ -418,7 +419,7 @@ fn main() -> ExitCode {
             budgets.extend(
                 a.max_growth
                     .into_iter()
-                    .chain(a.max_net)
+                    .chain(a.max_retained)
                     .chain(a.max_wall)
                     .chain(a.max_cpu),
             );

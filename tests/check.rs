@@ -111,7 +111,9 @@ fn budgets_on_both_sides_of_the_limit() {
         (&r.base, &["--max-growth", "Cache.fill=30MiB"], 0),
         (&r.leak, &["--max-growth", "Cache.fill=30MiB"], 1),
         (&r.leak, &["--max-growth", "leak.Cache.*=30MiB"], 1),
-        (&r.base, &["--max-net", "fill=30MiB"], 0),
+        (&r.base, &["--max-retained", "fill=30MiB"], 0),
+        (&r.leak, &["--max-retained", "fill=30MiB"], 1),
+        // The name the budget had before retained memory replaced net change.
         (&r.leak, &["--max-net", "fill=30MiB"], 1),
         (&r.base, &["--max-cpu", "work=10s"], 0),
         (&r.base, &["--max-cpu", "work=1ms"], 1),

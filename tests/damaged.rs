@@ -702,7 +702,7 @@ fn run_report(which: usize, base: &Recording, m: &Recording, out: &mut Vec<u8>, 
                 Metric::Cpu,
                 Metric::Growth,
                 Metric::Freed,
-                Metric::Net,
+                Metric::Retained,
             ][which - 2];
             flame::report(m, "m.msp", &flame_opts(metric), svg).map(|_| ())
         }
@@ -731,7 +731,7 @@ fn run_report(which: usize, base: &Recording, m: &Recording, out: &mut Vec<u8>, 
         11 => lines::report(m, &lines_opts(Metric::Peak, Format::Json, None), false, out),
         12 => lines::report(
             m,
-            &lines_opts(Metric::Net, Format::Text, Some("grow")),
+            &lines_opts(Metric::Retained, Format::Text, Some("grow")),
             false,
             out,
         ),
@@ -754,7 +754,7 @@ fn run_report(which: usize, base: &Recording, m: &Recording, out: &mut Vec<u8>, 
         15 => export::report(
             m,
             "m.msp",
-            &export_opts(ExportFormat::Collapsed, Metric::Net),
+            &export_opts(ExportFormat::Collapsed, Metric::Retained),
             out,
         )
         .map(|_| ()),

@@ -206,7 +206,7 @@ fn every_svg_is_xml_and_shows_the_names() {
     let h = hostile();
     let rec = h.rec.to_str().unwrap();
     let mut svgs = Vec::new();
-    for metric in ["wall", "cpu", "growth", "freed", "net", "peak"] {
+    for metric in ["wall", "cpu", "growth", "freed", "retained", "peak"] {
         svgs.push((
             format!("flame --metric {metric}"),
             run_to_file(&["flame", "-i", rec, "--metric", metric, "OUT"]),

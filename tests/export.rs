@@ -622,7 +622,7 @@ fn check_json_shape(doc: &Value) {
         keys(&doc["recording"]["failed"]),
         ["exited", "fatal", "raced"]
     );
-    let metrics = ["cpu", "freed", "growth", "net", "peak", "wall"];
+    let metrics = ["cpu", "freed", "growth", "peak", "retained", "wall"];
     for k in ["totals", "units", "top_functions", "top_lines"] {
         assert_eq!(keys(&doc[k]), metrics, "{k}");
     }
@@ -700,7 +700,7 @@ fn json_summary() {
     assert_eq!(t["cpu"], 55_000.0);
     assert_eq!(t["growth"], mib(35.0));
     assert_eq!(t["freed"], mib(30.0));
-    assert_eq!(t["net"], mib(5.0));
+    assert_eq!(t["retained"], mib(5.0));
     assert_eq!(t["peak"], mib(29.0));
     let a = &doc["processes"][0];
     assert_eq!(a["pid"], 4242);
@@ -742,7 +742,7 @@ fn json_summary() {
     // 4, Loader.load's 8 + 4 + 7.5 and Worker.run's 2.5 in process A, and 4 MiB of memory from
     // before the recording. What A keeps is what grew after: 4 without Python frames and 2
     // unattributed; B keeps Worker.run's 3. Totals agree: 35 grown - 30 freed = 5 retained.
-    let retained = &doc["top_functions"]["net"]["self"];
+    let retained = &doc["top_functions"]["retained"]["self"];
     let value = |name: &str| {
         retained
             .as_array()
@@ -757,7 +757,7 @@ fn json_summary() {
     assert_eq!(value("Worker.run"), Some(mib(3.0)));
     assert_eq!(value("Cache.fill"), None);
     assert_eq!(value("Loader.load"), None);
-    assert_eq!(doc["totals"]["net"], mib(5.0));
+    assert_eq!(doc["totals"]["retained"], mib(5.0));
     assert_eq!(doc["totals"]["growth"], mib(35.0));
     assert_eq!(doc["totals"]["freed"], mib(30.0));
     // The peak (a3, 126 MiB): what each stack held then.

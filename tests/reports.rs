@@ -102,7 +102,7 @@ fn check_known_memory(py: &Interpreter) {
         ("retain-200", "retain_200", 200.0 * MIB),
         ("retain-50", "retain_50", 50.0 * MIB),
     ];
-    for metric in ["growth", "net"] {
+    for metric in ["growth", "retained"] {
         // The line table: the allocating line itself.
         let rows = line_rows(&rec, metric);
         for (tag, _, amount) in expect {
@@ -137,9 +137,9 @@ fn check_known_memory(py: &Interpreter) {
         );
         let titles = svg_titles(&svg);
         let heading = if metric == "growth" {
-            "Memory growth (bytes)"
+            "Memory growth — known.msp"
         } else {
-            "Net memory change (bytes)"
+            "Memory retained — known.msp"
         };
         assert!(
             std::fs::read_to_string(&svg).unwrap().contains(heading),

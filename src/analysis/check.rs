@@ -3,19 +3,19 @@
 //! **Budgets** are absolute limits, or percentages of the recording's own total:
 //! - peak memory of each process (`--max-peak`) and of all processes together
 //!   (`--max-peak-total`, the highest sum of the processes' memory at one moment);
-//! - memory growth or net change of the code under a function (`--max-growth PATTERN=SIZE`,
-//!   `--max-net`): what was attributed to stacks passing through a matching function;
+//! - memory growth or retained memory of the code under a function (`--max-growth
+//!   PATTERN=SIZE`, `--max-retained`): what was attributed to stacks passing through a
+//!   matching function (see `crate::analysis` for what retained means);
 //! - wall or CPU time of the code under a function (`--max-wall PATTERN=TIME`, `--max-cpu`),
 //!   most useful as a share (`--max-cpu 'render_*=30%'`).
 //!
 //! **Baselines.** The new recording is compared with the median of one or more baselines on:
 //! the peak memory of the largest process, the total growth, and each function's own (self)
 //! growth (self, so that a leak is blamed on the function that leaks rather than on every
-//! caller above it). Net changes are not compared: growth is placed by page faults and repeats
-//! from run to run, while releases depend on timing (a 20 MiB temporary was seen at -1 MiB net
-//! in one run and +10 MiB in the next; a program's total net depends on whether its last sample
-//! came before or after the interpreter freed everything at exit), which would fail builds on
-//! noise. A retained leak shows as growth. A value regresses when it exceeds the baseline by
+//! caller above it). Retained memory is not compared: growth is placed by page faults and
+//! repeats from run to run, while what a run still holds depends on when it frees (a 20 MiB
+//! temporary was seen once at -1 MiB and once at +10 MiB under the earlier rule for net
+//! change), which would fail builds on noise. A retained leak shows as growth. A value regresses when it exceeds the baseline by
 //! more than the tolerance *and* by more than the noise floor: the tolerance absorbs
 //! proportional run-to-run variation, the floor keeps small functions (where sampling noise is
 //! a large fraction) from failing the build. Functions below the floor in both recordings are
@@ -58,7 +58,7 @@ pub enum Measure {
     PeakProcess,
     PeakTotal,
     Growth,
-    Net,
+    Retained,
     Wall,
     Cpu,
 }
@@ -66,7 +66,7 @@ pub enum Measure {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Budget {
     pub measure: Measure,
-    /// Function pattern (Growth, Net, Wall, Cpu).
+    /// Function pattern (Growth, Retained, Wall, Cpu).
     pub pattern: Option<String>,
     pub limit: Amount,
 }
@@ -184,10 +184,10 @@ pub fn check_budgets(
                     passed: total_peak <= limit,
                 });
             }
-            Measure::Growth | Measure::Net | Measure::Wall | Measure::Cpu => {
+            Measure::Growth | Measure::Retained | Measure::Wall | Measure::Cpu => {
                 let (metric, word, unit) = match b.measure {
                     Measure::Growth => (Metric::Growth, "memory growth", Unit::Bytes),
-                    Measure::Net => (Metric::Net, "net memory change", Unit::Bytes),
+                    Measure::Retained => (Metric::Retained, "memory retained", Unit::Bytes),
                     Measure::Wall => (Metric::Wall, "wall time", Unit::Microseconds),
                     _ => (Metric::Cpu, "CPU time", Unit::Microseconds),
                 };

@@ -48,7 +48,7 @@
 //!    program's retained memory is what it held while it ran.
 //!
 //! Positive changes sum to *growth* (by the stack that grew), negative ones, as positive
-//! numbers, to *freed* (by the stack that freed); *retained* (the `Net` metric) is what rule 5
+//! numbers, to *freed* (by the stack that freed); *retained* is what rule 5
 //! leaves. The totals agree: growth - freed = retained = the last reading minus the first.
 //! The first reading of a process is its baseline and is attributed to nobody.
 //!
@@ -74,7 +74,7 @@ pub enum Metric {
     Cpu,
     Growth,
     Freed,
-    Net,
+    Retained,
     Peak,
 }
 
@@ -84,7 +84,7 @@ impl Metric {
         Metric::Cpu,
         Metric::Growth,
         Metric::Freed,
-        Metric::Net,
+        Metric::Retained,
         Metric::Peak,
     ];
 
@@ -94,7 +94,7 @@ impl Metric {
             Metric::Cpu => "cpu",
             Metric::Growth => "growth",
             Metric::Freed => "freed",
-            Metric::Net => "net",
+            Metric::Retained => "retained",
             Metric::Peak => "peak",
         }
     }
@@ -106,7 +106,7 @@ impl Metric {
             Metric::Cpu => "CPU time",
             Metric::Growth => "Memory growth",
             Metric::Freed => "Memory freed",
-            Metric::Net => "Net memory change",
+            Metric::Retained => "Memory retained",
             Metric::Peak => "Memory at peak",
         }
     }
@@ -174,7 +174,7 @@ pub struct Attribution {
     pub cpu: HashMap<Key, f64>,
     pub growth: HashMap<Key, f64>,
     pub freed: HashMap<Key, f64>,
-    pub net: HashMap<Key, f64>,
+    pub retained: HashMap<Key, f64>,
     pub peak: HashMap<Key, f64>,
     /// Per process: its memory series (time µs, bytes) as attributed.
     pub series: Vec<Vec<(u64, u64)>>,
@@ -187,7 +187,7 @@ impl Attribution {
             Metric::Cpu => &self.cpu,
             Metric::Growth => &self.growth,
             Metric::Freed => &self.freed,
-            Metric::Net => &self.net,
+            Metric::Retained => &self.retained,
             Metric::Peak => &self.peak,
         }
     }
@@ -233,8 +233,7 @@ const WALL: usize = 0;
 const CPU: usize = 1;
 const GROWTH: usize = 2;
 const FREED: usize = 3;
-/// Retained memory (the `Net` metric).
-const NET: usize = 4;
+const RETAINED: usize = 4;
 const PEAK: usize = 5;
 
 impl Table {
@@ -554,7 +553,7 @@ pub fn attribute(rec: &Recording, filter: &Filter) -> Attribution {
                 ledger.held(&mut table, PEAK, p);
             }
         }
-        ledger.held(&mut table, NET, p);
+        ledger.held(&mut table, RETAINED, p);
         a.series[p as usize] = series;
     }
     for (key, row) in table.rows {
@@ -563,7 +562,7 @@ pub fn attribute(rec: &Recording, filter: &Filter) -> Attribution {
             (CPU, &mut a.cpu),
             (GROWTH, &mut a.growth),
             (FREED, &mut a.freed),
-            (NET, &mut a.net),
+            (RETAINED, &mut a.retained),
             (PEAK, &mut a.peak),
         ] {
             if row[metric] != 0.0 {

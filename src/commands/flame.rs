@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::analysis::{attribute, Filter, Metric, Naming};
+use crate::analysis::{attribute, Filter, Metric, Naming, Site};
 use crate::commands::info::open_recording;
 use crate::commands::written;
 use crate::error::{Error, Result};
@@ -59,32 +59,44 @@ pub fn report(
             },
         },
     );
-    let total: u64 = folded
-        .iter()
-        .map(|(_, v)| v)
-        .fold(0, |a, &b| a.saturating_add(b));
-    let title = format!(
-        "{} ({}) of {}",
-        opts.metric.title(),
-        if opts.metric.is_memory() {
-            "bytes"
-        } else {
-            "time"
-        },
-        name
-    );
+    let title = format!("{} — {}", opts.metric.title(), name);
     let samples = rec
         .samples
         .iter()
         .filter(|s| filter.includes(rec, s.process))
         .count() as u64;
-    let subtitle = format!(
-        "total {} · {} samples · {}",
+    let amount = |v: f64| {
         if opts.metric.is_memory() {
-            bytes(total as f64)
+            bytes(v)
         } else {
-            duration(total)
-        },
+            duration(v.max(0.0) as u64)
+        }
+    };
+    // A flamegraph draws positive values only: what it leaves out is said, by name.
+    let below = |site: Site| -> f64 {
+        attr.values(opts.metric)
+            .iter()
+            .filter(|(k, v)| k.site == site && **v < 0.0)
+            .map(|(_, v)| -v)
+            .sum()
+    };
+    let (shutdown, before) = (below(Site::Shutdown), below(Site::BeforeRecording));
+    let drawn: f64 = attr
+        .values(opts.metric)
+        .values()
+        .filter(|v| **v > 0.0)
+        .sum();
+    let mut total = format!("total {}", amount(drawn));
+    for (what, v) in [
+        ("released at interpreter shutdown", shutdown),
+        ("freed of memory from before the recording", before),
+    ] {
+        if v > 0.0 {
+            total.push_str(&format!(" (and {} {what}, not drawn)", amount(v)));
+        }
+    }
+    let subtitle = format!(
+        "{total} · {} samples · {} · {}",
         count(samples),
         match opts.pid {
             Some(pid) => format!("process {pid}"),
@@ -92,7 +104,8 @@ pub fn report(
                 1 => "1 process".to_string(),
                 n => format!("{n} processes"),
             },
-        }
+        },
+        rec.sampling()
     );
     written(write_svg(&folded, opts.metric, &title, &subtitle, out))?;
     Ok(folded.len())

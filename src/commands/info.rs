@@ -79,7 +79,29 @@ struct Info {
     late_mean_ms: f64,
     functions: usize,
     stacks: usize,
+    /// How memory was sampled ("memory from page-fault and free events and ticks", ...).
+    sampling: String,
+    memory_events: Option<MemoryEventsInfo>,
     processes: Vec<ProcessInfo>,
+}
+
+/// What the memory events were (see `sample::events`).
+#[derive(Serialize)]
+struct MemoryEventsInfo {
+    /// "faults and frees", "faults only: <why>" or "off: <why>".
+    mode: String,
+    /// Memory-event samples (stack reads) written.
+    samples: u64,
+    /// Records from the kernel: fault samples (each of `period` faults or more) and frees.
+    fault_records: u64,
+    free_records: u64,
+    /// Records the kernel dropped (its buffer was full), and stack reads that raced.
+    lost: u64,
+    failed_reads: u64,
+    period: u64,
+    max_period: u64,
+    delay_median_us: u64,
+    delay_p99_us: u64,
 }
 
 #[derive(Serialize, Default)]
@@ -211,6 +233,22 @@ fn summarize(file: &str, rec: &Recording) -> Info {
         },
         functions: rec.functions.len(),
         stacks: rec.stacks.len(),
+        sampling: rec.sampling(),
+        memory_events: rec
+            .memory_events_summary
+            .as_ref()
+            .map(|m| MemoryEventsInfo {
+                mode: m.mode.clone(),
+                samples: m.samples,
+                fault_records: m.faults,
+                free_records: m.frees,
+                lost: m.lost,
+                failed_reads: m.failed,
+                period: m.period,
+                max_period: m.max_period,
+                delay_median_us: m.delay_p50_us,
+                delay_p99_us: m.delay_p99_us,
+            }),
         processes,
     }
 }
@@ -274,6 +312,43 @@ fn write_text(i: &Info, w: &mut dyn Write) -> io::Result<()> {
         count(i.functions as u64),
         count(i.stacks as u64)
     )?;
+    match &i.memory_events {
+        Some(m) if m.mode.starts_with("faults") => writeln!(
+            w,
+            "memory events: {} · {} stack reads from {} fault and {} free records ({} lost, {} \
+             raced) · period {} faults{} · fault-to-read delay median {} µs, p99 {} µs",
+            if m.mode == "faults and frees" {
+                "page faults and frees".to_string()
+            } else {
+                format!(
+                    "page faults only ({})",
+                    visible(m.mode.trim_start_matches("faults only: "))
+                )
+            },
+            count(m.samples),
+            count(m.fault_records),
+            count(m.free_records),
+            count(m.lost),
+            count(m.failed_reads),
+            m.period,
+            if m.max_period > m.period {
+                format!(" (up to {} under load)", m.max_period)
+            } else {
+                String::new()
+            },
+            m.delay_median_us,
+            m.delay_p99_us
+        )?,
+        Some(m) => writeln!(
+            w,
+            "memory events: off ({}): memory is attributed from ticks only",
+            visible(m.mode.trim_start_matches("off: "))
+        )?,
+        None => writeln!(
+            w,
+            "memory events: none: memory is attributed from ticks only"
+        )?,
+    }
     let unproven: usize = i.processes.iter().map(|p| p.unproven_threads).sum();
     if unproven > 0 {
         writeln!(

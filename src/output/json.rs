@@ -12,16 +12,16 @@
 //!     "duration_s": 3.0, "rate_hz": 100.0, "blocking": true, "memory": "rss" (or pss, uss),
 //!     "samples": 1134, "failed": {"raced": 0, "exited": 0, "fatal": 0}
 //!   },
-//!   "units": {"wall": "us", "cpu": "us", "growth": "bytes", "freed": .., "net": .., "peak": ..},
+//!   "units": {"wall": "us", "cpu": "us", "growth": "bytes", "freed": .., "retained": .., "peak": ..},
 //!   "processes": [{
 //!     "pid": 362, "parent_pid": null, "command": "python app.py", "python": "3.12.1",
 //!     "samples": 297, "failed": {"raced": 0, "exited": 0, "fatal": 0},
 //!     "rss_min": 13422592, "rss_max": 13422592, "rss_last": 13422592,
 //!     "peak": {"time_s": 1.2, "bytes": 13422592} (highest reading of the memory series the
 //!              attribution uses: RSS, or PSS/USS; null without readings),
-//!     "totals": {"wall": .., "cpu": .., "growth": .., "freed": .., "net": .., "peak": ..}
+//!     "totals": {"wall": .., "cpu": .., "growth": .., "freed": .., "retained": .., "peak": ..}
 //!   }],
-//!   "totals": {"wall": .., "cpu": .., "growth": .., "freed": .., "net": .., "peak": ..},
+//!   "totals": {"wall": .., "cpu": .., "growth": .., "freed": .., "retained": .., "peak": ..},
 //!   "top_functions": {"<metric>": {
 //!     "inclusive": [{"function": "Cache.fill", "file": "/srv/cache.py",
 //!                    "dotted": "srv.cache.Cache.fill", "inclusive": .., "self": ..}]
@@ -39,7 +39,7 @@
 //! the function is on it (recursion does not count twice), *self* the stacks where it is the
 //! innermost frame. The pseudo-functions `[no Python frames]` and `[unattributed]` (file and
 //! dotted null) hold what landed outside Python code. Lists are sorted by the absolute
-//! value (net memory can be negative); lines come from the per-line table (`memspy lines`).
+//! value (pseudo-entries of retained memory can be negative); lines come from the per-line table (`memspy lines`).
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};

@@ -28,8 +28,10 @@ pub struct LineRow {
     /// Share of all wall time spent on or under this line, in percent.
     pub time_pct: f64,
     pub growth: f64,
-    pub net: f64,
-    /// Net memory this line (with its calls) had contributed when memory was at its highest.
+    /// Memory grown on or under this line and not freed by the end.
+    pub retained: f64,
+    /// Memory this line (with its calls) had grown and still held when memory was at its
+    /// highest.
     pub peak: f64,
     /// That, as a share of the growth over the baseline at the peak, in percent.
     pub peak_pct: f64,
@@ -118,7 +120,7 @@ pub fn rows(
     let chosen = per_line(rec, attr, metric);
     let wall = per_line(rec, attr, Metric::Wall);
     let growth = per_line(rec, attr, Metric::Growth);
-    let net = per_line(rec, attr, Metric::Net);
+    let retained = per_line(rec, attr, Metric::Retained);
     let peak = per_line(rec, attr, Metric::Peak);
     let (wall_total, peak_total) = (attr.total(Metric::Wall), attr.total(Metric::Peak));
     let pct = |v: f64, total: f64| if total > 0.0 { 100.0 * v / total } else { 0.0 };
@@ -187,7 +189,7 @@ pub fn rows(
                 total_value,
                 time_pct: pct(wall.get(&k).map_or(0.0, |v| v.1), wall_total),
                 growth: growth.get(&k).map_or(0.0, |v| v.1),
-                net: net.get(&k).map_or(0.0, |v| v.1),
+                retained: retained.get(&k).map_or(0.0, |v| v.1),
                 peak: peak.get(&k).map_or(0.0, |v| v.1),
                 peak_pct: pct(peak.get(&k).map_or(0.0, |v| v.1), peak_total),
                 source: sources.line(k.0, k.1),
@@ -214,7 +216,7 @@ pub fn rows(
                     total_value: value,
                     time_pct: pct(sum(Metric::Wall), wall_total),
                     growth: sum(Metric::Growth),
-                    net: sum(Metric::Net),
+                    retained: sum(Metric::Retained),
                     peak: sum(Metric::Peak),
                     peak_pct: pct(sum(Metric::Peak), peak_total),
                     ..LineRow::default()
@@ -250,7 +252,7 @@ pub fn write_text(rows: &[LineRow], metric: Metric, mut w: impl Write) -> io::Re
     writeln!(
         w,
         "{:>11} {:>11} {:>7} {:>11} {:>11} {:>11}  {:<28} {:<30} source",
-        "self", "total", "time %", "growth", "net", "at peak", "function", "location"
+        "self", "total", "time %", "growth", "retained", "at peak", "function", "location"
     )?;
     for r in rows {
         let file = r.file.rsplit('/').next().unwrap_or(&r.file);
@@ -261,7 +263,7 @@ pub fn write_text(rows: &[LineRow], metric: Metric, mut w: impl Write) -> io::Re
             value(metric, r.total_value),
             r.time_pct,
             bytes(r.growth),
-            bytes(r.net),
+            bytes(r.retained),
             bytes(r.peak),
             one_line(&r.function, 28),
             if r.file.is_empty() {
@@ -278,7 +280,7 @@ pub fn write_text(rows: &[LineRow], metric: Metric, mut w: impl Write) -> io::Re
 /// CSV with raw numbers (µs or bytes).
 pub fn write_csv(rows: &[LineRow], metric: Metric, mut w: impl Write) -> io::Result<()> {
     let unit = if metric.is_memory() { "bytes" } else { "us" };
-    writeln!(w, "file,line,function,self_{unit},total_{unit},time_pct,growth_bytes,net_bytes,peak_bytes,peak_pct,source")?;
+    writeln!(w, "file,line,function,self_{unit},total_{unit},time_pct,growth_bytes,retained_bytes,peak_bytes,peak_pct,source")?;
     // Fields are quoted; a name's control characters (a newline would end the row) are made
     // visible.
     let quote = |s: &str| format!("\"{}\"", visible(s).replace('"', "\"\""));
@@ -293,7 +295,7 @@ pub fn write_csv(rows: &[LineRow], metric: Metric, mut w: impl Write) -> io::Res
             r.total_value,
             r.time_pct,
             r.growth,
-            r.net,
+            r.retained,
             r.peak,
             r.peak_pct,
             quote(r.source.as_deref().unwrap_or(""))

@@ -728,6 +728,22 @@ impl Recording {
         .take(MAX_STACK_DEPTH as usize)
     }
 
+    /// How this recording's memory was sampled, for titles and `info`: "page faults and frees
+    /// as they happened, and ticks" or "ticks only (why)".
+    pub fn sampling(&self) -> String {
+        match self.memory_events_summary.as_ref().map(|m| m.mode.as_str()) {
+            Some("faults and frees") => "memory from page-fault and free events and ticks".into(),
+            Some(m) if m.starts_with("faults only") => {
+                "memory from page-fault events and ticks (no free events)".into()
+            }
+            Some(m) if m.starts_with("off") => format!(
+                "memory from ticks only (memory events: {})",
+                m.trim_start_matches("off: ")
+            ),
+            _ => "memory from ticks only".into(),
+        }
+    }
+
     /// Time span covered by samples, µs.
     pub fn duration_us(&self) -> u64 {
         match (self.samples.first(), self.samples.last()) {

@@ -473,7 +473,7 @@ impl<'a> Sampler<'a> {
                 Mode::FaultsAndFrees => "faults and frees".into(),
                 Mode::FaultsOnly(why) => format!("faults only: {why}"),
                 Mode::Off(why) => format!("off: {why}"),
-                Mode::Untried => "off: no thread was proven to open them on".into(),
+                Mode::Untried => "off: no thread to open them on".into(),
             },
             period: m.period,
             samples: m.counts.samples,
