@@ -112,11 +112,11 @@ fn main() {
         py.label, py.version
     );
     let configs: [(&str, &[&str]); 5] = [
-        ("blocking 100 Hz", &["-r", "100"]),
-        ("blocking 1 kHz", &["-r", "1000"]),
-        ("nonblocking 100 Hz", &["-r", "100", "--nonblocking"]),
-        ("nonblocking 1 kHz", &["-r", "1000", "--nonblocking"]),
-        ("nonblocking 10 kHz", &["-r", "10000", "--nonblocking"]),
+        ("blocking 100 Hz", &["-r", "100", "--blocking"]),
+        ("blocking 1 kHz", &["-r", "1000", "--blocking"]),
+        ("nonblocking 100 Hz (default)", &["-r", "100"]),
+        ("nonblocking 1 kHz", &["-r", "1000"]),
+        ("nonblocking 10 kHz", &["-r", "10000"]),
     ];
     println!(
         "{:<20} {:>11} {:>9} {:>9} {:>9} {:>14} {:>10} {:>15}",

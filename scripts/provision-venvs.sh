@@ -52,7 +52,7 @@ venv() { # name python packages...
 py311=$(interpreter pyenv-3.11.7)
 # memory_profiler 0.61.0 is the version whose file format src/output/mprof.rs follows.
 venv mprof "$py311" memory_profiler==0.61.0 matplotlib==3.11.2
-venv web "$py311" Flask==3.1.3 Werkzeug==3.1.9 gunicorn==27.0.1 gevent==26.9.0 greenlet==3.5.6
+venv web "$py311" Flask==3.1.3 Werkzeug==3.1.9 gunicorn==27.0.1 gevent==26.9.0 greenlet==3.5.6 packaging==26.4
 
 log "venvs in $cache ($failed missing)"
 [ "$failed" = 0 ] || [ "${CI:-}" != true ]

@@ -37,7 +37,7 @@ struct Cli {
 enum Command {
     /// Sample a Python program's stacks and memory into a recording
     #[command(
-        after_help = "Examples:\n  memspy record -- python server.py\n  memspy record --pid 1234 -d 30\n  memspy record --subprocesses -- gunicorn -w 4 app:app\n  memspy record -o run.msp -r 1000 --nonblocking --pid 1234"
+        after_help = "Examples:\n  memspy record -- python server.py\n  memspy record --pid 1234 -d 30\n  memspy record --subprocesses -- gunicorn -w 4 app:app\n  memspy record -o run.msp -r 1000 --pid 1234\n  memspy record --blocking --pid 1234          # pause the target for exact stacks"
     )]
     Record(RecordArgs),
     /// Print every Python thread's stack of a running process
@@ -275,8 +275,12 @@ struct RecordArgs {
     /// Also record every child process (workers), including ones started later
     #[arg(long, short)]
     subprocesses: bool,
-    /// Read stacks without pausing the target's Python threads
-    #[arg(long)]
+    /// Pause the target's Python threads for each tick's read (exact stacks; each pause waits
+    /// for the thread to be scheduled, which delays memory events on a busy machine)
+    #[arg(long, conflicts_with = "nonblocking")]
+    blocking: bool,
+    /// Read stacks without pausing the target (the default)
+    #[arg(long, hide = true)]
     nonblocking: bool,
     /// Memory measure that time is matched against
     #[arg(long, value_enum, default_value = "rss")]
@@ -390,7 +394,7 @@ fn main() -> ExitCode {
             rate_hz: a.rate,
             duration: a.duration,
             subprocesses: a.subprocesses,
-            nonblocking: a.nonblocking,
+            nonblocking: !a.blocking,
             memory: match a.memory {
                 MemoryArg::Rss => MemoryMode::Rss,
                 MemoryArg::Pss => MemoryMode::Pss,

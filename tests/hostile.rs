@@ -247,6 +247,7 @@ fn check_lying_target(py: &Interpreter) {
     let (code, _, stderr) = run_memspy(
         &[
             "record",
+            "--blocking",
             "--pid",
             &target_pid.to_string(),
             "-d",
@@ -434,6 +435,7 @@ fn target_in_a_pid_namespace() {
         let (code, _, stderr) = run_memspy(
             &[
                 "record",
+                "--blocking",
                 "--pid",
                 &host_pid.to_string(),
                 "-d",
@@ -530,6 +532,7 @@ fn target_held_by_another_tracer() {
     let rec = dir.path().join("t.msp");
     let out = common::memspy(&[
         "record",
+        "--blocking",
         "--pid",
         &pid.to_string(),
         "-d",

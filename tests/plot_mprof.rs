@@ -426,70 +426,23 @@ fn skip_or_fail(msg: &str) {
     eprintln!("\n*** SKIPPING mprof plot: {msg} ***\n");
 }
 
-/// The `mprof` script of a virtualenv with memory_profiler and matplotlib, created with the
-/// machine's `python3 -m venv` and filled from PyPI the first time, then reused. A lock file
-/// keeps two test runs from building it at once; a marker file says it is complete.
+/// The `mprof` script of the mprof venv of `scripts/provision-venvs.sh` (memory_profiler and
+/// matplotlib), which the test command provisions.
 fn mprof_bin() -> Option<PathBuf> {
-    use std::os::fd::AsRawFd;
-    let base = PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/memspy/venvs");
-    std::fs::create_dir_all(&base).unwrap();
-    let venv = base.join("mprof");
-    let marker = venv.join(".memspy-ready");
-    let mprof = venv.join("bin/mprof");
-    let lock = std::fs::File::create(base.join("mprof.lock")).unwrap();
-    // SAFETY: flock on a file descriptor we own; released when `lock` is closed.
-    let locked = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
-    assert_eq!(locked, 0, "lock {}", base.display());
-    if marker.exists() && mprof.exists() {
+    let base = std::env::var_os("MEMSPY_VENVS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/memspy/venvs")
+        });
+    let mprof = base.join("mprof/bin/mprof");
+    if base.join("mprof/.memspy-ready").exists() && mprof.exists() {
         return Some(mprof);
     }
-    let _ = std::fs::remove_dir_all(&venv);
-    let run = |cmd: &mut Command| -> Result<(), String> {
-        let out = cmd
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("{cmd:?}: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{cmd:?} failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-                    .lines()
-                    .last()
-                    .unwrap_or("")
-            ))
-        }
-    };
-    let made = run(Command::new("python3").arg("-m").arg("venv").arg(&venv)).and_then(|()| {
-        run(Command::new(venv.join("bin/pip")).args([
-            "install",
-            "--disable-pip-version-check",
-            "--quiet",
-            "--timeout",
-            "30",
-            "--retries",
-            "2",
-            // The version whose file format src/output/mprof.rs follows.
-            "memory_profiler==0.61.0",
-            "matplotlib",
-        ]))
-    });
-    match made {
-        Ok(()) => {
-            std::fs::write(&marker, "memory_profiler==0.61.0 matplotlib\n").unwrap();
-            Some(mprof)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&venv);
-            skip_or_fail(&format!(
-                "cannot install memory_profiler and matplotlib into {}: {e}",
-                venv.display()
-            ));
-            None
-        }
-    }
+    skip_or_fail(&format!(
+        "no mprof venv in {} (run scripts/provision-venvs.sh)",
+        base.display()
+    ));
+    None
 }
 
 #[test]
