@@ -6,21 +6,36 @@
 //! drains all the records the kernel has written and reads the thread's stack once, so a burst
 //! (8 MiB in a millisecond) costs a few dozen reads and keeps the small period that places it
 //! well; only a sustained storm, which would keep memspy reading stacks without pause, raises
-//! the period until the reads fit in their budget.
+//! the period (of faults, and of frees, which otherwise sample every one) until the reads fit in
+//! their budget, a smaller one for a thread that reads without pause than for one that bursts.
 
 use crate::target::perf::{Capability, OpenError, ThreadEvents};
 
-/// Memory-event stack reads per second, over all threads, that memspy allows itself: at about
-/// 10 to 20 µs a read, 10 to 20 % of a core. Each thread gets its part (at least
+/// Memory-event stack reads per second, over all threads, that memspy allows itself when they
+/// come without pause (an allocation storm). A read costs memspy 10 to 60 µs, and each sample
+/// costs the target some more in the kernel (a wake-up per sample, which traps in a VM, and
+/// memspy's reads of its memory): at 500 a second a storm of faults and frees runs a few
+/// percent slower (`cargo bench --bench memory_events`). Each thread gets its part (at least
 /// [`MIN_THREAD_RATE`]); above it its period doubles, below an eighth of it the period halves
 /// again (down to the configured period).
-const TOTAL_RATE: f64 = 10_000.0;
-const MIN_THREAD_RATE: f64 = 100.0;
+const TOTAL_RATE: f64 = 300.0;
+const MIN_THREAD_RATE: f64 = 5.0;
+/// A thread that causes reads in only part of a window's milliseconds works in bursts (a
+/// request that allocates, then something else), and its reads are what places them: its part
+/// of the budget grows as its duty shrinks (its idle time pays for it), up to this many times.
+const MAX_BURST_FACTOR: f64 = 20.0;
 
-/// The stack reads per second each of `threads` threads may cost.
+/// The stack reads per second each of `threads` threads may cost when busy all the time.
 pub fn read_budget(threads: usize) -> f64 {
     (TOTAL_RATE / threads.max(1) as f64).max(MIN_THREAD_RATE)
 }
+
+/// The reads per second a thread may cost given its `duty`: the share of milliseconds of the
+/// window in which it caused reads.
+pub fn thread_budget(budget: f64, duty: f64) -> f64 {
+    budget / duty.clamp(1.0 / MAX_BURST_FACTOR, 1.0)
+}
+
 /// Largest period: one sample per 256 MiB of 4 KiB pages.
 const MAX_PERIOD: u64 = 1 << 16;
 
@@ -180,8 +195,14 @@ pub fn adapted_period(period: u64, reads: u64, window_s: f64, floor: u64, budget
             p *= 2;
         }
         p.min(MAX_PERIOD)
-    } else if rate < budget / 8.0 && period > floor {
-        (period / 2).max(floor)
+    } else if rate < budget / 4.0 && period > floor {
+        // A storm is over: straight back to the smallest period the rate allows (twice the
+        // rate's share of the budget), so that the bursts after it are placed as finely again.
+        let mut p = floor;
+        while (p as f64) < period as f64 * rate * 2.0 / budget && p < period {
+            p *= 2;
+        }
+        p.min(period)
     } else {
         period
     }
@@ -193,14 +214,14 @@ mod tests {
 
     #[test]
     fn the_period_follows_the_fault_rate() {
-        let budget = read_budget(5); // 2,000 reads per second and thread
-        assert_eq!(budget, 2_000.0);
+        let budget = 2_000.0;
         // 10,000 reads in 0.1 s at period 16: 100k/s, a storm: up to 1024 (under 2,000/s).
         let p = adapted_period(16, 10_000, 0.1, 16, budget);
         assert_eq!(p, 1024);
         assert!(10_000.0 * 16.0 / p as f64 / 0.1 <= budget);
-        // Calm: back down, one halving per window, never under the floor.
-        assert_eq!(adapted_period(2048, 2, 0.1, 16, budget), 1024);
+        // Calm: back down at once to what the rate needs, never under the floor.
+        assert_eq!(adapted_period(2048, 2, 0.1, 16, budget), 64);
+        assert_eq!(adapted_period(2048, 40, 0.1, 16, budget), 1024);
         assert_eq!(adapted_period(16, 0, 0.1, 16, budget), 16);
         // In between (bursts of a service, a few dozen reads each): unchanged.
         assert_eq!(adapted_period(64, 50, 0.1, 16, budget), 64);
@@ -209,8 +230,12 @@ mod tests {
             adapted_period(MAX_PERIOD, 1_000_000, 0.1, 16, budget),
             MAX_PERIOD
         );
-        // Many threads share the budget, down to a floor each.
+        // Many threads share the budget, down to a floor each; bursts get more.
+        assert_eq!(read_budget(1), TOTAL_RATE);
         assert_eq!(read_budget(1_000), MIN_THREAD_RATE);
+        assert_eq!(thread_budget(100.0, 1.0), 100.0);
+        assert_eq!(thread_budget(100.0, 0.25), 400.0);
+        assert_eq!(thread_budget(100.0, 0.0), 100.0 * MAX_BURST_FACTOR);
     }
 
     #[test]

@@ -102,7 +102,7 @@ impl Progress {
 }
 
 /// How often fault periods adapt to the fault rates.
-const ADAPT_NS: u64 = 100_000_000;
+const ADAPT_NS: u64 = 50_000_000;
 /// How often the RSS split (status) is read.
 const STATUS_NS: u64 = 100_000_000;
 /// Bounds of the PSS/USS reading interval; in between it adapts so that reading
@@ -296,8 +296,8 @@ impl<'a> Sampler<'a> {
             if now >= next_adapt {
                 let window = (now - next_adapt + ADAPT_NS) as f64 / 1e9;
                 next_adapt = now + ADAPT_NS;
-                // The budget of stack reads is shared by every thread with memory events.
-                let threads: usize = self.processes.iter().map(|p| p.event_threads()).sum();
+                // The budget of stack reads is shared by the threads that read memory events.
+                let threads: usize = self.processes.iter().map(|p| p.busy_event_threads()).sum();
                 let budget = events::read_budget(threads);
                 for p in &mut self.processes {
                     p.adapt_periods(window, budget, &mut self.memory_events);

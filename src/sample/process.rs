@@ -6,7 +6,7 @@ use std::io;
 use std::sync::Arc;
 
 use super::clock::Clock;
-use super::events::{adapted_period, MemoryEvents};
+use super::events::{adapted_period, thread_budget, MemoryEvents};
 use crate::error::Error;
 use crate::python::{Frame, Snapshot, StackReader, WalkError};
 use crate::recording::format::{FLAG_ACTIVE, FLAG_GIL};
@@ -65,10 +65,13 @@ struct ThreadState {
     /// Its kernel thread, proven as this tid, is gone.
     died: Option<i32>,
     /// Its memory events (page faults and frees), when the kernel allows them, with the token
-    /// its descriptor is watched under, and the stack reads they cost in the current window.
+    /// its descriptor is watched under, and the stack reads they cost in the current window,
+    /// and in how many distinct milliseconds (its duty, see `sample::events`).
     events: Option<ThreadEvents>,
     token: u32,
     window_reads: u64,
+    window_busy_ms: u64,
+    last_read_ms: u64,
     last_frames: Vec<Frame>,
     last_stack: Option<u32>,
     last_seen: u64,
@@ -94,6 +97,8 @@ impl ThreadState {
             events: None,
             token: 0,
             window_reads: 0,
+            window_busy_ms: 0,
+            last_read_ms: 0,
             last_frames: Vec::new(),
             last_stack: None,
             last_seen: 0,
@@ -736,6 +741,11 @@ impl ProcessSampler {
             return Ok(());
         }
         state.window_reads += 1;
+        let ms = super::now_ns() / 1_000_000;
+        if ms != state.last_read_ms {
+            state.last_read_ms = ms;
+            state.window_busy_ms += 1;
+        }
         // A process on its way out reads as 0: no reading (the next tick ends its series).
         let Some(rss) = self
             .statm
@@ -817,9 +827,10 @@ impl ProcessSampler {
         }
     }
 
-    /// Threads with memory events.
-    pub fn event_threads(&self) -> usize {
-        self.event_keys.len()
+    /// Threads whose memory events caused stack reads in the current window (the budget of
+    /// reads is shared among these: idle threads take no part of it).
+    pub fn busy_event_threads(&self) -> usize {
+        self.threads.values().filter(|t| t.window_reads > 0).count()
     }
 
     /// Adapt each thread's fault period to the stack reads its events cost over the last
@@ -829,6 +840,8 @@ impl ProcessSampler {
             let Some(events) = state.events.as_mut() else {
                 continue;
             };
+            let duty = state.window_busy_ms as f64 / (window_s * 1000.0).max(1.0);
+            let budget = thread_budget(budget, duty);
             let period = adapted_period(
                 events.period,
                 state.window_reads,
@@ -836,9 +849,16 @@ impl ProcessSampler {
                 memory.period,
                 budget,
             );
+            // Frees share the budget: in a storm of frees their period rises too (from 1).
+            let free_period =
+                adapted_period(events.free_period, state.window_reads, window_s, 1, budget);
             state.window_reads = 0;
+            state.window_busy_ms = 0;
             if period != events.period && events.set_period(period).is_ok() {
                 memory.counts.max_period = memory.counts.max_period.max(period);
+            }
+            if free_period != events.free_period {
+                let _ = events.set_free_period(free_period);
             }
         }
     }

@@ -244,6 +244,18 @@ fn open_event(
     Ok(Event { fd, id })
 }
 
+/// Change an event's sample period (it takes effect from the next sample).
+fn set_period(fd: &OwnedFd, period: u64) -> io::Result<()> {
+    // SAFETY: PERIOD takes a pointer to the new period, a u64 that lives for the call.
+    let r = unsafe {
+        perf_event_open_sys::ioctls::PERIOD(fd.as_raw_fd(), &period as *const u64 as u64)
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The ring buffer of a thread's events, mapped into memspy.
 struct Ring {
     base: NonNull<libc::c_void>,
@@ -339,6 +351,8 @@ pub struct ThreadEvents {
     ring: Ring,
     /// Faults per sample.
     pub period: u64,
+    /// Frees per sample (1 unless a storm of frees raised it).
+    pub free_period: u64,
 }
 
 /// What kinds of memory events this kernel lets memspy open, decided with the first thread.
@@ -389,6 +403,7 @@ impl ThreadEvents {
                 frees,
                 ring,
                 period: period.max(1),
+                free_period: 1,
             },
             capability,
         ))
@@ -402,17 +417,18 @@ impl ThreadEvents {
     /// Sample every `period` faults from now on.
     pub fn set_period(&mut self, period: u64) -> io::Result<()> {
         let period = period.max(1);
-        // SAFETY: PERIOD takes a pointer to the new period (a u64 that lives for the call).
-        let r = unsafe {
-            perf_event_open_sys::ioctls::PERIOD(
-                self.faults.fd.as_raw_fd(),
-                &period as *const u64 as u64,
-            )
-        };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        set_period(&self.faults.fd, period)?;
         self.period = period;
+        Ok(())
+    }
+
+    /// Sample every `period` frees from now on.
+    pub fn set_free_period(&mut self, period: u64) -> io::Result<()> {
+        let period = period.max(1);
+        for e in &self.frees {
+            set_period(&e.fd, period)?;
+        }
+        self.free_period = period;
         Ok(())
     }
 
