@@ -15,8 +15,8 @@
 //! caller above it). Retained memory is not compared: growth is placed by page faults and
 //! repeats from run to run, while what a run still holds depends on when it frees (a 20 MiB
 //! temporary was seen once at -1 MiB and once at +10 MiB under the earlier rule for net
-//! change), which would fail builds on noise. A retained leak shows as growth. A value regresses when it exceeds the baseline by
-//! more than the tolerance *and* by more than the noise floor: the tolerance absorbs
+//! change), which would fail builds on noise. A retained leak shows as growth. A value
+//! regresses when it exceeds the baseline by more than the tolerance *and* by more than the noise floor: the tolerance absorbs
 //! proportional run-to-run variation, the floor keeps small functions (where sampling noise is
 //! a large fraction) from failing the build. Functions below the floor in both recordings are
 //! not compared. Time is compared only when asked (`--compare-time`): on shared CI machines it
