@@ -6,42 +6,16 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{fixtures_dir, interpreter, marker, memspy, memspy_bin};
+use common::{fixtures_dir, interpreter, marker, memspy, memspy_bin, venv};
 use memspy::analysis::functions::by_function;
 use memspy::analysis::{attribute, Filter, Metric};
 use memspy::recording::Recording;
 
 const MIB: f64 = 1024.0 * 1024.0;
-
-fn ci() -> bool {
-    std::env::var("CI").as_deref() == Ok("true")
-}
-
-/// A venv of scripts/provision-venvs.sh; None (loudly, or failing under CI) when missing.
-fn venv(name: &str) -> Option<PathBuf> {
-    let base = std::env::var_os("MEMSPY_VENVS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/memspy/venvs")
-        });
-    let dir = base.join(name);
-    if dir.join(".memspy-ready").exists() {
-        return Some(dir);
-    }
-    let msg = format!(
-        "the {name} venv is not provisioned in {} (run scripts/provision-venvs.sh)",
-        base.display()
-    );
-    if ci() {
-        panic!("{msg}");
-    }
-    eprintln!("*** SKIPPED: {msg} ***");
-    None
-}
 
 /// The self (innermost-frame) value of `metric` for the function named `qualname`, in one
 /// process of a recording (pid), or in all.

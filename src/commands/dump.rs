@@ -6,6 +6,8 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::output::text::{message, visible};
+use crate::python::threadnames::ThreadNames;
+use crate::python::units::{ThreadRef, Unit, UnitState, Units};
 use crate::python::{self, Snapshot, StackReader, WalkError};
 use crate::target::threads::ThreadMap;
 use crate::target::{lock, procfs, ProcessMemory};
@@ -38,6 +40,12 @@ struct ProcessDump {
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
     threads: Vec<ThreadDump>,
+    /// Greenlets or tasks whose thread could not be told, and those not started yet.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    other_units: Vec<UnitDump>,
+    /// What memspy found of greenlet's module, or why it does not read it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    greenlet: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -57,10 +65,29 @@ struct ThreadDump {
     /// `native_id` or names none of its threads.
     #[serde(skip_serializing_if = "Option::is_none")]
     namespace_id: Option<i32>,
+    /// `threading.Thread.name`, else the kernel's name.
     name: Option<String>,
+    /// The kernel's name (`comm`).
+    kernel_name: Option<String>,
     interpreter: i64,
     holds_gil: bool,
     active: Option<bool>,
+    truncated: bool,
+    frames: Vec<FrameDump>,
+    /// Its greenlets or tasks: the running one first (its frames are the thread's), then the
+    /// waiting ones with the frames they wait in.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    units: Vec<UnitDump>,
+}
+
+#[derive(Serialize)]
+struct UnitDump {
+    kind: &'static str,
+    /// The object's address.
+    id: String,
+    name: String,
+    /// running, waiting or not started.
+    state: &'static str,
     truncated: bool,
     frames: Vec<FrameDump>,
 }
@@ -90,6 +117,8 @@ pub fn run(opts: &DumpOptions) -> Result<()> {
                 python: None,
                 error: Some(e.to_string()),
                 threads: Vec::new(),
+                other_units: Vec::new(),
+                greenlet: None,
             }),
             Err(e) => return Err(e),
         }
@@ -140,6 +169,7 @@ fn dump_process(pid: i32, opts: &DumpOptions) -> Result<ProcessDump> {
         })
         .collect();
     let mut snapshot = Snapshot::default();
+    let mut units = Units::new(pid);
     let mut last_error = None;
     for _ in 0..ATTEMPTS {
         let _stopped = if opts.nonblocking {
@@ -147,7 +177,11 @@ fn dump_process(pid: i32, opts: &DumpOptions) -> Result<ProcessDump> {
         } else {
             Some(lock::stop(pid)?)
         };
-        match reader.read(&mut snapshot) {
+        let read = reader.read(&mut snapshot).and_then(|()| {
+            let threads = thread_refs(pid, &snapshot);
+            units.read(&mut reader, &threads, crate::sample::now_ns(), true)
+        });
+        match read {
             Ok(()) => {
                 last_error = None;
                 break;
@@ -165,6 +199,14 @@ fn dump_process(pid: i32, opts: &DumpOptions) -> Result<ProcessDump> {
     // The ids in the process's memory are its own (a pid namespace's, or anything it wrote
     // there): only those that name one of its threads are shown as kernel ids.
     let mut thread_map = ThreadMap::new(pid);
+    let mut names = ThreadNames::default();
+    names.refresh(
+        reader.memory(),
+        &reader.layout,
+        reader.binary.runtime_addr,
+        0,
+    );
+    let mut placed = vec![false; units.units.len()];
     let threads = snapshot
         .threads
         .iter()
@@ -172,9 +214,46 @@ fn dump_process(pid: i32, opts: &DumpOptions) -> Result<ProcessDump> {
             let host = t
                 .native_id
                 .and_then(|id| thread_map.host_tid(id, crate::sample::now_ns()));
-            thread_dump(&reader, &snapshot, &states, pid, t, host)
+            let mut dump = thread_dump(
+                &reader,
+                &snapshot,
+                &states,
+                pid,
+                t,
+                host,
+                names.get(t.thread_id),
+            );
+            // The running unit first, then the waiting ones, each in the order found.
+            for running in [true, false] {
+                for (i, u) in units.units.iter().enumerate() {
+                    if u.tstate == Some(t.tstate)
+                        && (u.state == UnitState::Running) == running
+                        && u.state != UnitState::NotStarted
+                    {
+                        placed[i] = true;
+                        let frames = if running { &dump.frames[..] } else { &[][..] };
+                        let unit = unit_dump(&reader, &units, u, frames);
+                        dump.units.push(unit);
+                    }
+                }
+            }
+            dump
         })
         .collect();
+    let other_units = units
+        .units
+        .iter()
+        .zip(&placed)
+        .filter(|(_, &p)| !p)
+        .map(|(u, _)| unit_dump(&reader, &units, u, &[]))
+        .collect();
+    let greenlet = match (units.greenlet_module(), &units.refused) {
+        (Some((path, version, source)), _) => Some(format!(
+            "greenlet {version} ({path}; version from {source})"
+        )),
+        (None, Some(why)) => Some(why.clone()),
+        (None, None) => None,
+    };
     Ok(ProcessDump {
         pid,
         command,
@@ -190,7 +269,73 @@ fn dump_process(pid: i32, opts: &DumpOptions) -> Result<ProcessDump> {
         }),
         error: None,
         threads,
+        other_units,
+        greenlet,
     })
+}
+
+/// The threads of a snapshot as the units reader needs them.
+fn thread_refs(pid: i32, snapshot: &Snapshot) -> Vec<ThreadRef> {
+    let mut map = ThreadMap::new(pid);
+    snapshot
+        .threads
+        .iter()
+        .map(|t| ThreadRef {
+            tstate: t.tstate,
+            ident: t.thread_id,
+            main: t
+                .native_id
+                .and_then(|id| map.host_tid(id, crate::sample::now_ns()))
+                == Some(pid),
+        })
+        .collect()
+}
+
+fn frame_dumps(reader: &StackReader<ProcessMemory>, frames: &[python::Frame]) -> Vec<FrameDump> {
+    frames
+        .iter()
+        .map(|f| {
+            let info = reader.code_info(f.code);
+            FrameDump {
+                function: info.qualname.to_string(),
+                name: info.name.to_string(),
+                file: info.filename.to_string(),
+                line: f.line,
+            }
+        })
+        .collect()
+}
+
+/// One unit; a running one shows its thread's frames (`thread_frames`).
+fn unit_dump(
+    reader: &StackReader<ProcessMemory>,
+    units: &Units,
+    u: &Unit,
+    thread_frames: &[FrameDump],
+) -> UnitDump {
+    UnitDump {
+        kind: u.kind.name(),
+        id: format!("{:#x}", u.addr),
+        name: u.name.clone(),
+        state: match u.state {
+            UnitState::Running => "running",
+            UnitState::Waiting => "waiting",
+            UnitState::NotStarted => "not started",
+        },
+        truncated: u.truncated,
+        frames: match u.state {
+            UnitState::Running => thread_frames
+                .iter()
+                .map(|f| FrameDump {
+                    function: f.function.clone(),
+                    name: f.name.clone(),
+                    file: f.file.clone(),
+                    line: f.line,
+                })
+                .collect(),
+            _ => frame_dumps(reader, &units.snapshot.frames[u.frames.clone()]),
+        },
+    }
 }
 
 /// One thread of a snapshot, `host` being its proven kernel id.
@@ -201,29 +346,21 @@ fn thread_dump(
     pid: i32,
     t: &python::ThreadStack,
     host: Option<i32>,
+    python_name: Option<&str>,
 ) -> ThreadDump {
+    let kernel_name = host.and_then(|tid| procfs::thread_name(pid, tid));
     ThreadDump {
         thread_id: t.thread_id,
         native_id: host,
         namespace_id: t.native_id.filter(|&id| Some(id) != host),
-        name: host.and_then(|tid| procfs::thread_name(pid, tid)),
+        name: python_name.map(str::to_string).or(kernel_name.clone()),
+        kernel_name,
         interpreter: t.interpreter,
         holds_gil: t.holds_gil,
         active: host.and_then(|tid| states.iter().find(|s| s.0 == tid).map(|s| s.1)),
         truncated: t.truncated,
-        frames: snapshot
-            .frames_of(t)
-            .iter()
-            .map(|f| {
-                let info = reader.code_info(f.code);
-                FrameDump {
-                    function: info.qualname.to_string(),
-                    name: info.name.to_string(),
-                    file: info.filename.to_string(),
-                    line: f.line,
-                }
-            })
-            .collect(),
+        frames: frame_dumps(reader, snapshot.frames_of(t)),
+        units: Vec::new(),
     }
 }
 
@@ -289,7 +426,43 @@ fn write_text(out: &DumpOutput) -> io::Result<()> {
             if t.truncated {
                 writeln!(w, "    ... (deeper frames not shown)")?;
             }
+            for u in &t.units {
+                write_unit(&mut w, u)?;
+            }
+        }
+        if !p.other_units.is_empty() {
+            writeln!(w, "\nOn no thread memspy could tell, or not started:")?;
+            for u in &p.other_units {
+                write_unit(&mut w, u)?;
+            }
+        }
+        if let Some(g) = &p.greenlet {
+            writeln!(w, "\n({})", visible(g))?;
         }
     }
     w.flush()
+}
+
+fn write_unit(w: &mut impl Write, u: &UnitDump) -> io::Result<()> {
+    writeln!(
+        w,
+        "\n  {} {} {} ({})",
+        u.kind,
+        u.id,
+        visible(&u.name),
+        u.state
+    )?;
+    for f in &u.frames {
+        writeln!(
+            w,
+            "      {} ({}:{})",
+            visible(&f.function),
+            visible(&f.file),
+            f.line
+        )?;
+    }
+    if u.truncated {
+        writeln!(w, "      ... (could not be read whole)")?;
+    }
+    Ok(())
 }

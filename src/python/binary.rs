@@ -180,6 +180,82 @@ pub fn locate_cached(pid: i32, cache: &mut BinaryCache) -> Result<PythonBinary> 
     Err(Error::NotPython { pid, exe })
 }
 
+/// What memspy needs of another ELF file the process mapped (an extension module such as
+/// greenlet's `_greenlet*.so`, or 3.14's `_asyncio*.so`): some symbols and sections, relocated
+/// to where the file is loaded, and its GNU build id.
+#[derive(Clone, Debug, Default)]
+pub struct Module {
+    pub path: String,
+    pub build_id: Option<String>,
+    pub symbols: HashMap<String, u64>,
+    /// Section name -> (address, size).
+    pub sections: HashMap<String, (u64, u64)>,
+}
+
+impl Module {
+    /// Read the file behind mapping `m` of `pid` and look up `symbols` and `sections`. None
+    /// when it cannot be read or parsed, or its load address cannot be told.
+    pub fn read(
+        pid: i32,
+        maps: &[MapRange],
+        m: &MapRange,
+        symbols: &[&str],
+        sections: &[&str],
+    ) -> Option<Module> {
+        let data = read_mapped_file(pid, m)?;
+        // The file is the target's: a parser bug on a crafted file costs this file only.
+        std::panic::catch_unwind(|| {
+            let elf = Elf::parse(&data).ok()?;
+            let base = elf
+                .program_headers
+                .iter()
+                .filter(|ph| ph.p_type == PT_LOAD)
+                .min_by_key(|ph| ph.p_vaddr)
+                .map_or(0, |ph| ph.p_vaddr.wrapping_sub(ph.p_offset));
+            let bias = if elf.header.e_type == goblin::elf::header::ET_EXEC {
+                0
+            } else {
+                let first = maps
+                    .iter()
+                    .filter(|x| x.path == m.path && x.offset == 0)
+                    .min_by_key(|x| x.start)?;
+                first.start.wrapping_sub(base)
+            };
+            let build_id = elf
+                .iter_note_sections(&data, Some(".note.gnu.build-id"))
+                .and_then(|notes| {
+                    notes
+                        .flatten()
+                        .find(|n| n.n_type == goblin::elf::note::NT_GNU_BUILD_ID)
+                        .map(|n| n.desc.iter().map(|b| format!("{b:02x}")).collect())
+                });
+            let mut module = Module {
+                path: m.path.clone(),
+                build_id,
+                ..Module::default()
+            };
+            for &name in symbols {
+                if let Some(addr) = symbol(&elf, name) {
+                    module.symbols.insert(name.into(), addr.wrapping_add(bias));
+                }
+            }
+            for &name in sections {
+                if let Some(sh) = elf
+                    .section_headers
+                    .iter()
+                    .find(|sh| elf.shdr_strtab.get_at(sh.sh_name) == Some(name))
+                {
+                    module
+                        .sections
+                        .insert(name.into(), (sh.sh_addr.wrapping_add(bias), sh.sh_size));
+                }
+            }
+            Some(module)
+        })
+        .ok()?
+    }
+}
+
 /// Read a mapped file: through the target's root, else through `map_files` (files deleted
 /// since they were mapped). The target may have put anything at that path since it mapped the
 /// file: only a regular file is read (see `target::files`).

@@ -41,6 +41,17 @@ pub struct Semantics {
     pub skip_owners: Vec<u8>,
     pub executable_tag_mask: u64,
     pub gil: String,
+    /// Where an instance keeps its `__dict__`: `dictoffset`, `values_3_11`, `tagged_3_12` or
+    /// `managed` (see [`InstanceDict`]).
+    pub instance_dict: String,
+    /// How an int stores its digit count: `ob_size` (signed count) or `lv_tag` (3.12+).
+    pub long_header: String,
+    /// `gi_frame_state` values of a coroutine parked in `await` (3.14+).
+    #[serde(default)]
+    pub suspended_yield_from: Vec<i8>,
+    /// Which slot below the stack pointer of a parked coroutine holds the awaited object
+    /// (3.14+).
+    pub awaited_slot: Option<i64>,
 }
 
 /// A parsed `python-offsets/3.X.toml`.
@@ -184,6 +195,69 @@ pub struct UnicodeLayout {
     pub has_ready_bit: bool,
 }
 
+/// Where an instance keeps its attributes (`Include/internal/pycore_object.h` of each minor).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InstanceDict {
+    /// 3.8-3.10: a dict pointer at `tp_dictoffset`.
+    DictOffset,
+    /// 3.11: values pointer at -4 words, dict pointer at -3 words.
+    Values311,
+    /// 3.12: one word at -3 words: values (tagged, bit 0 set, stored as values - 1) or a dict.
+    Tagged312,
+    /// 3.13+: a dict pointer at -3 words, else inline values after the object.
+    Managed,
+}
+
+/// Offsets of the object types memspy reads beyond stacks: types, modules, dicts, ints (for
+/// thread names), the GC lists (to find greenlets), generators and coroutines (asyncio).
+#[derive(Clone, Debug)]
+pub struct ObjectLayout {
+    /// `sys.modules` in the interpreter state.
+    pub interp_modules: u64,
+    /// The interpreter's GC state (3.9+).
+    pub interp_gc: Option<u64>,
+    pub type_name: u64,
+    pub type_basicsize: u64,
+    pub type_flags: u64,
+    pub type_base: u64,
+    pub type_dictoffset: u64,
+    pub heap_cached_keys: u64,
+    pub module_dict: u64,
+    pub dict_used: u64,
+    pub dict_keys: u64,
+    pub dict_values: u64,
+    /// 3.8-3.10: `dk_size` (a count; index width follows from it).
+    pub keys_size: Option<u64>,
+    /// 3.11+: `dk_log2_index_bytes` and `dk_kind` (u8 each).
+    pub keys_log2_index_bytes: Option<u64>,
+    pub keys_kind: Option<u64>,
+    pub keys_nentries: u64,
+    pub keys_indices: u64,
+    /// Where the values array starts in a split dict's values (0: `ma_values` is the array).
+    pub values_array: u64,
+    /// 3.13+: `PyDictValues.valid` (u8).
+    pub values_valid: Option<u64>,
+    pub long_digits: u64,
+    /// 3.12+: `lv_tag` (count << 3 | sign) instead of a signed `ob_size`.
+    pub long_tagged: bool,
+    pub instance_dict: InstanceDict,
+    /// `_gc_runtime_state.generation0` (a pointer to the first list head) and the permanent
+    /// generation's head, relative to the GC state.
+    pub gc_generation0: Option<u64>,
+    pub gc_permanent: Option<u64>,
+    /// 3.11+: `PyFrameObject.f_frame`.
+    pub frame_object_frame: Option<u64>,
+    /// 3.8-3.10: `PyGenObject.gi_frame` (a frame object); 3.11+: the embedded frame and its
+    /// state.
+    pub gen_frame: Option<u64>,
+    pub gen_iframe: Option<u64>,
+    pub gen_frame_state: Option<u64>,
+    /// 3.14+: `_PyInterpreterFrame.stackpointer`.
+    pub frame_stackpointer: Option<u64>,
+    pub suspended_yield_from: Vec<i8>,
+    pub awaited_slot: Option<i64>,
+}
+
 /// Everything the walker needs to know about one CPython build.
 #[derive(Clone, Debug)]
 pub struct Layout {
@@ -214,6 +288,7 @@ pub struct Layout {
     pub ob_size: u64,
     pub unicode: UnicodeLayout,
     pub bytes_sval: u64,
+    pub objects: ObjectLayout,
     /// Table values the target's debug offsets contradicted (for `-v`).
     pub notes: Vec<String>,
 }
@@ -320,6 +395,44 @@ impl Layout {
                 has_ready_bit: !version.at_least(3, 12),
             },
             bytes_sval: t.need("bytes", "ob_sval")?,
+            objects: ObjectLayout {
+                interp_modules: t.need("interpreter", "modules")?,
+                interp_gc: t.get("interpreter", "gc"),
+                type_name: t.need("type", "name")?,
+                type_basicsize: t.need("type", "basicsize")?,
+                type_flags: t.need("type", "flags")?,
+                type_base: t.need("type", "base")?,
+                type_dictoffset: t.need("type", "dictoffset")?,
+                heap_cached_keys: t.need("heap_type", "cached_keys")?,
+                module_dict: t.need("module", "dict")?,
+                dict_used: t.need("dict", "used")?,
+                dict_keys: t.need("dict", "keys")?,
+                dict_values: t.need("dict", "values")?,
+                keys_size: t.get("dict_keys", "size"),
+                keys_log2_index_bytes: t.get("dict_keys", "log2_index_bytes"),
+                keys_kind: t.get("dict_keys", "kind"),
+                keys_nentries: t.need("dict_keys", "nentries")?,
+                keys_indices: t.need("dict_keys", "indices")?,
+                values_array: t.get("dict_values", "values").unwrap_or(0),
+                values_valid: t.get("dict_values", "valid"),
+                long_digits: t.need("long", "digits")?,
+                long_tagged: s.long_header == "lv_tag",
+                instance_dict: match s.instance_dict.as_str() {
+                    "dictoffset" => InstanceDict::DictOffset,
+                    "values_3_11" => InstanceDict::Values311,
+                    "tagged_3_12" => InstanceDict::Tagged312,
+                    _ => InstanceDict::Managed,
+                },
+                gc_generation0: t.get("gc", "generation0"),
+                gc_permanent: t.get("gc", "permanent"),
+                frame_object_frame: t.get("frame_object", "frame"),
+                gen_frame: t.get("generator", "frame"),
+                gen_iframe: t.get("generator", "iframe"),
+                gen_frame_state: t.get("generator", "frame_state"),
+                frame_stackpointer: t.get("interpreter_frame", "stackpointer"),
+                suspended_yield_from: s.suspended_yield_from.clone(),
+                awaited_slot: s.awaited_slot,
+            },
             notes: Vec::new(),
         };
         layout.compute_read_lengths();
@@ -434,6 +547,28 @@ impl Layout {
             "unicode_object.compactunicodeobject_size",
         );
         o.set(&mut self.bytes_sval, "bytes_object.ob_sval");
+        let ob = &mut self.objects;
+        o.set(&mut ob.interp_modules, "interpreter_state.imports_modules");
+        if let Some(gc) = ob.interp_gc.as_mut() {
+            o.set(gc, "interpreter_state.gc");
+        }
+        o.set(&mut ob.type_name, "type_object.tp_name");
+        o.set(&mut ob.type_flags, "type_object.tp_flags");
+        o.set(&mut ob.type_basicsize, "type_object.tp_basicsize");
+        o.set(&mut ob.type_dictoffset, "type_object.tp_dictoffset");
+        o.set(&mut ob.heap_cached_keys, "heap_type_object.ht_cached_keys");
+        o.set(&mut ob.dict_keys, "dict_object.ma_keys");
+        o.set(&mut ob.dict_values, "dict_object.ma_values");
+        o.set(&mut ob.long_digits, "long_object.ob_digit");
+        for (slot, key) in [
+            (&mut ob.gen_iframe, "gen_object.gi_iframe"),
+            (&mut ob.gen_frame_state, "gen_object.gi_frame_state"),
+            (&mut ob.frame_stackpointer, "interpreter_frame.stackpointer"),
+        ] {
+            if let Some(v) = slot.as_mut() {
+                o.set(v, key);
+            }
+        }
         o.set(&mut self.ob_size, "bytes_object.ob_size");
         if let Some(bad) = o.implausible {
             return Err(Error::Unsupported(format!(
@@ -574,7 +709,8 @@ mod tests {
             for (section, fields) in &t.sections {
                 for (name, f) in fields {
                     assert!(
-                        !f.c.is_empty() && f.h.starts_with("Include/"),
+                        !f.c.is_empty()
+                            && (f.h.starts_with("Include/") || f.h.starts_with("Objects/")),
                         "{minor} {section}.{name}"
                     );
                     assert!(

@@ -3,9 +3,13 @@
 //! frames ([`walk`]) with decoded code objects ([`code`], [`objects`], [`linetable`]).
 pub mod binary;
 pub mod code;
+pub mod gc;
+pub mod greenlet;
 pub mod layout;
 pub mod linetable;
 pub mod objects;
+pub mod threadnames;
+pub mod units;
 pub mod version;
 pub mod walk;
 

@@ -219,6 +219,41 @@ impl<M: RemoteMemory> StackReader<M> {
         result
     }
 
+    /// Walk frame chains that belong to no thread's state (suspended greenlets), each from its
+    /// first frame (a frame object on 3.8-3.10, an interpreter frame on 3.11+; 0: none), into
+    /// `out`: one [`ThreadStack`] per chain, in order, with `tstate` set to the chain's index.
+    /// A chain that cannot be read (it changed under us) comes back empty with `truncated` set;
+    /// the others are unaffected.
+    pub fn read_chains(&mut self, chains: &[u64], out: &mut Snapshot) -> Result<(), WalkError> {
+        out.clear();
+        self.pages.clear();
+        self.raw.clear();
+        for (i, &first) in chains.iter().enumerate() {
+            let start = self.raw.len();
+            let walked = self.walk_frames(first);
+            let failed = match walked {
+                Ok(_) => false,
+                Err(WalkError::Exited) => return Err(WalkError::Exited),
+                Err(_) => {
+                    self.raw.truncate(start);
+                    true
+                }
+            };
+            out.threads.push(ThreadStack {
+                interpreter: 0,
+                tstate: i as u64,
+                thread_id: 0,
+                native_id: None,
+                holds_gil: false,
+                frames: start..self.raw.len(),
+                truncated: failed || walked.unwrap_or(false),
+            });
+        }
+        let result = self.resolve_lenient(out, true);
+        self.last_reads = self.pages.reads + 1;
+        result
+    }
+
     fn word(&mut self, addr: u64) -> Result<u64, WalkError> {
         Ok(self.pages.u64(&self.mem, addr)?)
     }
@@ -387,6 +422,13 @@ impl<M: RemoteMemory> StackReader<M> {
 
     /// Pass 2: validate and decode code objects, compute lines, fill `out.frames`.
     fn resolve(&mut self, out: &mut Snapshot) -> Result<(), WalkError> {
+        self.resolve_lenient(out, false)
+    }
+
+    /// Pass 2; `lenient`: a code object that cannot be read or decoded, or a position outside
+    /// it, drops that frame instead of failing the walk (chains read without their thread's
+    /// consistency, see [`StackReader::read_chains`]).
+    fn resolve_lenient(&mut self, out: &mut Snapshot, lenient: bool) -> Result<(), WalkError> {
         // Distinct code objects, in first-seen order (stacks repeat functions a lot: recursion).
         self.code_addrs.clear();
         for raw in self.raw.iter_mut() {
@@ -420,7 +462,13 @@ impl<M: RemoteMemory> StackReader<M> {
                 self.code_addrs[done],
                 &mut self.headers[done * header_len..(done + 1) * header_len],
             );
-            self.mem.read(addr, dest)?;
+            if let Err(e) = self.mem.read(addr, dest) {
+                if !lenient || e.fault == ReadFault::Gone {
+                    return Err(e.into());
+                }
+                // Unreadable: left zeroed, so its type matches no code type below.
+                dest.fill(0);
+            }
             done += 1;
             if done < n {
                 done += self
@@ -441,9 +489,20 @@ impl<M: RemoteMemory> StackReader<M> {
                 self.resolved.push(None);
                 continue;
             }
+            if identity.ob_type == 0 {
+                self.resolved.push(None);
+                continue;
+            }
             let known = self.codes.lookup(addr, &identity).is_some();
             if !known {
-                self.codes.insert(&self.mem, &self.layout, addr, identity)?;
+                if let Err(e) = self.codes.insert(&self.mem, &self.layout, addr, identity) {
+                    let e = WalkError::from(e);
+                    if lenient && e != WalkError::Exited {
+                        self.resolved.push(None);
+                        continue;
+                    }
+                    return Err(e);
+                }
             }
             self.resolved.push(Some(i as u32));
         }
@@ -478,7 +537,7 @@ impl<M: RemoteMemory> StackReader<M> {
                     // pushed or popped (its code set, its instruction pointer not yet): CPython
                     // itself would call it incomplete. Deeper frames do not change under a
                     // running thread, so there it means the read is inconsistent.
-                    if depth == 0 {
+                    if depth == 0 || lenient {
                         continue;
                     }
                     return Err(WalkError::Raced(format!(

@@ -216,3 +216,25 @@ macro_rules! per_interpreter {
         }
     )*};
 }
+
+/// A venv (or `sites/NAME`, a folder of unpacked wheels) of scripts/provision-venvs.sh; None (loudly, or failing under CI) when missing.
+pub fn venv(name: &str) -> Option<PathBuf> {
+    let base = std::env::var_os("MEMSPY_VENVS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/memspy/venvs")
+        });
+    let dir = base.join(name);
+    if dir.join(".memspy-ready").exists() {
+        return Some(dir);
+    }
+    let msg = format!(
+        "the {name} venv is not provisioned in {} (run scripts/provision-venvs.sh)",
+        base.display()
+    );
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{msg}");
+    }
+    eprintln!("*** SKIPPED: {msg} ***");
+    None
+}

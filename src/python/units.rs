@@ -1,0 +1,221 @@
+//! Units of work beyond OS threads: greenlets (gevent, eventlet) and asyncio tasks. A thread
+//! runs one of them at a time, and its frames are the thread's; every other one is parked
+//! somewhere, and that place is what a wall-time profile of a server must show.
+//!
+//! [`Units`] finds what a process has (greenlet's module is looked for again now and then: a
+//! program imports gevent when it likes), reads each unit's state and, for a parked one, its
+//! frames, into a [`Snapshot`] of its own (one stack per unit, in the order of
+//! [`Units::units`]).
+
+use std::ops::Range;
+
+use super::greenlet::{self, GreenletState, GreenletView, Greenlets, Support};
+use super::objects::Objects;
+use super::walk::{Snapshot, StackReader, ThreadStack, WalkError};
+use crate::target::memory::RemoteMemory;
+use crate::target::procfs;
+
+/// How often to look for greenlet's module again while it is not loaded (ns).
+const LOOK_AGAIN_NS: u64 = 1_000_000_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UnitKind {
+    Greenlet,
+    Task,
+}
+
+impl UnitKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            UnitKind::Greenlet => "greenlet",
+            UnitKind::Task => "task",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnitState {
+    /// Its thread runs it: its frames are the thread's.
+    Running,
+    /// Parked: its frames are in [`Units::snapshot`].
+    Waiting,
+    /// Created, never started (shown by `dump`, not sampled).
+    NotStarted,
+}
+
+/// One greenlet or task at the moment of the read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unit {
+    pub kind: UnitKind,
+    /// The object's address.
+    pub addr: u64,
+    /// With `addr`, what tells it from a later object at the same address (a greenlet's C++
+    /// object).
+    pub serial: u64,
+    /// The type's name (greenlets) or the task's name.
+    pub name: String,
+    /// The `PyThreadState` of the thread it belongs to, when known.
+    pub tstate: Option<u64>,
+    pub state: UnitState,
+    /// Its stack in [`Units::snapshot`] (empty unless waiting).
+    pub frames: Range<usize>,
+    pub truncated: bool,
+}
+
+/// A thread as [`Units::read`] needs it: its state, its `threading.get_ident()`, and whether
+/// it is the process's main thread.
+#[derive(Clone, Copy, Debug)]
+pub struct ThreadRef {
+    pub tstate: u64,
+    pub ident: u64,
+    pub main: bool,
+}
+
+/// The units of one process.
+pub struct Units {
+    pid: i32,
+    greenlets: Option<Greenlets>,
+    /// Why greenlets cannot be read here (said once by the caller).
+    pub refused: Option<String>,
+    look_after_ns: u64,
+    views: Vec<GreenletView>,
+    chains: Vec<u64>,
+    chain_of: Vec<Option<usize>>,
+    chain_snapshot: Snapshot,
+    pub units: Vec<Unit>,
+    pub snapshot: Snapshot,
+    /// System calls of the last read.
+    pub last_reads: u32,
+}
+
+impl Units {
+    pub fn new(pid: i32) -> Units {
+        Units {
+            pid,
+            greenlets: None,
+            refused: None,
+            look_after_ns: 0,
+            views: Vec::new(),
+            chains: Vec::new(),
+            chain_of: Vec::new(),
+            chain_snapshot: Snapshot::default(),
+            units: Vec::new(),
+            snapshot: Snapshot::default(),
+            last_reads: 0,
+        }
+    }
+
+    /// The greenlet module read, if any: (path, version, how the version was told).
+    pub fn greenlet_module(&self) -> Option<(&str, &str, &str)> {
+        self.greenlets.as_ref().map(|g| {
+            (
+                g.module.path.as_str(),
+                g.module.version.as_str(),
+                g.module.version_source.as_str(),
+            )
+        })
+    }
+
+    /// Greenlets known, and what the last full walk of the GC lists found and cost.
+    pub fn greenlet_stats(&self) -> Option<(usize, super::gc::WalkStats)> {
+        self.greenlets.as_ref().map(|g| (g.known(), g.last_walk))
+    }
+
+    /// Read every unit now. `threads` are the process's Python threads (from the thread walk
+    /// just made); `now_ns` paces the searches; `thorough`: search the whole heap now (dump).
+    pub fn read<M: RemoteMemory>(
+        &mut self,
+        reader: &mut StackReader<M>,
+        threads: &[ThreadRef],
+        now_ns: u64,
+        thorough: bool,
+    ) -> Result<(), WalkError> {
+        self.units.clear();
+        self.snapshot.clear();
+        self.last_reads = 0;
+        if self.greenlets.is_none() && self.refused.is_none() && now_ns >= self.look_after_ns {
+            self.look_after_ns = now_ns + LOOK_AGAIN_NS;
+            if let Ok(maps) = procfs::maps(self.pid) {
+                match greenlet::find(self.pid, &maps, reader.layout.version) {
+                    Support::Absent => {}
+                    Support::Supported(m) => self.greenlets = Some(Greenlets::new(m)),
+                    Support::Refused(why) => self.refused = Some(why),
+                }
+            }
+        }
+        let Some(g) = self.greenlets.as_mut() else {
+            return Ok(());
+        };
+        let runtime = reader.binary.runtime_addr;
+        let (mem, layout) = (reader.memory() as &dyn RemoteMemory, &reader.layout);
+        match g.discover(mem, layout, runtime, now_ns, thorough) {
+            Err(e) if e.fault() == Some(crate::target::ReadFault::Gone) => {
+                return Err(WalkError::Exited)
+            }
+            // A walk that failed (the lists changed under us) is tried again later; the
+            // greenlets known still are read.
+            _ => {}
+        }
+        g.read(mem, layout, &mut self.views)
+            .map_err(WalkError::from)?;
+        let refs: Vec<(u64, u64, bool)> = threads
+            .iter()
+            .map(|t| (t.tstate, t.ident, t.main))
+            .collect();
+        g.match_threads(self.pid, &refs);
+        self.last_reads += g.last_reads;
+        // Names of the types, then the frames of every parked greenlet in one walk.
+        let objects = Objects::new(mem, layout);
+        self.chains.clear();
+        self.chain_of.clear();
+        for v in &self.views {
+            match v.state {
+                GreenletState::Suspended { first_frame } => {
+                    self.chain_of.push(Some(self.chains.len()));
+                    self.chains.push(first_frame);
+                }
+                _ => self.chain_of.push(None),
+            }
+        }
+        let mut names = Vec::with_capacity(self.views.len());
+        for v in &self.views {
+            names.push(g.type_name(&objects, v.type_addr));
+        }
+        let tstates: Vec<Option<u64>> = self
+            .views
+            .iter()
+            .map(|v| g.groups.get(&v.group).and_then(|grp| grp.tstate))
+            .collect();
+        reader.read_chains(&self.chains, &mut self.chain_snapshot)?;
+        self.last_reads += reader.last_reads;
+        for (i, v) in self.views.iter().enumerate() {
+            let (state, frames, truncated) = match (v.state, self.chain_of[i]) {
+                (GreenletState::Suspended { .. }, Some(c)) => {
+                    let t: &ThreadStack = &self.chain_snapshot.threads[c];
+                    let start = self.snapshot.frames.len();
+                    self.snapshot
+                        .frames
+                        .extend_from_slice(self.chain_snapshot.frames_of(t));
+                    (
+                        UnitState::Waiting,
+                        start..self.snapshot.frames.len(),
+                        t.truncated,
+                    )
+                }
+                (GreenletState::Running, _) => (UnitState::Running, 0..0, false),
+                _ => (UnitState::NotStarted, 0..0, false),
+            };
+            self.units.push(Unit {
+                kind: UnitKind::Greenlet,
+                addr: v.addr,
+                serial: v.pimpl,
+                name: std::mem::take(&mut names[i]),
+                tstate: tstates[i],
+                state,
+                frames,
+                truncated,
+            });
+        }
+        Ok(())
+    }
+}
