@@ -157,6 +157,10 @@ fn record_service(class: &str, dir: &Path) -> Option<(Recording, BTreeMap<i32, u
         status.code().is_some(),
         "{class}: memspy did not exit cleanly: {status}: {err}"
     );
+    if let Some(keep) = std::env::var_os("MEMSPY_TEST_KEEP") {
+        // For a look at a failing run: MEMSPY_TEST_KEEP=/some/folder keeps the recording.
+        let _ = std::fs::copy(&rec_path, Path::new(&keep).join(format!("{class}.msp")));
+    }
     let rec = Recording::open(&rec_path).unwrap();
     Some((rec, leaks))
 }

@@ -27,10 +27,11 @@
 //!    evenly to the threads that were in Python code. A decrease at a tick is first looked for
 //!    among the threads whose stack changed since the previous tick (memory is freed when code
 //!    finishes), then by the same rules;
-//! 3. within a tick's thread, a *growth* goes half to the stack it had at the previous tick and
-//!    half to the one it has now (the growth happened in between; this halves the error at the
-//!    boundary between two functions); a *decrease* goes to the stack it had at the previous
-//!    tick, because memory is mostly released when the code holding it finishes;
+//! 3. within a tick's thread, a *growth* goes half to the stack it had when last observed (at
+//!    its last memory event since the previous tick, else at that tick) and half to the one it
+//!    has now (the growth happened in between; this halves the error at the boundary between
+//!    two functions); a *decrease* goes to the stack it had when last observed, because memory
+//!    is mostly released when the code holding it finishes;
 //! 4. growth whose page faults were made by threads that never run Python (native thread
 //!    pools, C extensions' workers: the process's faults minus its Python threads') is reported
 //!    as `[non-Python threads]`, in proportion to those faults; a change with no observation
@@ -392,6 +393,37 @@ fn stacks_before_events(
     before
 }
 
+/// For each tick's thread (by thread-sample index) that had memory events since the process's
+/// previous tick, the stack of the last of them: the thread's latest observation before the
+/// tick, which the growth the tick sees followed (rule 3's "previous stack").
+fn event_stacks_before_ticks(
+    rec: &Recording,
+    observations: &[Observation],
+) -> FxHashMap<u32, Option<u32>> {
+    let mut since_tick: FxHashMap<u32, Option<u32>> = FxHashMap::default();
+    let mut before = FxHashMap::default();
+    for &o in observations {
+        match o {
+            Observation::Tick(i) => {
+                let s = &rec.samples[i as usize];
+                for (k, t) in rec.threads_of(s).iter().enumerate() {
+                    if let Some(stack) = since_tick.remove(&t.thread) {
+                        before.insert(s.first_thread + k as u32, stack);
+                    }
+                }
+                since_tick.clear();
+            }
+            Observation::Event(i) => {
+                let e = &rec.memory_events[i as usize];
+                if e.fresh {
+                    since_tick.insert(e.thread, e.stack);
+                }
+            }
+        }
+    }
+    before
+}
+
 /// Attribute a whole recording (see the module documentation for the rules).
 pub fn attribute(rec: &Recording, filter: &Filter) -> Attribution {
     let n = rec.processes.len();
@@ -473,11 +505,13 @@ pub fn attribute(rec: &Recording, filter: &Filter) -> Attribution {
             })
             .map_or(0, |o| o.time(rec));
         let before_events = stacks_before_events(rec, observations);
+        let before_ticks = event_stacks_before_ticks(rec, observations);
         let split = Split {
             rec,
             process: p,
             faults_left: &faults_left,
             before_events: &before_events,
+            before_ticks: &before_ticks,
             python_until,
         };
         // Memory: the series, then each change between consecutive readings.
@@ -668,6 +702,9 @@ struct Split<'a> {
     /// The stacks memory events' earlier faults and frees belong to (see
     /// [`stacks_before_events`]).
     before_events: &'a FxHashMap<u32, Option<u32>>,
+    /// The stacks of memory events between a tick's thread and its previous tick (see
+    /// [`event_stacks_before_ticks`]).
+    before_ticks: &'a FxHashMap<u32, Option<u32>>,
     /// Time of the process's last observation with a Python frame.
     python_until: u64,
 }
@@ -834,14 +871,19 @@ impl Split<'_> {
         let before =
             Before::new(previous.map_or(&[], |pi| rec.threads_of(&rec.samples[pi as usize])));
         let weights = thread_weights(threads, &faults, &before, amount > 0.0);
-        for (t, w) in threads.iter().zip(weights) {
+        for (k, (t, w)) in threads.iter().zip(weights).enumerate() {
             if w == 0.0 {
                 continue;
             }
             let share = amount * w;
             let now = site_of(t);
-            let then = before
-                .stack(t.thread)
+            // The thread's latest observation: a memory event since the previous tick, else
+            // that tick.
+            let then = self
+                .before_ticks
+                .get(&(s.first_thread + k as u32))
+                .copied()
+                .or_else(|| before.stack(t.thread))
                 .map_or(now, |stack| stack.map_or(Site::NoPythonFrames, Site::Stack));
             let to_then = if share > 0.0 { share / 2.0 } else { share };
             out.push((self.key(then), to_then));

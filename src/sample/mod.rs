@@ -293,6 +293,13 @@ impl<'a> Sampler<'a> {
 
             self.adopt(time_us);
             self.sample_all(time_us, &clock);
+            if self.memory_events.enabled() {
+                let threads: usize = self.processes.iter().map(|p| p.busy_event_threads()).sum();
+                let budget = events::read_budget(threads);
+                for p in &mut self.processes {
+                    p.settle_periods(now, self.memory_events.period, budget);
+                }
+            }
             if now >= next_adapt {
                 let window = (now - next_adapt + ADAPT_NS) as f64 / 1e9;
                 next_adapt = now + ADAPT_NS;

@@ -79,6 +79,10 @@ struct ThreadState {
     /// memory event's faults are split between that stack and the new one by their times.
     read_ns: u64,
     read_stack: Option<u32>,
+    /// Its faults (the kernel's running total) and the time at the previous tick, for
+    /// [`ProcessSampler::settle_periods`].
+    settle_faults: u64,
+    settle_ns: u64,
 }
 
 impl ThreadState {
@@ -104,6 +108,8 @@ impl ThreadState {
             last_seen: 0,
             read_ns: 0,
             read_stack: None,
+            settle_faults: 0,
+            settle_ns: 0,
         }
     }
 
@@ -716,7 +722,6 @@ impl ProcessSampler {
         let Some(events) = state.events.as_mut() else {
             return Ok(());
         };
-        let period = events.period;
         let (mut lost, mut last_ns) = (0u64, 0u64);
         let records = &mut self.event_records;
         records.clear();
@@ -733,8 +738,9 @@ impl ProcessSampler {
                 .filter(|r| matches!(r, Record::Free { .. }) == free)
                 .count() as u64
         };
-        let (faults, frees) = (count(false) * period, count(true));
-        memory.counts.faults += faults / period;
+        let fault_records = count(false);
+        let (faults, frees) = events.take_counts();
+        memory.counts.faults += fault_records;
         memory.counts.frees += frees;
         memory.counts.lost += lost;
         if faults == 0 && frees == 0 {
@@ -793,7 +799,7 @@ impl ProcessSampler {
                 let before = (read_ns.saturating_sub(time_ns) as f64 / gap).clamp(0.0, 1.0);
                 match r {
                     Record::Free { .. } => frees_before += before,
-                    _ => faults_before += before * period as f64,
+                    _ => faults_before += before * faults as f64 / fault_records as f64,
                 }
             }
         }
@@ -859,6 +865,42 @@ impl ProcessSampler {
             }
             if free_period != events.free_period {
                 let _ = events.set_free_period(free_period);
+            }
+        }
+    }
+
+    /// Lower the fault period of threads whose storm is over, at every tick, from the kernel's
+    /// exact count of their faults since the previous tick: to the smallest period at which
+    /// those faults would have cost no more stack reads than the sustained `budget` (reads per
+    /// second) allows, down to `floor`. The next burst, often the request right after the one
+    /// that raised the period, is then placed as finely as any; waiting for the next
+    /// adaptation window would leave it to ticks. Only [`ProcessSampler::adapt_periods`]
+    /// raises periods, and a change loses nothing (amounts are exact counts).
+    pub fn settle_periods(&mut self, now_ns: u64, floor: u64, budget: f64) {
+        for state in self.threads.values_mut() {
+            let Some(events) = state.events.as_mut() else {
+                continue;
+            };
+            if events.period <= floor {
+                // Counted from the first tick after a raise.
+                state.settle_ns = 0;
+                continue;
+            }
+            let total = events.faults_total();
+            let faults = total.saturating_sub(state.settle_faults);
+            let elapsed_s = now_ns.saturating_sub(state.settle_ns) as f64 / 1e9;
+            let fresh = state.settle_ns == 0;
+            (state.settle_faults, state.settle_ns) = (total, now_ns);
+            if fresh {
+                continue;
+            }
+            let allowed = (budget * elapsed_s).max(1.0);
+            let mut period = floor.max(1);
+            while (faults as f64 / period as f64) > allowed && period < events.period {
+                period *= 2;
+            }
+            if period < events.period {
+                let _ = events.set_period(period);
             }
         }
     }

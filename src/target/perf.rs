@@ -190,6 +190,18 @@ struct Event {
     id: u64,
 }
 
+impl Event {
+    /// How many events it has counted since it was opened: every one, sampled or not (the
+    /// default read format is that one u64).
+    fn count(&self) -> u64 {
+        let mut value = [0u8; 8];
+        match nix::unistd::read(&self.fd, &mut value) {
+            Ok(8) => u64::from_ne_bytes(value),
+            _ => 0,
+        }
+    }
+}
+
 fn open_event(
     tid: i32,
     type_: u32,
@@ -244,7 +256,8 @@ fn open_event(
     Ok(Event { fd, id })
 }
 
-/// Change an event's sample period (it takes effect from the next sample).
+/// Change an event's sample period. The kernel restarts the count towards the next sample, so
+/// the faults since the last one are never sampled: amounts come from [`ThreadEvents::take_counts`].
 fn set_period(fd: &OwnedFd, period: u64) -> io::Result<()> {
     // SAFETY: PERIOD takes a pointer to the new period, a u64 that lives for the call.
     let r = unsafe {
@@ -353,6 +366,8 @@ pub struct ThreadEvents {
     pub period: u64,
     /// Frees per sample (1 unless a storm of frees raised it).
     pub free_period: u64,
+    /// The faults and frees counted when [`ThreadEvents::take_counts`] last looked.
+    taken: (u64, u64),
 }
 
 /// What kinds of memory events this kernel lets memspy open, decided with the first thread.
@@ -404,6 +419,7 @@ impl ThreadEvents {
                 ring,
                 period: period.max(1),
                 free_period: 1,
+                taken: (0, 0),
             },
             capability,
         ))
@@ -430,6 +446,26 @@ impl ThreadEvents {
         }
         self.free_period = period;
         Ok(())
+    }
+
+    /// The faults and frees of the thread since the last call, exactly: the kernel counts every
+    /// one, whatever the periods (samples only say when they happened). A period change drops
+    /// the count towards the next sample, and records drained after a change were taken at the
+    /// old period, so samples times periods would be wrong by up to a period each time.
+    pub fn take_counts(&mut self) -> (u64, u64) {
+        let faults = self.faults.count();
+        let frees: u64 = self.frees.iter().map(Event::count).sum();
+        let taken = self.taken;
+        self.taken = (faults.max(taken.0), frees.max(taken.1));
+        (
+            faults.saturating_sub(taken.0),
+            frees.saturating_sub(taken.1),
+        )
+    }
+
+    /// The faults of the thread since its events were opened (a running total).
+    pub fn faults_total(&self) -> u64 {
+        self.faults.count()
     }
 
     /// Every record since the last drain, oldest first.
