@@ -143,6 +143,10 @@ struct CheckArgs {
     /// List passed checks too
     #[arg(long, short)]
     verbose: bool,
+    /// Greenlets and asyncio tasks: `on` counts every waiting one's wall time where it waits;
+    /// `off` gives the OS threads' view
+    #[arg(long, value_enum, default_value = "on")]
+    tasks: TasksArg,
 }
 
 #[derive(Args)]
@@ -166,6 +170,16 @@ struct DiffArgs {
     /// Scale the baseline to the new recording's total (compare shares rather than amounts)
     #[arg(long)]
     normalize: bool,
+    /// Greenlets and asyncio tasks: `on` counts every waiting one's wall time where it waits;
+    /// `off` gives the OS threads' view
+    #[arg(long, value_enum, default_value = "on")]
+    tasks: TasksArg,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TasksArg {
+    On,
+    Off,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -217,6 +231,10 @@ struct FlameArgs {
     /// One node per function, without line numbers
     #[arg(long)]
     function: bool,
+    /// Greenlets and asyncio tasks: `on` counts every waiting one's wall time where it waits;
+    /// `off` gives the OS threads' view
+    #[arg(long, value_enum, default_value = "on")]
+    tasks: TasksArg,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -246,6 +264,10 @@ struct LinesArgs {
     /// Output format
     #[arg(long, value_enum, default_value = "text")]
     format: LinesFormat,
+    /// Greenlets and asyncio tasks: `on` counts every waiting one's wall time where it waits;
+    /// `off` gives the OS threads' view
+    #[arg(long, value_enum, default_value = "on")]
+    tasks: TasksArg,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -291,6 +313,9 @@ struct RecordArgs {
     /// Page faults per memory-event sample, at least (it grows under a fault storm)
     #[arg(long, value_name = "PAGES", default_value_t = record::DEFAULT_FAULT_PERIOD)]
     fault_period: u64,
+    /// Record OS threads only: no greenlets or asyncio tasks
+    #[arg(long)]
+    no_tasks: bool,
     /// The program to launch and record (after --)
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
@@ -346,6 +371,10 @@ struct ExportArgs {
     /// One node per function, without line numbers (collapsed, speedscope)
     #[arg(long)]
     function: bool,
+    /// Greenlets and asyncio tasks: `on` counts every waiting one's wall time where it waits;
+    /// `off` gives the OS threads' view
+    #[arg(long, value_enum, default_value = "on")]
+    tasks: TasksArg,
 }
 
 #[derive(Args)]
@@ -402,6 +431,7 @@ fn main() -> ExitCode {
             },
             memory_events: !a.no_memory_events,
             fault_period: a.fault_period,
+            tasks: !a.no_tasks,
         }),
         Command::Info(a) => info::run(a.file.as_deref(), a.json).map(|()| 0),
         Command::Check(a) => {
@@ -437,6 +467,7 @@ fn main() -> ExitCode {
                 }
             };
             check::run(&CheckOptions {
+                threads_only: a.tasks == TasksArg::Off,
                 input: a.input,
                 budgets,
                 baselines: a.baseline,
@@ -455,6 +486,7 @@ fn main() -> ExitCode {
             })
         }
         Command::Diff(a) => diff::run(&DiffOptions {
+            threads_only: a.tasks == TasksArg::Off,
             base: a.base,
             new: a.new,
             output: a.output,
@@ -465,6 +497,7 @@ fn main() -> ExitCode {
         })
         .map(|()| 0),
         Command::Flame(a) => flame::run(&FlameOptions {
+            threads_only: a.tasks == TasksArg::Off,
             output: a.output,
             input: a.input,
             metric: a.metric.metric(),
@@ -481,6 +514,7 @@ fn main() -> ExitCode {
         })
         .map(|()| 0),
         Command::Export(a) => export::run(&ExportOptions {
+            threads_only: a.tasks == TasksArg::Off,
             output: a.output,
             input: a.input,
             format: match a.format {
@@ -496,6 +530,7 @@ fn main() -> ExitCode {
         })
         .map(|()| 0),
         Command::Lines(a) => lines::run(&LinesOptions {
+            threads_only: a.tasks == TasksArg::Off,
             input: a.input,
             metric: a.metric.metric(),
             top: a.top,

@@ -621,6 +621,7 @@ const REPORTS: &[&str] = &[
 
 fn flame_opts(metric: Metric) -> FlameOptions {
     FlameOptions {
+        threads_only: false,
         output: PathBuf::new(),
         input: None,
         metric,
@@ -632,6 +633,7 @@ fn flame_opts(metric: Metric) -> FlameOptions {
 
 fn lines_opts(metric: Metric, format: Format, function: Option<&str>) -> LinesOptions {
     LinesOptions {
+        threads_only: false,
         input: None,
         metric,
         top: None,
@@ -643,6 +645,7 @@ fn lines_opts(metric: Metric, format: Format, function: Option<&str>) -> LinesOp
 
 fn export_opts(format: ExportFormat, metric: Metric) -> ExportOptions {
     ExportOptions {
+        threads_only: false,
         output: PathBuf::new(),
         input: None,
         format,
@@ -681,6 +684,7 @@ fn check_opts(budgets: bool, format: check::Format) -> CheckOptions {
         Vec::new()
     };
     CheckOptions {
+        threads_only: false,
         input: None,
         budgets,
         baselines: Vec::new(),
@@ -708,6 +712,7 @@ fn run_report(which: usize, base: &Recording, m: &Recording, out: &mut Vec<u8>, 
         }
         7 => {
             let opts = FlameOptions {
+                threads_only: false,
                 merge_processes: true,
                 functions_only: true,
                 ..flame_opts(Metric::Peak)
@@ -716,6 +721,7 @@ fn run_report(which: usize, base: &Recording, m: &Recording, out: &mut Vec<u8>, 
         }
         8 => {
             let opts = FlameOptions {
+                threads_only: false,
                 pid: m.processes.first().map(|p| p.pid),
                 ..flame_opts(Metric::Growth)
             };
@@ -802,6 +808,7 @@ fn run_report(which: usize, base: &Recording, m: &Recording, out: &mut Vec<u8>, 
         .map(|_| ()),
         _ => {
             let opts = DiffOptions {
+                threads_only: false,
                 base: PathBuf::new(),
                 new: PathBuf::new(),
                 output: None,

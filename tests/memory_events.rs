@@ -4,13 +4,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{fixtures_dir, interpreter, marker, memspy, memspy_bin, venv};
+use common::{
+    fixtures_dir, free_port, get, interpreter, marker, memspy, memspy_bin, venv, Service,
+};
 use memspy::analysis::functions::by_function;
 use memspy::analysis::{attribute, Filter, Metric};
 use memspy::recording::Recording;
@@ -20,48 +21,18 @@ const MIB: f64 = 1024.0 * 1024.0;
 /// The self (innermost-frame) value of `metric` for the function named `qualname`, in one
 /// process of a recording (pid), or in all.
 fn self_value(rec: &Recording, pid: Option<i32>, metric: Metric, qualname: &str) -> f64 {
-    let attr = attribute(rec, &Filter { pid });
+    let attr = attribute(
+        rec,
+        &Filter {
+            pid,
+            ..Filter::default()
+        },
+    );
     by_function(rec, &attr, metric)
         .iter()
         .filter(|f| f.qualname == qualname)
         .map(|f| f.self_value)
         .sum()
-}
-
-/// GET `path` from 127.0.0.1:`port`; the response's body.
-fn get(port: u16, path: &str) -> std::io::Result<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(20)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    Ok(body.trim().to_string())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// memspy recording a service, in a process group of its own: dropped (a test that fails),
-/// the whole group is killed.
-struct Service(std::process::Child);
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let group = nix::unistd::Pid::from_raw(-(self.0.id() as i32));
-            let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
-            let _ = self.0.wait();
-        }
-    }
 }
 
 /// Record a gunicorn service of fixtures/web/app.py with `workers` of `class`, drive it with

@@ -30,8 +30,8 @@
 //! 3. within a tick's thread, a *growth* goes half to the stack it had when last observed (at
 //!    its last memory event since the previous tick, else at that tick) and half to the one it
 //!    has now (the growth happened in between; this halves the error at the boundary between
-//!    two functions); a *decrease* goes to the stack it had when last observed, because memory
-//!    is mostly released when the code holding it finishes;
+//!    two functions); a *decrease* goes to the stack it had at the previous tick, because
+//!    memory is mostly released when the code holding it finishes;
 //! 4. growth whose page faults were made by threads that never run Python (native thread
 //!    pools, C extensions' workers: the process's faults minus its Python threads') is reported
 //!    as `[non-Python threads]`, in proportion to those faults; a change with no observation
@@ -65,7 +65,7 @@ use std::collections::HashMap;
 
 use rustc_hash::FxHashMap;
 
-use crate::recording::reader::{Sample, ThreadSample};
+use crate::recording::reader::{Sample, TaskState, ThreadSample};
 use crate::recording::{MemoryKind, Recording};
 
 /// What a report measures.
@@ -204,6 +204,8 @@ impl Attribution {
 pub struct Filter {
     /// Only processes with this pid.
     pub pid: Option<i32>,
+    /// OS threads only: leave waiting greenlets and tasks out (`--tasks off`).
+    pub threads_only: bool,
 }
 
 impl Filter {
@@ -424,6 +426,50 @@ fn event_stacks_before_ticks(
     before
 }
 
+/// Wall time of process `p`'s waiting greenlets and tasks: each waits at its stack from the
+/// sample of a change to the sample of its next change (`elapsed`: the wall time charged
+/// before each sample; `end`: all of it), and is charged that time there, as a thread at
+/// that stack would be. A running unit's time is its thread's, counted already.
+fn waiting_wall(
+    rec: &Recording,
+    p: u32,
+    elapsed: &FxHashMap<u32, f64>,
+    end: f64,
+    table: &mut Table,
+) {
+    // Per task: where it waits and since when (wall charged before that sample).
+    let mut since: FxHashMap<u32, (u32, f64)> = FxHashMap::default();
+    let charge = |table: &mut Table, stack: u32, from: f64, to: f64| {
+        if to > from {
+            table.row(Key {
+                process: p,
+                site: Site::Stack(stack),
+            })[WALL] += to - from;
+        }
+    };
+    for c in &rec.task_changes {
+        if rec
+            .tasks
+            .get(c.task as usize)
+            .is_none_or(|t| t.process != p)
+        {
+            continue;
+        }
+        let Some(&at) = elapsed.get(&c.sample) else {
+            continue;
+        };
+        if let Some((stack, from)) = since.remove(&c.task) {
+            charge(table, stack, from, at);
+        }
+        if let TaskState::Waiting(Some(stack)) = c.state {
+            since.insert(c.task, (stack, at));
+        }
+    }
+    for (_, (stack, from)) in since {
+        charge(table, stack, from, end);
+    }
+}
+
 /// Attribute a whole recording (see the module documentation for the rules).
 pub fn attribute(rec: &Recording, filter: &Filter) -> Attribution {
     let n = rec.processes.len();
@@ -439,6 +485,7 @@ pub fn attribute(rec: &Recording, filter: &Filter) -> Attribution {
         10_000
     };
     let kind = memory_kind(rec);
+    let tasks = !filter.threads_only && !rec.task_changes.is_empty();
 
     // Observations of each process, in time order.
     let mut by_process: Vec<Vec<Observation>> = vec![Vec::new(); n];
@@ -463,8 +510,10 @@ pub fn attribute(rec: &Recording, filter: &Filter) -> Attribution {
             continue;
         }
         let p = p as u32;
-        // Time, from the ticks.
+        // Time, from the ticks; `elapsed[i]` is the wall time charged before sample i.
         let mut previous_time: Option<u64> = None;
+        let mut elapsed: FxHashMap<u32, f64> = FxHashMap::default();
+        let mut charged = 0.0;
         for &o in observations {
             let Observation::Tick(i) = o else {
                 continue;
@@ -478,6 +527,10 @@ pub fn attribute(rec: &Recording, filter: &Filter) -> Attribution {
                 None => interval_us,
             } as f64;
             previous_time = Some(s.time_us);
+            if tasks {
+                elapsed.insert(i, charged);
+            }
+            charged += dt;
             for t in rec.threads_of(s) {
                 let row = table.row(Key {
                     process: p,
@@ -486,6 +539,9 @@ pub fn attribute(rec: &Recording, filter: &Filter) -> Attribution {
                 row[WALL] += dt;
                 row[CPU] += t.cpu_us as f64;
             }
+        }
+        if tasks {
+            waiting_wall(rec, p, &elapsed, charged, &mut table);
         }
         let faults_left = faults_left_to_ticks(rec, observations);
         // The process ran Python code until its last observation with a Python frame; what
@@ -877,12 +933,13 @@ impl Split<'_> {
             }
             let share = amount * w;
             let now = site_of(t);
-            // The thread's latest observation: a memory event since the previous tick, else
-            // that tick.
-            let then = self
-                .before_ticks
-                .get(&(s.first_thread + k as u32))
-                .copied()
+            // A growth: the thread's latest observation (a memory event since the previous
+            // tick, else that tick); a decrease: the previous tick.
+            let latest = match share > 0.0 {
+                true => self.before_ticks.get(&(s.first_thread + k as u32)).copied(),
+                false => None,
+            };
+            let then = latest
                 .or_else(|| before.stack(t.thread))
                 .map_or(now, |stack| stack.map_or(Site::NoPythonFrames, Site::Stack));
             let to_then = if share > 0.0 { share / 2.0 } else { share };

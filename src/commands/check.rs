@@ -22,6 +22,8 @@ pub enum Format {
 
 #[derive(Clone, Debug)]
 pub struct CheckOptions {
+    /// OS threads only (`--tasks off`).
+    pub threads_only: bool,
     pub input: Option<PathBuf>,
     pub budgets: Vec<Budget>,
     pub baselines: Vec<PathBuf>,
@@ -89,14 +91,18 @@ pub fn report(
     for (b, base) in baselines {
         usable(b, base)?;
     }
-    let attr = attribute(rec, &Filter::default());
+    let filter = Filter {
+        threads_only: opts.threads_only,
+        ..Filter::default()
+    };
+    let attr = attribute(rec, &filter);
     let mut findings: Vec<Finding> =
         check_budgets(rec, &attr, &opts.budgets).map_err(Error::Usage)?;
     let mut context = name.to_string();
     if !baselines.is_empty() {
         let figures_of_baselines: Vec<_> = baselines
             .iter()
-            .map(|(_, base)| figures(base, &attribute(base, &Filter::default())))
+            .map(|(_, base)| figures(base, &attribute(base, &filter)))
             .collect();
         findings.extend(compare(
             &figures(rec, &attr),

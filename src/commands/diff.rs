@@ -22,6 +22,8 @@ use crate::recording::Recording;
 
 #[derive(Clone, Debug)]
 pub struct DiffOptions {
+    /// OS threads only (`--tasks off`).
+    pub threads_only: bool,
     pub base: PathBuf,
     pub new: PathBuf,
     pub output: Option<PathBuf>,
@@ -64,10 +66,11 @@ pub fn report(
     out: &mut dyn Write,
 ) -> Result<()> {
     let ((base_name, base), (new_name, new)) = (base, new);
-    let (base_attr, new_attr) = (
-        attribute(base, &Filter::default()),
-        attribute(new, &Filter::default()),
-    );
+    let filter = Filter {
+        threads_only: opts.threads_only,
+        ..Filter::default()
+    };
+    let (base_attr, new_attr) = (attribute(base, &filter), attribute(new, &filter));
     // Processes differ from run to run (pids), so both sides are folded into one tree.
     let how = Fold {
         merge_processes: true,

@@ -28,6 +28,8 @@ pub enum ExportFormat {
 
 #[derive(Clone, Debug)]
 pub struct ExportOptions {
+    /// OS threads only (`--tasks off`).
+    pub threads_only: bool,
     pub output: PathBuf,
     pub input: Option<PathBuf>,
     pub format: ExportFormat,
@@ -72,7 +74,10 @@ pub fn report(
 /// not in the recording is an error.
 fn processes(rec: &Recording, name: &str, opts: &ExportOptions) -> Result<(Filter, Vec<u32>)> {
     check_pid(rec, name, opts.pid)?;
-    let filter = Filter { pid: opts.pid };
+    let filter = Filter {
+        pid: opts.pid,
+        threads_only: opts.threads_only,
+    };
     let processes = (0..rec.processes.len() as u32)
         .filter(|&p| filter.includes(rec, p))
         .collect();

@@ -14,6 +14,8 @@ use crate::recording::Recording;
 
 #[derive(Clone, Debug)]
 pub struct FlameOptions {
+    /// OS threads only (`--tasks off`).
+    pub threads_only: bool,
     pub output: PathBuf,
     pub input: Option<PathBuf>,
     pub metric: Metric,
@@ -45,7 +47,10 @@ pub fn report(
     opts: &FlameOptions,
     out: &mut dyn std::io::Write,
 ) -> Result<usize> {
-    let filter = Filter { pid: opts.pid };
+    let filter = Filter {
+        pid: opts.pid,
+        threads_only: opts.threads_only,
+    };
     check_pid(rec, name, opts.pid)?;
     let attr = attribute(rec, &filter);
     let folded = fold(

@@ -19,6 +19,8 @@ pub enum Format {
 
 #[derive(Clone, Debug)]
 pub struct LinesOptions {
+    /// OS threads only (`--tasks off`).
+    pub threads_only: bool,
     pub input: Option<PathBuf>,
     pub metric: Metric,
     pub top: Option<usize>,
@@ -41,7 +43,13 @@ pub fn report(
     terminal: bool,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let attr = attribute(rec, &Filter { pid: opts.pid });
+    let attr = attribute(
+        rec,
+        &Filter {
+            pid: opts.pid,
+            threads_only: opts.threads_only,
+        },
+    );
     let mut table = rows(rec, &attr, opts.metric, opts.function.as_deref());
     if let Some(f) = &opts.function {
         if table.is_empty() {

@@ -72,7 +72,10 @@ pub fn report(
 /// (no samples, or no PSS/USS readings in a recording made with `--memory pss|uss`).
 pub fn attributed(rec: &Recording, name: &str, pid: Option<i32>) -> Result<(Filter, Attribution)> {
     check_pid(rec, name, pid)?;
-    let filter = Filter { pid };
+    let filter = Filter {
+        pid,
+        ..Filter::default()
+    };
     let attr = attribute(rec, &filter);
     if attr.series.iter().all(|s| s.is_empty()) {
         let samples = rec.samples.iter().any(|s| filter.includes(rec, s.process));

@@ -33,6 +33,8 @@ pub struct RecordOptions {
     pub memory_events: bool,
     /// Page faults per fault sample, at least.
     pub fault_period: u64,
+    /// Read greenlets and asyncio tasks too.
+    pub tasks: bool,
 }
 
 /// Page faults per fault sample by default: 64 KiB of 4 KiB pages (see `cargo bench --bench
@@ -89,6 +91,7 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
         rollup_interval_ms: None,
         memory_events: opts.memory_events,
         fault_period: opts.fault_period,
+        tasks: opts.tasks,
     };
     // The file first: if it cannot be written (a full disk, a folder that is not writable),
     // nothing is started and no empty file is left behind.
@@ -132,6 +135,7 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
         subprocesses: opts.subprocesses,
         memory_events: opts.memory_events,
         fault_period: opts.fault_period,
+        tasks: opts.tasks,
     };
     let launched = matches!(root, Root::Launch(_));
     let resume = match &root {

@@ -368,6 +368,126 @@ struct Known {
     type_addr: u64,
 }
 
+/// What one walk of the GC lists found.
+struct Found {
+    greenlets: Vec<Known>,
+    full: bool,
+    stats: WalkStats,
+}
+
+/// Walks a process's GC lists for greenlets, at its own pace: the youngest generation every
+/// [`NURSERY_WALK_EVERY`], the young ones every [`YOUNG_WALK_EVERY`], everything every [`FULL_WALK_SHARE`] times what a full walk took (at
+/// least [`FULL_WALK_MIN`]).
+struct Finder {
+    lists: Option<GcLists>,
+    /// Types seen in the GC lists: whether each is a greenlet type.
+    types: HashMap<u64, bool>,
+    greenlet_type: u64,
+    pimpl_offset: u64,
+    next_full_ns: u64,
+    next_young_ns: u64,
+    next_nursery_ns: u64,
+}
+
+impl Finder {
+    fn new(greenlet_type: u64, pimpl_offset: u64) -> Finder {
+        Finder {
+            lists: None,
+            types: HashMap::new(),
+            greenlet_type,
+            pimpl_offset,
+            next_full_ns: 0,
+            next_young_ns: 0,
+            next_nursery_ns: 0,
+        }
+    }
+
+    /// How long to wait from `now_ns` until the next walk is due.
+    fn wait(&self, now_ns: u64) -> Duration {
+        let next = self
+            .next_full_ns
+            .min(self.next_young_ns)
+            .min(self.next_nursery_ns);
+        Duration::from_nanos(next.saturating_sub(now_ns).clamp(1_000_000, 1_000_000_000))
+    }
+
+    /// Walk the lists if a walk is due at `now_ns` (any monotonic clock), or fully if `force`.
+    fn walk(
+        &mut self,
+        mem: &dyn RemoteMemory,
+        layout: &Layout,
+        runtime: u64,
+        now_ns: u64,
+        force: bool,
+    ) -> Result<Option<Found>, ObjectError> {
+        let full = force || now_ns >= self.next_full_ns;
+        let young = full || now_ns >= self.next_young_ns;
+        if !young && now_ns < self.next_nursery_ns {
+            return Ok(None);
+        }
+        self.next_nursery_ns = now_ns + NURSERY_WALK_EVERY.as_nanos() as u64;
+        if self.lists.is_none() {
+            self.lists = GcLists::find(mem, layout, runtime)?;
+        }
+        let Some(lists) = self.lists.clone() else {
+            self.next_young_ns = now_ns + YOUNG_WALK_EVERY.as_nanos() as u64;
+            self.next_full_ns = now_ns + FULL_WALK_MIN.as_nanos() as u64;
+            return Ok(None);
+        };
+        let heads: Vec<u64> = if full {
+            lists.young.iter().chain(&lists.old).copied().collect()
+        } else if young {
+            lists.young.clone()
+        } else {
+            lists.young[..1].to_vec()
+        };
+        let objects = Objects::new(mem, layout);
+        let mut found = Vec::new();
+        let (types, greenlet_type) = (&mut self.types, self.greenlet_type);
+        let walked = GcLists::walk(mem, &heads, WALK_LIMIT, |obj, tp| {
+            let is = *types
+                .entry(tp)
+                .or_insert_with(|| objects.is_subtype(tp, greenlet_type).unwrap_or(false));
+            if is && found.len() < MAX_GREENLETS {
+                found.push((obj, tp));
+            }
+        });
+        let stats = match walked {
+            Ok(s) => s,
+            Err(e) => {
+                // The heads may have moved (a fork, a finalizing interpreter): find them again.
+                self.lists = None;
+                self.next_young_ns = now_ns + YOUNG_WALK_EVERY.as_nanos() as u64;
+                return Err(e);
+            }
+        };
+        if full {
+            let spent = stats.elapsed.saturating_mul(FULL_WALK_SHARE);
+            self.next_full_ns = now_ns + spent.max(FULL_WALK_MIN).as_nanos() as u64;
+        }
+        if young {
+            self.next_young_ns = now_ns + YOUNG_WALK_EVERY.as_nanos() as u64;
+        }
+        let mut greenlets = Vec::with_capacity(found.len());
+        for (obj, tp) in found {
+            if let Ok(pimpl) = objects.word(obj.wrapping_add(self.pimpl_offset)) {
+                if pimpl != 0 {
+                    greenlets.push(Known {
+                        addr: obj,
+                        pimpl,
+                        type_addr: tp,
+                    });
+                }
+            }
+        }
+        Ok(Some(Found {
+            greenlets,
+            full,
+            stats,
+        }))
+    }
+}
+
 /// The greenlets of one thread: its main greenlet, greenlet's `ThreadState`, which one runs,
 /// and which Python thread it is (the `PyThreadState` address), once told.
 #[derive(Clone, Debug, Default)]
@@ -384,21 +504,24 @@ const FULL_WALK_MIN: Duration = Duration::from_millis(200);
 const FULL_WALK_SHARE: u32 = 20;
 /// Time between walks of the young generations.
 const YOUNG_WALK_EVERY: Duration = Duration::from_millis(100);
+/// Time between walks of the youngest generation alone, where new greenlets are (a few
+/// hundred to a few thousand objects: tens of microseconds): a request's greenlet is seen
+/// within this of its creation.
+const NURSERY_WALK_EVERY: Duration = Duration::from_millis(10);
 /// Longest a walk of the GC lists may take.
 const WALK_LIMIT: Duration = Duration::from_secs(2);
 
 /// Finds and reads the greenlets of one process.
 pub struct Greenlets {
     pub module: GreenletModule,
-    lists: Option<GcLists>,
+    /// Walks the GC lists on the caller's thread (dump), or on a thread of its own that sends
+    /// what it finds to `background` (record).
+    finder: Option<Finder>,
+    background: Option<std::sync::mpsc::Receiver<Found>>,
     known: Vec<Known>,
     by_addr: HashMap<u64, usize>,
-    /// Types seen in the GC lists: whether each is a greenlet type.
-    types: HashMap<u64, bool>,
     type_names: HashMap<u64, String>,
     pub groups: HashMap<u64, Group>,
-    next_full_ns: u64,
-    next_young_ns: u64,
     /// The last full walk.
     pub last_walk: WalkStats,
     spans: Vec<RemoteIoVec>,
@@ -411,14 +534,12 @@ impl Greenlets {
     pub fn new(module: GreenletModule) -> Greenlets {
         Greenlets {
             module,
-            lists: None,
+            finder: None,
+            background: None,
             known: Vec::new(),
             by_addr: HashMap::new(),
-            types: HashMap::new(),
             type_names: HashMap::new(),
             groups: HashMap::new(),
-            next_full_ns: 0,
-            next_young_ns: 0,
             last_walk: WalkStats::default(),
             spans: Vec::new(),
             buf: Vec::new(),
@@ -443,83 +564,87 @@ impl Greenlets {
             .clone()
     }
 
-    /// Walk the GC lists if it is time (`now_ns`, any monotonic clock; `force`: a full walk
-    /// now), adding the greenlets found; a full walk also forgets those no longer there.
-    pub fn discover(
+    /// Walk the GC lists now, on this thread, and take what the walk found (`memspy dump`).
+    pub fn discover_now(
         &mut self,
         mem: &dyn RemoteMemory,
         layout: &Layout,
         runtime: u64,
-        now_ns: u64,
-        force: bool,
     ) -> Result<(), ObjectError> {
-        let full = force || now_ns >= self.next_full_ns;
-        if !full && now_ns < self.next_young_ns {
-            return Ok(());
+        let finder = self
+            .finder
+            .get_or_insert_with(|| Finder::new(self.module.type_addr, self.module.layout.pimpl));
+        if let Some(found) = finder.walk(mem, layout, runtime, 0, true)? {
+            self.take(found);
         }
-        if self.lists.is_none() {
-            self.lists = GcLists::find(mem, layout, runtime)?;
+        Ok(())
+    }
+
+    /// Take what the background walks of process `pid` found since the last call, starting
+    /// them the first time. The walks (milliseconds for a large heap) run on a thread of their
+    /// own, so that they never delay a sample.
+    pub fn discover_in_background(&mut self, pid: i32, layout: &Layout, runtime: u64) {
+        if self.background.is_none() {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let mut finder = Finder::new(self.module.type_addr, self.module.layout.pimpl);
+            let layout = layout.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("memspy-greenlets-{pid}"))
+                .spawn(move || {
+                    let mem = crate::target::ProcessMemory::new(pid);
+                    let start = std::time::Instant::now();
+                    loop {
+                        let now_ns = start.elapsed().as_nanos() as u64;
+                        match finder.walk(&mem, &layout, runtime, now_ns, false) {
+                            Ok(Some(found)) => {
+                                if tx.send(found).is_err() {
+                                    return;
+                                }
+                            }
+                            Ok(None) => {}
+                            Err(e) if e.fault() == Some(crate::target::ReadFault::Gone) => return,
+                            Err(_) => {}
+                        }
+                        std::thread::sleep(finder.wait(now_ns));
+                    }
+                });
+            match spawned {
+                Ok(_) => self.background = Some(rx),
+                Err(_) => return,
+            }
         }
-        let Some(lists) = self.lists.clone() else {
-            return Ok(());
-        };
-        let heads: Vec<u64> = if full {
-            lists.young.iter().chain(&lists.old).copied().collect()
+        let mut arrived = Vec::new();
+        if let Some(rx) = &self.background {
+            while let Ok(found) = rx.try_recv() {
+                arrived.push(found);
+            }
+        }
+        for found in arrived {
+            self.take(found);
+        }
+    }
+
+    /// Merge what one walk found: a complete full walk replaces the greenlets known (those
+    /// gone are forgotten); any other adds to them.
+    fn take(&mut self, found: Found) {
+        if found.full {
+            self.last_walk = found.stats;
+        }
+        if found.full && !found.stats.cut_short {
+            self.known = found.greenlets;
         } else {
-            lists.young.clone()
-        };
-        let objects = Objects::new(mem, layout);
-        let mut found = Vec::new();
-        let (types, greenlet_type) = (&mut self.types, self.module.type_addr);
-        let walked = GcLists::walk(mem, &heads, WALK_LIMIT, |obj, tp| {
-            let is = *types
-                .entry(tp)
-                .or_insert_with(|| objects.is_subtype(tp, greenlet_type).unwrap_or(false));
-            if is && found.len() < MAX_GREENLETS {
-                found.push((obj, tp));
-            }
-        });
-        let stats = match walked {
-            Ok(s) => s,
-            Err(e) => {
-                // The heads may have moved (a fork, a finalizing interpreter): find them again.
-                self.lists = None;
-                return Err(e);
-            }
-        };
-        if full {
-            self.last_walk = stats;
-            let spent = stats.elapsed.saturating_mul(FULL_WALK_SHARE);
-            self.next_full_ns = now_ns + spent.max(FULL_WALK_MIN).as_nanos() as u64;
-        }
-        self.next_young_ns = now_ns + YOUNG_WALK_EVERY.as_nanos() as u64;
-        let mut fresh = Vec::with_capacity(found.len());
-        for (obj, tp) in found {
-            if let Some(&i) = self.by_addr.get(&obj) {
-                fresh.push(self.known[i]);
-                continue;
-            }
-            if let Ok(pimpl) = objects.word(obj.wrapping_add(self.module.layout.pimpl)) {
-                if pimpl != 0 {
-                    fresh.push(Known {
-                        addr: obj,
-                        pimpl,
-                        type_addr: tp,
-                    });
-                }
-            }
-        }
-        if full && !stats.cut_short {
-            self.known = fresh;
-        } else {
-            for k in fresh {
-                if !self.by_addr.contains_key(&k.addr) && self.known.len() < MAX_GREENLETS {
-                    self.known.push(k);
+            for k in found.greenlets {
+                match self.by_addr.get(&k.addr) {
+                    Some(&i) => self.known[i] = k,
+                    None if self.known.len() < MAX_GREENLETS => {
+                        self.by_addr.insert(k.addr, self.known.len());
+                        self.known.push(k);
+                    }
+                    None => {}
                 }
             }
         }
         self.reindex();
-        Ok(())
     }
 
     fn reindex(&mut self) {

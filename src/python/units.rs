@@ -148,13 +148,17 @@ impl Units {
         };
         let runtime = reader.binary.runtime_addr;
         let (mem, layout) = (reader.memory() as &dyn RemoteMemory, &reader.layout);
-        match g.discover(mem, layout, runtime, now_ns, thorough) {
-            Err(e) if e.fault() == Some(crate::target::ReadFault::Gone) => {
-                return Err(WalkError::Exited)
+        if thorough {
+            match g.discover_now(mem, layout, runtime) {
+                Err(e) if e.fault() == Some(crate::target::ReadFault::Gone) => {
+                    return Err(WalkError::Exited)
+                }
+                // A walk that failed (the lists changed under us): the greenlets known still
+                // are read.
+                _ => {}
             }
-            // A walk that failed (the lists changed under us) is tried again later; the
-            // greenlets known still are read.
-            _ => {}
+        } else {
+            g.discover_in_background(self.pid, layout, runtime);
         }
         g.read(mem, layout, &mut self.views)
             .map_err(WalkError::from)?;

@@ -27,6 +27,8 @@
 //! | 12 | Source | file:uv (string id) text (a source file's text, as the target's user could read it) |
 //! | 14 | ThreadId | process:uv slot:uv tid:uv — a thread defined with tid 0 (its id unproven) was proven to be this kernel thread |
 //! | 13 | MemoryEvents | mode:str period:uv samples:uv faults:uv frees:uv lost:uv failed:uv max_period:uv delay_p50:uv delay_p99:uv (µs) — what the memory events were; written with the stats, the last one counts |
+//! | 15 | ThreadName | process:uv slot:uv name:uv (string id) — the thread's Python name (`threading.Thread.name`), first found or changed; the last one counts |
+//! | 16 | Task | process:uv id:uv (the process's tasks are numbered 0, 1, ...) kind:u8 ([`TaskKind`]) thread:uv (slot + 1, 0 = not known) address:uv name:uv (string id) — a greenlet or asyncio task |
 //!
 //! Events (in time order; each time is a delta from the previous event of the batch, the first
 //! from `base_time`):
@@ -51,6 +53,10 @@
 //!           its previous tick, the read having raced)
 //!           faults_before:uv frees_before:uv (of those, how many are estimated to have happened
 //!           before the thread left the stack memspy had read last, tick or event)
+//!   kind 1, tasks: count:uv (task:uv state:uv)* — tasks whose state changed, written right
+//!           after a sample of the process and holding from that sample on: state 0 = ended,
+//!           1 = running (its thread's stack is its own), 2 = waiting with no Python frames,
+//!           3 + s = waiting at stack s
 //! ```
 //!
 //! A repeated stack thus costs a few bytes: a sample of a one-thread process is typically 8 to
@@ -98,6 +104,8 @@ pub const MAX_SAMPLED_FRAMES: u64 = 1 << 25;
 pub const MAX_SAMPLED_TEXT: u64 = 1 << 30;
 /// The most threads one sample holds (the sampler reads at most 4096 per process).
 pub const MAX_SAMPLE_THREADS: u32 = 8192;
+/// The most task changes one tasks event holds (a process has at most 100,000 greenlets).
+pub const MAX_TASK_CHANGES: u64 = 1 << 20;
 /// The largest memory amount (RSS, PSS, ...) a sample or reading holds, KiB: 4 PiB, far above
 /// any machine, small enough that bytes fit in a `u64` and count exactly in an `f64`.
 pub const MAX_MEMORY_KIB: u64 = 1 << 42;
@@ -118,6 +126,8 @@ pub const T_END: u8 = 11;
 pub const T_SOURCE: u8 = 12;
 pub const T_MEMORY_EVENTS: u8 = 13;
 pub const T_THREAD_ID: u8 = 14;
+pub const T_THREAD_NAME: u8 = 15;
+pub const T_TASK: u8 = 16;
 
 pub const E_SAMPLE: u8 = 0;
 pub const E_FAILURE: u8 = 1;
@@ -125,6 +135,36 @@ pub const E_MEMORY: u8 = 2;
 pub const E_EXTENDED: u8 = 3;
 /// Kinds of extended events.
 pub const X_MEMORY_EVENT: u8 = 0;
+pub const X_TASKS: u8 = 1;
+/// Task states in a tasks event.
+pub const TASK_ENDED: u64 = 0;
+pub const TASK_RUNNING: u64 = 1;
+pub const TASK_WAITING_NO_FRAMES: u64 = 2;
+pub const TASK_WAITING_AT: u64 = 3;
+
+/// What kind of unit of work a task is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskKind {
+    Greenlet = 1,
+    Asyncio = 2,
+}
+
+impl TaskKind {
+    pub fn from_u8(v: u8) -> Option<TaskKind> {
+        match v {
+            1 => Some(TaskKind::Greenlet),
+            2 => Some(TaskKind::Asyncio),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskKind::Greenlet => "greenlet",
+            TaskKind::Asyncio => "asyncio task",
+        }
+    }
+}
 /// In a memory event's flags: its stack was read at the event.
 pub const FRESH_STACK: u64 = 1;
 
@@ -156,6 +196,9 @@ pub struct Meta {
     /// Page faults per fault sample, at least.
     #[serde(default)]
     pub fault_period: u64,
+    /// Greenlets and asyncio tasks were read (not `record --no-tasks`).
+    #[serde(default)]
+    pub tasks: bool,
 }
 
 /// Why a process's series ended.

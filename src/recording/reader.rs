@@ -67,6 +67,37 @@ impl Thread {
     }
 }
 
+/// A greenlet or asyncio task of a process.
+#[derive(Clone, Debug)]
+pub struct Task {
+    pub process: u32,
+    pub kind: TaskKind,
+    /// Index into `Recording::threads` of the thread it belongs to, when known.
+    pub thread: Option<u32>,
+    pub address: u64,
+    pub name: u32,
+}
+
+/// What a task was doing from a sample on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskState {
+    Ended,
+    /// Its thread runs it: its time and memory are the thread's.
+    Running,
+    /// Waiting at this stack (None: no Python frames).
+    Waiting(Option<u32>),
+}
+
+/// A task's state, holding from sample `sample` (an index into `Recording::samples`, a sample
+/// of the task's process) on.
+#[derive(Clone, Copy, Debug)]
+pub struct TaskChange {
+    pub sample: u32,
+    /// Index into `Recording::tasks`.
+    pub task: u32,
+    pub state: TaskState,
+}
+
 /// One sample of one process.
 #[derive(Clone, Copy, Debug)]
 pub struct Sample {
@@ -160,6 +191,9 @@ pub struct Recording {
     pub stacks: Vec<StackNode>,
     pub processes: Vec<Process>,
     pub threads: Vec<Thread>,
+    /// Greenlets and asyncio tasks, and their changes of state in file order.
+    pub tasks: Vec<Task>,
+    pub task_changes: Vec<TaskChange>,
     pub samples: Vec<Sample>,
     pub thread_samples: Vec<ThreadSample>,
     pub failures: Vec<Failure>,
@@ -374,6 +408,7 @@ impl Recording {
                     exit: None,
                 });
                 state.last_rss_kib.push(0);
+                state.last_sample.push(None);
             }
             T_PROCESS_END => {
                 let (id, time, reason, exit) = (|| Some((c.uv32()?, c.uv()?, c.u8()?, c.sv()?)))()
@@ -424,6 +459,47 @@ impl Recording {
                     tid,
                     name,
                     claimed,
+                });
+            }
+            T_THREAD_NAME => {
+                let (process, slot, name) = (|| Some((c.uv32()?, c.uv32()?, c.uv32()?)))()
+                    .ok_or_else(|| bad("thread name"))?;
+                known(name, self.strings.len(), "string")?;
+                let index = state
+                    .thread_index
+                    .get(&process)
+                    .and_then(|s| s.get(slot as usize))
+                    .copied()
+                    .ok_or_else(|| format!("name of undefined thread {slot}"))?;
+                self.threads[index as usize].name = name;
+            }
+            T_TASK => {
+                let (process, id, kind, thread, address, name) =
+                    (|| Some((c.uv32()?, c.uv32()?, c.u8()?, c.uv32()?, c.uv()?, c.uv32()?)))()
+                        .ok_or_else(|| bad("task"))?;
+                known(process, self.processes.len(), "process")?;
+                known(name, self.strings.len(), "string")?;
+                let kind = TaskKind::from_u8(kind).ok_or_else(|| bad("task kind"))?;
+                let ids = state.task_index.entry(process).or_default();
+                expect_next(id, ids.len(), "task")?;
+                let thread = match thread {
+                    0 => None,
+                    slot => Some(
+                        state
+                            .thread_index
+                            .get(&process)
+                            .and_then(|s| s.get(slot as usize - 1))
+                            .copied()
+                            .ok_or_else(|| format!("task on undefined thread {}", slot - 1))?,
+                    ),
+                };
+                ids.push(self.tasks.len() as u32);
+                self.tasks.push(Task {
+                    process,
+                    kind,
+                    thread,
+                    address,
+                    name,
                 });
             }
             T_THREAD_ID => {
@@ -594,6 +670,7 @@ impl Recording {
                             minflt,
                         });
                     }
+                    state.last_sample[process as usize] = Some(self.samples.len() as u32);
                     self.samples.push(Sample {
                         process,
                         time_us: time,
@@ -675,6 +752,48 @@ impl Recording {
                             faults_before,
                             frees_before,
                         });
+                    }
+                    X_TASKS => {
+                        // Right after a sample of the process: its state holds from that one.
+                        let Some(sample) =
+                            state.last_sample.get(process as usize).copied().flatten()
+                        else {
+                            return Some(Err(format!(
+                                "tasks of process {process} before a sample"
+                            )));
+                        };
+                        let n = c.uv()?;
+                        if n > MAX_TASK_CHANGES {
+                            return Some(Err(format!("{n} task changes in one event")));
+                        }
+                        for _ in 0..n {
+                            let (id, code) = (c.uv32()?, c.uv()?);
+                            let Some(&task) = state
+                                .task_index
+                                .get(&process)
+                                .and_then(|t| t.get(id as usize))
+                            else {
+                                return Some(Err(format!("state of undefined task {id}")));
+                            };
+                            let task_state = match code {
+                                TASK_ENDED => TaskState::Ended,
+                                TASK_RUNNING => TaskState::Running,
+                                TASK_WAITING_NO_FRAMES => TaskState::Waiting(None),
+                                s if s - TASK_WAITING_AT < self.stacks.len() as u64 => {
+                                    let stack = (s - TASK_WAITING_AT) as u32;
+                                    if let Err(e) = state.use_stack(process, stack, &self.stacks) {
+                                        return Some(Err(e));
+                                    }
+                                    TaskState::Waiting(Some(stack))
+                                }
+                                _ => return Some(Err("task waits at an undefined stack".into())),
+                            };
+                            self.task_changes.push(TaskChange {
+                                sample,
+                                task,
+                                state: task_state,
+                            });
+                        }
                     }
                     kind => return Some(Err(format!("unknown extended event kind {kind}"))),
                 },
@@ -760,6 +879,10 @@ struct ReadState {
     thread_index: std::collections::HashMap<u32, Vec<u32>>,
     /// Per thread: the stack of its previous sample.
     last_stack: Vec<Option<u32>>,
+    /// Per process: task id -> index in `tasks`.
+    task_index: std::collections::HashMap<u32, Vec<u32>>,
+    /// Per process: its last sample (index in `samples`).
+    last_sample: Vec<Option<u32>>,
     /// The time of the last event.
     last_time_us: u64,
     /// Per stack: the bytes of the names of its frames (see [`MAX_SAMPLED_TEXT`]).

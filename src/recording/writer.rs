@@ -105,6 +105,7 @@ pub struct Writer {
     /// Per (process, slot): CPU time at the previous sample (µs) and the stack then.
     thread_last: HashMap<(u32, u32), (u64, Option<u32>)>,
     threads_per_process: HashMap<u32, u32>,
+    tasks_per_process: HashMap<u32, u32>,
     pub samples: u64,
     pub bytes_written: u64,
     /// The first write error (its kind and message): nothing is written after it.
@@ -133,6 +134,7 @@ impl Writer {
             processes: Vec::new(),
             thread_last: HashMap::new(),
             threads_per_process: HashMap::new(),
+            tasks_per_process: HashMap::new(),
             samples: 0,
             bytes_written: 0,
             failed: None,
@@ -345,6 +347,62 @@ impl Writer {
             put_uv(&mut self.record, v as u64);
         }
         self.end_record()
+    }
+
+    /// Thread `slot` of `process` has this Python name (first found, or changed).
+    pub fn thread_name(&mut self, process: u32, slot: u32, name: &str) -> io::Result<()> {
+        let name = self.string(name)?;
+        self.begin(T_THREAD_NAME);
+        for v in [process, slot, name] {
+            put_uv(&mut self.record, v as u64);
+        }
+        self.end_record()
+    }
+
+    /// A greenlet or asyncio task of `process`, on thread `thread` (a slot) if known. Returns
+    /// its id within the process.
+    pub fn task(
+        &mut self,
+        process: u32,
+        kind: TaskKind,
+        thread: Option<u32>,
+        address: u64,
+        name: &str,
+    ) -> io::Result<u32> {
+        let name = self.string(name)?;
+        let count = self.tasks_per_process.entry(process).or_insert(0);
+        let id = *count;
+        *count += 1;
+        self.begin(T_TASK);
+        put_uv(&mut self.record, process as u64);
+        put_uv(&mut self.record, id as u64);
+        self.record.push(kind as u8);
+        put_uv(&mut self.record, thread.map_or(0, |t| t as u64 + 1));
+        put_uv(&mut self.record, address);
+        put_uv(&mut self.record, name as u64);
+        self.end_record()?;
+        Ok(id)
+    }
+
+    /// Tasks of `process` whose state changed at its sample at `time_us` (written right after
+    /// that sample): (task id, state code as in the format's tasks event).
+    pub fn task_states(
+        &mut self,
+        process: u32,
+        time_us: u64,
+        changes: &[(u32, u64)],
+    ) -> io::Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.event(E_EXTENDED, process, time_us);
+        self.batch.push(X_TASKS);
+        put_uv(&mut self.batch, changes.len() as u64);
+        for &(task, state) in changes {
+            put_uv(&mut self.batch, task as u64);
+            put_uv(&mut self.batch, state);
+        }
+        self.flush_if_due(time_us)
     }
 
     fn event(&mut self, tag: u8, process: u32, time_us: u64) {

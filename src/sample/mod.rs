@@ -61,6 +61,8 @@ pub struct Config {
     pub memory_events: bool,
     /// Page faults per fault sample, at least (the period adapts upwards under a storm).
     pub fault_period: u64,
+    /// Read greenlets and asyncio tasks after each sample.
+    pub tasks: bool,
 }
 
 /// Where the target comes from.
@@ -176,7 +178,10 @@ impl<'a> Sampler<'a> {
                     binary::locate(pid).and_then(|b| StackReader::new(ProcessMemory::new(pid), b));
                 match located {
                     Ok(reader) => {
-                        let p = ProcessSampler::start(key, reader, None, 0, &mut writer)?;
+                        let mut p = ProcessSampler::start(key, reader, None, 0, &mut writer)?;
+                        if !config.tasks {
+                            p.without_tasks();
+                        }
                         recorded.insert(pid, p.id);
                         processes.push(p);
                         progress.processes_seen = 1;
@@ -378,6 +383,9 @@ impl<'a> Sampler<'a> {
             match ProcessSampler::start(found.key, found.reader, parent, time_us, &mut self.writer)
             {
                 Ok(mut p) => {
+                    if !self.config.tasks {
+                        p.without_tasks();
+                    }
                     // Every process gets its memory split (and PSS/USS when asked) once at
                     // once, however short its life; then at the usual rates.
                     let rollup = self.config.memory != MemoryMode::Rss;

@@ -8,8 +8,13 @@ use std::sync::Arc;
 use super::clock::Clock;
 use super::events::{adapted_period, thread_budget, MemoryEvents};
 use crate::error::Error;
+use crate::python::threadnames::ThreadNames;
+use crate::python::units::{ThreadRef, UnitKind, UnitState, Units};
 use crate::python::{Frame, Snapshot, StackReader, WalkError};
-use crate::recording::format::{FLAG_ACTIVE, FLAG_GIL};
+use crate::recording::format::{
+    TaskKind, FLAG_ACTIVE, FLAG_GIL, TASK_ENDED, TASK_RUNNING, TASK_WAITING_AT,
+    TASK_WAITING_NO_FRAMES,
+};
 use crate::recording::writer::{MemoryEventEntry, ProcessDef, ThreadEntry};
 use crate::recording::{EndReason, FailureKind, MemoryKind, Writer};
 use crate::target::family::ProcessKey;
@@ -83,6 +88,8 @@ struct ThreadState {
     /// [`ProcessSampler::settle_periods`].
     settle_faults: u64,
     settle_ns: u64,
+    /// Its Python name (`threading.Thread.name`) as last written.
+    python_name: Option<String>,
 }
 
 impl ThreadState {
@@ -110,6 +117,7 @@ impl ThreadState {
             read_stack: None,
             settle_faults: 0,
             settle_ns: 0,
+            python_name: None,
         }
     }
 
@@ -309,7 +317,30 @@ pub struct ProcessSampler {
     pub samples: u64,
     pub last_rss: u64,
     consecutive_fatal: u32,
+    /// Python thread names, read when a thread appears and every [`NAMES_EVERY_NS`].
+    thread_names: ThreadNames,
+    names_due_ns: u64,
+    /// Greenlets (and tasks) read after each sample; None when recording threads only.
+    units: Option<Units>,
+    /// Per unit (kind, address, serial): its task id in the recording, its last state code,
+    /// and the tick it was last seen.
+    tasks: HashMap<(UnitKind, u64, u64), TaskTrack>,
+    task_changes: Vec<(u32, u64)>,
+    task_refs: Vec<ThreadRef>,
+    /// Why greenlets cannot be read here, once known (said once by the recorder).
+    pub units_refused: Option<String>,
 }
+
+/// A unit of work as the recording knows it.
+struct TaskTrack {
+    id: u32,
+    state: u64,
+    frames: Vec<Frame>,
+    seen: u64,
+}
+
+/// How often thread names are read again (a thread may be renamed).
+const NAMES_EVERY_NS: u64 = 2_000_000_000;
 
 impl ProcessSampler {
     /// Prepare to sample `key.pid`, whose interpreter `reader` reads; defines the process in
@@ -395,7 +426,19 @@ impl ProcessSampler {
             samples: 0,
             last_rss: 0,
             consecutive_fatal: 0,
+            thread_names: ThreadNames::default(),
+            names_due_ns: 0,
+            units: Some(Units::new(pid)),
+            tasks: HashMap::new(),
+            task_changes: Vec::new(),
+            task_refs: Vec::new(),
+            units_refused: None,
         })
+    }
+
+    /// Record OS threads only (`record --no-tasks`).
+    pub fn without_tasks(&mut self) {
+        self.units = None;
     }
 
     /// Take one sample and write it (or its failure).
@@ -591,6 +634,7 @@ impl ProcessSampler {
                 minflt,
             });
         }
+        self.name_threads(writer, now_ns)?;
         // Forget threads that are gone (their files are closed with them).
         let now = self.ticks;
         let (clock, tokens, proofs) = (ctx.clock, &mut self.event_keys, &mut self.proofs);
@@ -611,7 +655,128 @@ impl ProcessSampler {
         // Python (native pools, C extensions' workers).
         let python: u64 = self.entries.iter().map(|e| e.minflt).sum();
         let native = self.process_minflt_delta.saturating_sub(python);
-        writer.sample(self.id, time_us, self.last_rss, native, &self.entries)
+        writer.sample(self.id, time_us, self.last_rss, native, &self.entries)?;
+        self.sample_units(writer, time_us, now_ns)
+    }
+
+    /// Write the Python names of threads that have one and got it or changed it since: read
+    /// when a thread is new, else every [`NAMES_EVERY_NS`] (one dict walk).
+    fn name_threads(&mut self, writer: &mut Writer, now_ns: u64) -> io::Result<()> {
+        let unnamed = self.threads.values().any(|t| t.python_name.is_none());
+        let new_thread = unnamed && now_ns >= self.thread_names.read_ns + 100_000_000;
+        if !(new_thread || now_ns >= self.names_due_ns) {
+            return Ok(());
+        }
+        self.names_due_ns = now_ns + NAMES_EVERY_NS;
+        self.thread_names.refresh(
+            self.reader.memory(),
+            &self.reader.layout,
+            self.reader.binary.runtime_addr,
+            now_ns,
+        );
+        for (key, state) in self.threads.iter_mut() {
+            let Some(name) = self.thread_names.get(key.ident) else {
+                continue;
+            };
+            if state.python_name.as_deref() != Some(name) {
+                writer.thread_name(self.id, state.slot, name)?;
+                state.python_name = Some(name.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    /// Read the process's greenlets (and tasks) after its sample, and write what changed: new
+    /// units, and the state of each from this sample on (running, or waiting at a stack).
+    /// Units gone are ended. A failed read changes nothing (the states hold).
+    fn sample_units(&mut self, writer: &mut Writer, time_us: u64, now_ns: u64) -> io::Result<()> {
+        let Some(units) = self.units.as_mut() else {
+            return Ok(());
+        };
+        self.task_refs.clear();
+        for (key, state) in &self.threads {
+            if state.last_seen == self.ticks {
+                self.task_refs.push(ThreadRef {
+                    tstate: key.tstate,
+                    ident: key.ident,
+                    main: state.tid == Some(self.key.pid),
+                });
+            }
+        }
+        if units
+            .read(&mut self.reader, &self.task_refs, now_ns, false)
+            .is_err()
+        {
+            return Ok(());
+        }
+        if self.units_refused.is_none() {
+            if let Some(why) = &units.refused {
+                eprintln!(
+                    "memspy: note: process {}: {why}; its greenlets are not recorded (its threads are)",
+                    self.key.pid
+                );
+                self.units_refused = Some(why.clone());
+            }
+        }
+        self.task_changes.clear();
+        for u in &units.units {
+            let key = (u.kind, u.addr, u.serial);
+            let frames = &units.snapshot.frames[u.frames.clone()];
+            let track = match self.tasks.get_mut(&key) {
+                Some(t) => t,
+                None => {
+                    let thread = u.tstate.and_then(|ts| {
+                        self.threads
+                            .iter()
+                            .find(|(k, _)| k.tstate == ts)
+                            .map(|(_, s)| s.slot)
+                    });
+                    let kind = match u.kind {
+                        UnitKind::Greenlet => TaskKind::Greenlet,
+                        UnitKind::Task => TaskKind::Asyncio,
+                    };
+                    let id = writer.task(self.id, kind, thread, u.addr, &u.name)?;
+                    self.tasks.entry(key).or_insert(TaskTrack {
+                        id,
+                        state: u64::MAX,
+                        frames: Vec::new(),
+                        seen: 0,
+                    })
+                }
+            };
+            track.seen = self.ticks;
+            let state = match u.state {
+                UnitState::Running => TASK_RUNNING,
+                UnitState::NotStarted => TASK_WAITING_NO_FRAMES,
+                UnitState::Waiting if frames.is_empty() => TASK_WAITING_NO_FRAMES,
+                // A parked unit's frames do not change until it runs: intern them again only
+                // when they differ from what it last waited at.
+                UnitState::Waiting if track.frames == frames && track.state >= TASK_WAITING_AT => {
+                    track.state
+                }
+                UnitState::Waiting => {
+                    track.frames.clear();
+                    track.frames.extend_from_slice(frames);
+                    match self.names.stack(&self.reader, writer, frames)? {
+                        Some(stack) => TASK_WAITING_AT + stack as u64,
+                        None => TASK_WAITING_NO_FRAMES,
+                    }
+                }
+            };
+            if state != track.state {
+                track.state = state;
+                self.task_changes.push((track.id, state));
+            }
+        }
+        let (ticks, changes) = (self.ticks, &mut self.task_changes);
+        self.tasks.retain(|_, t| {
+            let keep = t.seen == ticks;
+            if !keep {
+                changes.push((t.id, TASK_ENDED));
+            }
+            keep
+        });
+        writer.task_states(self.id, time_us, &self.task_changes)
     }
 
     /// Read the memory numbers taken less often: RSS split (status) and, when asked, PSS/USS

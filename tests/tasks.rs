@@ -1,0 +1,206 @@
+//! Greenlets in recordings and reports: a gevent WSGI service (Flask under gunicorn's gevent
+//! worker) whose requests wait in a known function. Every waiting request greenlet counts
+//! where it waits; CPU time still goes to the code that computes; `--tasks off` gives the OS
+//! threads' view; `check --max-wall` finds the waiting function.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{fixtures_dir, free_port, get, memspy, memspy_bin, venv, Service};
+use memspy::analysis::functions::by_function;
+use memspy::analysis::{attribute, Filter, Metric};
+use memspy::recording::reader::TaskState;
+use memspy::recording::Recording;
+
+/// The total (self and callees) of `metric` for the function named `qualname`, in seconds.
+fn total_s(rec: &Recording, threads_only: bool, metric: Metric, qualname: &str) -> f64 {
+    let attr = attribute(
+        rec,
+        &Filter {
+            threads_only,
+            ..Filter::default()
+        },
+    );
+    by_function(rec, &attr, metric)
+        .iter()
+        .filter(|f| f.qualname == qualname)
+        .map(|f| f.total_value)
+        .sum::<f64>()
+        / 1e6
+}
+
+/// Record gunicorn with one gevent worker serving fixtures/web/app.py while `clients` clients
+/// each make `requests` GET /test requests (each waits 0.3 s in `delay()`, then computes in
+/// `build()`); the recording and the clients' summed request latencies (s).
+fn record_gevent_service(
+    dir: &std::path::Path,
+    clients: usize,
+    requests: usize,
+) -> Option<(Recording, f64)> {
+    let venv = venv("web")?;
+    let port = free_port();
+    let rec_path = dir.join("gevent.msp");
+    let mut memspy = Command::new(memspy_bin());
+    std::os::unix::process::CommandExt::process_group(&mut memspy, 0);
+    let child = memspy
+        .args(["record", "--subprocesses", "-o"])
+        .arg(&rec_path)
+        .arg("--")
+        .arg(venv.join("bin/gunicorn"))
+        .args([
+            "-w",
+            "1",
+            "-k",
+            "gevent",
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .arg("--chdir")
+        .arg(fixtures_dir().join("web"))
+        .args(["--graceful-timeout", "5", "app:app"])
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut service = Service(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while get(port, "/work").is_err() {
+        assert!(Instant::now() < deadline, "the service never came up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Let memspy adopt the worker and find its greenlets before the measured requests.
+    std::thread::sleep(Duration::from_millis(700));
+    let workers: Vec<_> = (0..clients)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut waited = 0.0;
+                for _ in 0..requests {
+                    let start = Instant::now();
+                    get(port, "/test").unwrap();
+                    waited += start.elapsed().as_secs_f64();
+                }
+                waited
+            })
+        })
+        .collect();
+    let latencies: f64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    std::thread::sleep(Duration::from_millis(200));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(service.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = service.0.wait().unwrap();
+    assert!(
+        status.code().is_some(),
+        "memspy did not exit cleanly: {status}"
+    );
+    Some((Recording::open(&rec_path).unwrap(), latencies))
+}
+
+#[test]
+fn gevent_service_waits_where_its_requests_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clients, requests) = (8, 5);
+    let Some((rec, latencies)) = record_gevent_service(dir.path(), clients, requests) else {
+        return;
+    };
+    let greenlets = rec
+        .tasks
+        .iter()
+        .filter(|t| t.kind == memspy::recording::format::TaskKind::Greenlet)
+        .count();
+    let waiting = rec
+        .task_changes
+        .iter()
+        .filter(|c| matches!(c.state, TaskState::Waiting(Some(_))))
+        .count();
+    // Each request has a greenlet of its own, and each waited. A greenlet that ends and one
+    // made at the same addresses before the next sample are one unit of the recording (gevent
+    // reuses memory), so there may be fewer units than requests, never fewer than clients.
+    assert!(
+        greenlets >= clients,
+        "{greenlets} greenlets recorded for {clients} clients"
+    );
+    assert!(
+        waiting >= clients * requests / 2,
+        "{waiting} waiting states"
+    );
+
+    let delay = total_s(&rec, false, Metric::Wall, "delay");
+    let view = total_s(&rec, false, Metric::Wall, "test_view");
+    eprintln!(
+        "{} requests, {latencies:.2} s of latency: delay {delay:.2} s, test_view {view:.2} s of wall",
+        clients * requests
+    );
+    // The request greenlets' wall time is what the clients waited; at least 80 % of it is in
+    // delay(), and no more than all of it.
+    assert!(
+        delay >= 0.8 * latencies && delay <= 1.05 * latencies,
+        "delay has {delay:.2} s of wall for {latencies:.2} s of requests"
+    );
+    // CPU time is the code that computes, not the waiting.
+    let build_cpu = total_s(&rec, false, Metric::Cpu, "build");
+    let delay_cpu = total_s(&rec, false, Metric::Cpu, "delay");
+    eprintln!("cpu: build {build_cpu:.3} s, delay {delay_cpu:.3} s");
+    assert!(build_cpu > 0.0, "build has no CPU time");
+    assert!(
+        delay_cpu < 0.2 * build_cpu,
+        "delay has {delay_cpu:.3} s of CPU, build {build_cpu:.3} s"
+    );
+    // The OS threads' view: the waiting greenlets are not on the thread.
+    let delay_threads = total_s(&rec, true, Metric::Wall, "delay");
+    assert!(
+        delay_threads < 0.1 * delay,
+        "--tasks off: delay still has {delay_threads:.2} s"
+    );
+
+    // As a user runs it: the flamegraph's widest request frame, the budget check.
+    let file = dir.path().join("gevent.msp");
+    let file = file.to_str().unwrap();
+    let svg = dir.path().join("wall.svg");
+    let out = memspy(&["flame", "-i", file, svg.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        text.contains("delay (") && text.contains("app.py:"),
+        "the flamegraph has no delay frame"
+    );
+    let over = memspy(&["check", "-i", file, "--max-wall", "app.delay=1s"]);
+    assert_eq!(
+        over.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&over.stdout)
+    );
+    let limit = format!("app.delay={}s", (latencies * 1.5).ceil());
+    let within = memspy(&["check", "-i", file, "--max-wall", &limit]);
+    assert!(
+        within.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&within.stdout),
+        String::from_utf8_lossy(&within.stderr)
+    );
+    let off = memspy(&[
+        "check",
+        "-i",
+        file,
+        "--tasks",
+        "off",
+        "--max-wall",
+        "app.delay=1s",
+    ]);
+    assert!(
+        off.status.success(),
+        "--tasks off: {}",
+        String::from_utf8_lossy(&off.stdout)
+    );
+}
