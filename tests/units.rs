@@ -181,6 +181,35 @@ fn check_thread_names(py: &Interpreter) {
         "{}: a thread threading does not know",
         py.label
     );
+    // The recording has the same names, as reports show them.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("names.msp");
+    let pid = target.pid().to_string();
+    let out = memspy(&[
+        "record",
+        "--pid",
+        &pid,
+        "-d",
+        "0.3",
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rec = memspy::recording::Recording::open(&file).unwrap();
+    let recorded: std::collections::BTreeSet<&str> =
+        rec.threads.iter().map(|t| t.label(&rec)).collect();
+    for name in want.values() {
+        let name = name.as_str().unwrap();
+        assert!(
+            recorded.contains(name),
+            "{}: {name:?} not in the recording's {recorded:?}",
+            py.label
+        );
+    }
 }
 
 per_interpreter! {

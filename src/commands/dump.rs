@@ -221,7 +221,7 @@ fn dump_process(pid: i32, opts: &DumpOptions) -> Result<ProcessDump> {
                 pid,
                 t,
                 host,
-                names.get(t.thread_id),
+                names.name_of(t.thread_id, host == Some(pid)),
             );
             // The running unit first, then the waiting ones, each in the order found.
             for running in [true, false] {

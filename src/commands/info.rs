@@ -9,6 +9,7 @@ use crate::commands::{to_stdout, written};
 use crate::error::{Error, Result};
 use crate::output::text::{message, one_line, visible};
 use crate::output::units::{bytes, count};
+use crate::recording::format::TaskKind;
 use crate::recording::reader::Damage;
 use crate::recording::{FailureKind, Recording};
 
@@ -126,6 +127,11 @@ struct ProcessInfo {
     rss_min: u64,
     rss_max: u64,
     threads: usize,
+    /// Each thread: its kernel id and how it is named (Python's name, else the kernel's).
+    thread_names: Vec<(i32, String)>,
+    /// Greenlets and asyncio tasks recorded.
+    greenlets: usize,
+    asyncio_tasks: usize,
     /// Threads whose kernel id, as the process's memory gave it, named none of its threads:
     /// their stacks were read, but they were never paused.
     unproven_threads: usize,
@@ -176,6 +182,22 @@ fn summarize(file: &str, rec: &Recording) -> Info {
                 .threads
                 .iter()
                 .filter(|t| t.process as usize == id && t.unproven())
+                .count(),
+            thread_names: rec
+                .threads
+                .iter()
+                .filter(|t| t.process as usize == id)
+                .map(|t| (t.tid, t.label(rec).to_string()))
+                .collect(),
+            greenlets: rec
+                .tasks
+                .iter()
+                .filter(|t| t.process as usize == id && t.kind == TaskKind::Greenlet)
+                .count(),
+            asyncio_tasks: rec
+                .tasks
+                .iter()
+                .filter(|t| t.process as usize == id && t.kind == TaskKind::Asyncio)
                 .count(),
         })
         .collect();
@@ -387,6 +409,34 @@ fn write_text(i: &Info, w: &mut dyn Write) -> io::Result<()> {
             one_line(&p.command, 100),
             end
         )?;
+    }
+    // Threads by name, and the units below them, when there is more than one thread to tell
+    // apart or any unit.
+    for p in &i.processes {
+        if p.thread_names.len() < 2 && p.greenlets + p.asyncio_tasks == 0 {
+            continue;
+        }
+        const SHOWN: usize = 8;
+        let mut names: Vec<String> = p
+            .thread_names
+            .iter()
+            .take(SHOWN)
+            .map(|(tid, name)| format!("{} ({tid})", one_line(name, 40)))
+            .collect();
+        if p.thread_names.len() > SHOWN {
+            names.push(format!("{} more", p.thread_names.len() - SHOWN));
+        }
+        let mut units = String::new();
+        for (n, what) in [(p.greenlets, "greenlet"), (p.asyncio_tasks, "asyncio task")] {
+            if n > 0 {
+                units.push_str(&format!(
+                    "; {} {what}{}",
+                    count(n as u64),
+                    if n == 1 { "" } else { "s" }
+                ));
+            }
+        }
+        writeln!(w, "{:>8} threads: {}{units}", p.pid, names.join(", "))?;
     }
     Ok(())
 }

@@ -88,10 +88,17 @@ impl GcLists {
         Ok(Some(lists))
     }
 
-    /// Call `visit(object, type)` for every object of the lists `heads`, for at most `limit`.
+    /// Every list head.
+    pub fn all(&self) -> Vec<u64> {
+        self.young.iter().chain(&self.old).copied().collect()
+    }
+
+    /// Call `visit(object, type)` for every object of the lists `heads` (some of `all_heads`,
+    /// the heads of every list), for at most `limit`.
     pub fn walk(
         mem: &dyn RemoteMemory,
         heads: &[u64],
+        all_heads: &[u64],
         limit: Duration,
         mut visit: impl FnMut(u64, u64),
     ) -> Result<WalkStats, ObjectError> {
@@ -103,6 +110,13 @@ impl GcLists {
             while node != head {
                 if node == 0 {
                     return Err(ObjectError::Invalid("GC list broken"));
+                }
+                // Another list's head: the program moved the objects being walked to another
+                // generation meanwhile (the walk does not pause it); the rest of this list is
+                // not reachable from here, and going on would go round the other for ever.
+                if all_heads.contains(&node) {
+                    stats.cut_short = true;
+                    continue 'lists;
                 }
                 stats.objects += 1;
                 if stats.objects > MAX_NODES

@@ -444,7 +444,8 @@ impl Finder {
         let objects = Objects::new(mem, layout);
         let mut found = Vec::new();
         let (types, greenlet_type) = (&mut self.types, self.greenlet_type);
-        let walked = GcLists::walk(mem, &heads, WALK_LIMIT, |obj, tp| {
+        let all = lists.all();
+        let walked = GcLists::walk(mem, &heads, &all, WALK_LIMIT, |obj, tp| {
             let is = *types
                 .entry(tp)
                 .or_insert_with(|| objects.is_subtype(tp, greenlet_type).unwrap_or(false));
@@ -462,7 +463,11 @@ impl Finder {
             }
         };
         if full {
-            let spent = stats.elapsed.saturating_mul(FULL_WALK_SHARE);
+            // A walk cut short (the program moved objects under it) is made again soon.
+            let spent = match stats.cut_short {
+                true => FULL_WALK_MIN,
+                false => stats.elapsed.saturating_mul(FULL_WALK_SHARE),
+            };
             self.next_full_ns = now_ns + spent.max(FULL_WALK_MIN).as_nanos() as u64;
         }
         if young {

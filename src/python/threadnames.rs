@@ -4,9 +4,13 @@
 //!
 //! The route is sys.modules -> `threading` -> its `_active` dict -> each Thread's `_name`
 //! attribute, the same on every version; what differs is how dicts, ints and instance
-//! attributes are laid out ([`super::objects`]). The table's address is found once and checked
-//! at every use (it is never rebound, even after `fork`); names are read again only when asked
-//! (a new thread appeared, or now and then to catch renames), so a sample costs nothing.
+//! attributes are laid out ([`super::objects`]). The table is found again at every read (a
+//! few lookups), and names are read only when asked (a new thread appeared, or now and then to
+//! catch renames), so a sample costs nothing.
+//!
+//! gevent's monkey-patching keys the table by greenlet ids, not thread idents: the main
+//! thread's name is also read from `threading._main_thread`, for the thread the kernel says is
+//! the process's main one.
 //!
 //! Threads `threading` does not know (started with `_thread`, or not yet bootstrapped) have no
 //! Python name; callers fall back to the kernel's.
@@ -31,6 +35,7 @@ pub struct ThreadNames {
     /// When to look for it again if it was not found.
     locate_after_ns: u64,
     names: HashMap<u64, String>,
+    main_name: Option<String>,
     /// When the names were last read (ns, the caller's clock).
     pub read_ns: u64,
 }
@@ -41,18 +46,28 @@ impl ThreadNames {
         self.names.get(&ident).map(String::as_str)
     }
 
+    /// The name of the thread whose ident is `ident`, or of the main thread (`main`) when the
+    /// table does not know that ident.
+    pub fn name_of(&self, ident: u64, main: bool) -> Option<&str> {
+        self.get(ident)
+            .or_else(|| self.main_name.as_deref().filter(|_| main))
+    }
+
     /// Read every name again. `runtime` is the address of `_PyRuntime`. A failure (the
     /// program changed the table while it was read, or has no `threading`) leaves the names
     /// known so far; names are a convenience, never a reason to fail a sample.
     pub fn refresh(&mut self, mem: &dyn RemoteMemory, layout: &Layout, runtime: u64, now_ns: u64) {
         self.read_ns = now_ns;
         let objects = Objects::new(mem, layout);
-        if self.active.is_none() {
-            if now_ns < self.locate_after_ns {
-                return;
-            }
+        // Found again at every read (a few dict lookups): the table is a new dict after a
+        // fork (`threading._after_fork`), and a worker is often found before it has run.
+        if self.active.is_some() || now_ns >= self.locate_after_ns {
             self.locate_after_ns = now_ns + LOCATE_AGAIN_NS;
-            self.active = locate(&objects, runtime).ok().flatten();
+            let found = locate(&objects, runtime).ok().flatten();
+            self.active = found.map(|(active, _)| active);
+            if let Some((_, threading)) = found {
+                self.main_name = main_thread_name(&objects, threading);
+            }
         }
         let Some(active) = self.active else {
             return;
@@ -65,8 +80,15 @@ impl ThreadNames {
     }
 }
 
-/// Find `threading._active` of the main interpreter.
-fn locate(objects: &Objects, runtime: u64) -> Result<Option<u64>, ObjectError> {
+/// The name of `threading._main_thread`.
+fn main_thread_name(objects: &Objects, threading: u64) -> Option<String> {
+    let thread = objects.module_global(threading, "_main_thread").ok()??;
+    let name = objects.attribute(thread, "_name").ok()??;
+    read_str(objects.mem, objects.layout, name).ok()
+}
+
+/// Find `threading._active` of the main interpreter, and the `threading` module.
+fn locate(objects: &Objects, runtime: u64) -> Result<Option<(u64, u64)>, ObjectError> {
     let interp = objects.word(runtime.wrapping_add(objects.layout.interpreters_main))?;
     if interp == 0 {
         return Ok(None);
@@ -75,7 +97,9 @@ fn locate(objects: &Objects, runtime: u64) -> Result<Option<u64>, ObjectError> {
         return Ok(None);
     };
     let active = objects.module_global(threading, "_active")?;
-    Ok(active.filter(|&d| is_dict(objects, d)))
+    Ok(active
+        .filter(|&d| is_dict(objects, d))
+        .map(|active| (active, threading)))
 }
 
 fn is_dict(objects: &Objects, obj: u64) -> bool {

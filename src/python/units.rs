@@ -15,8 +15,10 @@ use super::walk::{Snapshot, StackReader, ThreadStack, WalkError};
 use crate::target::memory::RemoteMemory;
 use crate::target::procfs;
 
-/// How often to look for greenlet's module again while it is not loaded (ns).
-const LOOK_AGAIN_NS: u64 = 1_000_000_000;
+/// How often to look for greenlet's module again while it is not loaded (ns): soon at first
+/// (programs import gevent as they start), then less and less often, down to once a second.
+const LOOK_AGAIN_FIRST_NS: u64 = 50_000_000;
+const LOOK_AGAIN_MAX_NS: u64 = 1_000_000_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum UnitKind {
@@ -78,6 +80,7 @@ pub struct Units {
     /// Why greenlets cannot be read here (said once by the caller).
     pub refused: Option<String>,
     look_after_ns: u64,
+    look_every_ns: u64,
     views: Vec<GreenletView>,
     chains: Vec<u64>,
     chain_of: Vec<Option<usize>>,
@@ -95,6 +98,7 @@ impl Units {
             greenlets: None,
             refused: None,
             look_after_ns: 0,
+            look_every_ns: LOOK_AGAIN_FIRST_NS,
             views: Vec::new(),
             chains: Vec::new(),
             chain_of: Vec::new(),
@@ -134,7 +138,8 @@ impl Units {
         self.snapshot.clear();
         self.last_reads = 0;
         if self.greenlets.is_none() && self.refused.is_none() && now_ns >= self.look_after_ns {
-            self.look_after_ns = now_ns + LOOK_AGAIN_NS;
+            self.look_after_ns = now_ns + self.look_every_ns;
+            self.look_every_ns = (self.look_every_ns * 2).min(LOOK_AGAIN_MAX_NS);
             if let Ok(maps) = procfs::maps(self.pid) {
                 match greenlet::find(self.pid, &maps, reader.layout.version) {
                     Support::Absent => {}

@@ -54,12 +54,20 @@ pub struct Thread {
     pub slot: u32,
     /// Kernel (host) thread id; 0 when the id the target claimed was not one of its threads.
     pub tid: i32,
+    /// The kernel's name of the thread (`comm`) when it was first seen.
     pub name: u32,
+    /// Its Python name (`threading.Thread.name`), as last recorded.
+    pub python_name: Option<u32>,
     /// The id the target's memory gave for the thread (its own pid namespace's), if any.
     pub claimed: Option<i32>,
 }
 
 impl Thread {
+    /// How reports name it: its Python name, else the kernel's.
+    pub fn label<'a>(&self, rec: &'a Recording) -> &'a str {
+        rec.string(self.python_name.unwrap_or(self.name))
+    }
+
     /// The target claimed a kernel id that named none of its threads: memspy read the thread's
     /// stack but never stopped it, and has no counters for it.
     pub fn unproven(&self) -> bool {
@@ -458,6 +466,7 @@ impl Recording {
                     slot,
                     tid,
                     name,
+                    python_name: None,
                     claimed,
                 });
             }
@@ -471,7 +480,7 @@ impl Recording {
                     .and_then(|s| s.get(slot as usize))
                     .copied()
                     .ok_or_else(|| format!("name of undefined thread {slot}"))?;
-                self.threads[index as usize].name = name;
+                self.threads[index as usize].python_name = Some(name);
             }
             T_TASK => {
                 let (process, id, kind, thread, address, name) =

@@ -674,8 +674,9 @@ impl ProcessSampler {
             self.reader.binary.runtime_addr,
             now_ns,
         );
+        let pid = self.key.pid;
         for (key, state) in self.threads.iter_mut() {
-            let Some(name) = self.thread_names.get(key.ident) else {
+            let Some(name) = self.thread_names.name_of(key.ident, state.tid == Some(pid)) else {
                 continue;
             };
             if state.python_name.as_deref() != Some(name) {
