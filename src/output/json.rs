@@ -20,6 +20,7 @@
 //!     "peak": {"time_s": 1.2, "bytes": 13422592} (highest reading of the memory series the
 //!              attribution uses: RSS, or PSS/USS; null without readings),
 //!     "totals": {"wall": .., "cpu": .., "growth": .., "freed": .., "retained": .., "peak": ..}
+//!     "threads": [{"tid": .., "name": ..}], "tasks": ..
 //!   }],
 //!   "totals": {"wall": .., "cpu": .., "growth": .., "freed": .., "retained": .., "peak": ..},
 //!   "top_functions": {"<metric>": {
@@ -100,6 +101,16 @@ struct ProcessFacts {
     rss_last: Option<u64>,
     peak: Option<Peak>,
     totals: BTreeMap<&'static str, f64>,
+    /// Its threads: kernel id (0: unproven) and name (Python's, else the kernel's).
+    threads: Vec<ThreadFacts>,
+    /// Greenlets and asyncio tasks recorded.
+    tasks: usize,
+}
+
+#[derive(Serialize)]
+struct ThreadFacts {
+    tid: i32,
+    name: String,
 }
 
 #[derive(Serialize)]
@@ -239,6 +250,16 @@ fn process_facts(rec: &Recording, attr: &Attribution, p: u32) -> ProcessFacts {
         rss_last: samples.last().map(|s| s.rss_bytes),
         peak,
         totals: totals(attr, Some(p)),
+        threads: rec
+            .threads
+            .iter()
+            .filter(|t| t.process == p)
+            .map(|t| ThreadFacts {
+                tid: t.tid,
+                name: t.label(rec).to_string(),
+            })
+            .collect(),
+        tasks: rec.tasks.iter().filter(|t| t.process == p).count(),
     }
 }
 

@@ -348,6 +348,9 @@ pub struct GreenletView {
     /// The main greenlet of its thread (itself for a main greenlet).
     pub group: u64,
     pub state: GreenletState,
+    /// A digest of its C++ object as read: it changes when the greenlet switches (its saved
+    /// C stack, frames and data-stack pointers do), so the same digest says it has not run.
+    pub print: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -531,6 +534,9 @@ pub struct Greenlets {
     pub last_walk: WalkStats,
     spans: Vec<RemoteIoVec>,
     buf: Vec<u8>,
+    /// Greenlets whose object head was checked at least once, and how many reads were made.
+    checked: std::collections::HashSet<u64>,
+    reads_made: usize,
     /// Reads of the last [`Greenlets::read`] (system calls).
     pub last_reads: u32,
 }
@@ -548,6 +554,8 @@ impl Greenlets {
             last_walk: WalkStats::default(),
             spans: Vec::new(),
             buf: Vec::new(),
+            checked: std::collections::HashSet::new(),
+            reads_made: 0,
             last_reads: 0,
         }
     }
@@ -657,6 +665,8 @@ impl Greenlets {
         for (i, k) in self.known.iter().enumerate() {
             self.by_addr.insert(k.addr, i);
         }
+        let by_addr = &self.by_addr;
+        self.checked.retain(|a| by_addr.contains_key(a));
     }
 
     /// Read every known greenlet's state into `out` (greenlets found dead, freed or not
@@ -670,14 +680,25 @@ impl Greenlets {
         out.clear();
         self.last_reads = 0;
         let gl = self.module.layout.clone();
-        // Pass 1: every greenlet's object head and C++ object, and every thread's current
-        // greenlet, in one gather.
+        // Pass 1: every greenlet's C++ object, the object heads of an eighth of them in turn
+        // (a C++ object that points back at its greenlet proves it between two checks of the
+        // head; a new greenlet's head is read at once), and every thread's current greenlet,
+        // in one gather.
         self.spans.clear();
-        for k in &self.known {
-            self.spans.push(RemoteIoVec {
-                base: k.addr as usize,
-                len: 40,
-            });
+        self.reads_made = self.reads_made.wrapping_add(1);
+        let mut head_span = Vec::with_capacity(self.known.len());
+        let mut impl_span = Vec::with_capacity(self.known.len());
+        for (n, k) in self.known.iter().enumerate() {
+            let check_head =
+                !self.checked.contains(&k.addr) || n % HEAD_EVERY == self.reads_made % HEAD_EVERY;
+            head_span.push(check_head.then_some(self.spans.len()));
+            if check_head {
+                self.spans.push(RemoteIoVec {
+                    base: k.addr as usize,
+                    len: 40,
+                });
+            }
+            impl_span.push(self.spans.len());
             self.spans.push(RemoteIoVec {
                 base: k.pimpl as usize,
                 len: gl.read_len,
@@ -701,7 +722,7 @@ impl Greenlets {
             pos.push(p);
             p += s.len;
         }
-        let current_base = 2 * self.known.len();
+        let current_base = self.spans.len() - self.groups.len();
         for (g, main) in groups.iter().enumerate() {
             let i = current_base + g;
             let group = self.groups.get_mut(main).expect("listed");
@@ -715,27 +736,30 @@ impl Greenlets {
         let mut new_groups: Vec<(u64, u64)> = Vec::new();
         let mut suspended: Vec<usize> = Vec::new();
         for (n, k) in self.known.iter().enumerate() {
-            let (head_i, impl_i) = (2 * n, 2 * n + 1);
-            if !ok[head_i] || !ok[impl_i] {
+            let impl_i = impl_span[n];
+            if !ok[impl_i] || head_span[n].is_some_and(|h| !ok[h]) {
                 keep[n] = false;
                 continue;
             }
-            let head = &self.buf[pos[head_i]..pos[head_i] + 40];
             let imp = &self.buf[pos[impl_i]..pos[impl_i] + gl.read_len];
             // A live greenlet: a plausible reference count (a freed block holds a free-list
             // link or zero there), its type, its C++ object, which points back at it.
-            let refcnt = i64_at(head, 0);
+            let head_ok = head_span[n].is_none_or(|h| {
+                let head = &self.buf[pos[h]..pos[h] + 40];
+                let refcnt = i64_at(head, 0);
+                (1..1 << 40).contains(&refcnt)
+                    && u64_at(head, layout.ob_type) == k.type_addr
+                    && u64_at(head, gl.pimpl) == k.pimpl
+            });
             let vptr = u64_at(imp, gl.vptr);
             let main = vptr == self.module.main_vptr;
             let self_ptr = u64_at(imp, if main { gl.main_self } else { gl.user_self });
-            if !(1..1 << 40).contains(&refcnt)
-                || u64_at(head, layout.ob_type) != k.type_addr
-                || u64_at(head, gl.pimpl) != k.pimpl
-                || !(main || vptr == self.module.user_vptr)
-                || self_ptr != k.addr
-            {
+            if !head_ok || !(main || vptr == self.module.user_vptr) || self_ptr != k.addr {
                 keep[n] = false;
                 continue;
+            }
+            if head_span[n].is_some() {
+                self.checked.insert(k.addr);
             }
             let (start, stop) = (u64_at(imp, gl.stack_start), u64_at(imp, gl.stack_stop));
             let group = if main {
@@ -758,6 +782,7 @@ impl Greenlets {
                         main,
                         group: 0,
                         state: GreenletState::NotStarted,
+                        print: 0,
                     });
                     continue;
                 }
@@ -788,6 +813,7 @@ impl Greenlets {
                 main,
                 group,
                 state,
+                print: digest(imp),
             });
         }
         if !new_groups.is_empty() {
@@ -907,6 +933,16 @@ impl Greenlets {
 }
 
 /// Read every span (each alone if the batch stops at one that cannot be read): which were read.
+/// How many greenlets' object heads each read checks: one in this many.
+const HEAD_EVERY: usize = 8;
+
+/// FNV-1a of some bytes: a digest that tells whether they changed.
+fn digest(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 fn gather_all(
     mem: &dyn RemoteMemory,
     spans: &[RemoteIoVec],

@@ -7,11 +7,12 @@
 //! frames, into a [`Snapshot`] of its own (one stack per unit, in the order of
 //! [`Units::units`]).
 
+use std::collections::HashMap;
 use std::ops::Range;
 
 use super::greenlet::{self, GreenletState, GreenletView, Greenlets, Support};
 use super::objects::Objects;
-use super::walk::{Snapshot, StackReader, ThreadStack, WalkError};
+use super::walk::{Frame, Snapshot, StackReader, ThreadStack, WalkError};
 use crate::target::memory::RemoteMemory;
 use crate::target::procfs;
 
@@ -73,6 +74,30 @@ pub struct ThreadRef {
     pub main: bool,
 }
 
+/// A parked greenlet's frames stay as they are until it runs again; a greenlet whose top frame
+/// reads the same as when its chain was last walked is taken to wait where it did, and walked
+/// again at least this often anyway (ns).
+const REWALK_NS: u64 = 1_000_000_000;
+
+/// What a parked greenlet's chain was when last walked.
+struct Parked {
+    first_frame: u64,
+    /// The digest of its C++ object then ([`GreenletView::print`]).
+    print: u64,
+    frames: Vec<Frame>,
+    truncated: bool,
+    walk_after_ns: u64,
+    seen: bool,
+}
+
+/// How a parked greenlet's frames are had in one read.
+#[derive(Clone, Copy)]
+enum Chain {
+    None,
+    Walked(usize),
+    Cached,
+}
+
 /// The units of one process.
 pub struct Units {
     pid: i32,
@@ -83,8 +108,10 @@ pub struct Units {
     look_every_ns: u64,
     views: Vec<GreenletView>,
     chains: Vec<u64>,
-    chain_of: Vec<Option<usize>>,
+    chain_of: Vec<Chain>,
     chain_snapshot: Snapshot,
+    /// Parked greenlets by (address, serial).
+    parked: HashMap<(u64, u64), Parked>,
     pub units: Vec<Unit>,
     pub snapshot: Snapshot,
     /// System calls of the last read.
@@ -103,6 +130,7 @@ impl Units {
             chains: Vec::new(),
             chain_of: Vec::new(),
             chain_snapshot: Snapshot::default(),
+            parked: HashMap::new(),
             units: Vec::new(),
             snapshot: Snapshot::default(),
             last_reads: 0,
@@ -173,19 +201,26 @@ impl Units {
             .collect();
         g.match_threads(self.pid, &refs);
         self.last_reads += g.last_reads;
-        // Names of the types, then the frames of every parked greenlet in one walk.
-        let objects = Objects::new(mem, layout);
+        // A parked greenlet whose C++ object reads as when its chain was last walked has not
+        // run since, and waits where it did; the others are walked.
         self.chains.clear();
         self.chain_of.clear();
         for v in &self.views {
-            match v.state {
-                GreenletState::Suspended { first_frame } => {
-                    self.chain_of.push(Some(self.chains.len()));
-                    self.chains.push(first_frame);
-                }
-                _ => self.chain_of.push(None),
+            let GreenletState::Suspended { first_frame } = v.state else {
+                self.chain_of.push(Chain::None);
+                continue;
+            };
+            let same = self.parked.get(&(v.addr, v.pimpl)).is_some_and(|p| {
+                p.first_frame == first_frame && p.print == v.print && now_ns < p.walk_after_ns
+            });
+            if same {
+                self.chain_of.push(Chain::Cached);
+            } else {
+                self.chain_of.push(Chain::Walked(self.chains.len()));
+                self.chains.push(first_frame);
             }
         }
+        let objects = Objects::new(mem, layout);
         let mut names = Vec::with_capacity(self.views.len());
         for v in &self.views {
             names.push(g.type_name(&objects, v.type_addr));
@@ -197,19 +232,47 @@ impl Units {
             .collect();
         reader.read_chains(&self.chains, &mut self.chain_snapshot)?;
         self.last_reads += reader.last_reads;
+        for p in self.parked.values_mut() {
+            p.seen = false;
+        }
         for (i, v) in self.views.iter().enumerate() {
+            let key = (v.addr, v.pimpl);
             let (state, frames, truncated) = match (v.state, self.chain_of[i]) {
-                (GreenletState::Suspended { .. }, Some(c)) => {
-                    let t: &ThreadStack = &self.chain_snapshot.threads[c];
-                    let start = self.snapshot.frames.len();
-                    self.snapshot
-                        .frames
-                        .extend_from_slice(self.chain_snapshot.frames_of(t));
-                    (
-                        UnitState::Waiting,
-                        start..self.snapshot.frames.len(),
-                        t.truncated,
-                    )
+                (GreenletState::Suspended { first_frame }, chain) => {
+                    if let Chain::Walked(c) = chain {
+                        let t: &ThreadStack = &self.chain_snapshot.threads[c];
+                        let entry = self.parked.entry(key).or_insert_with(|| Parked {
+                            first_frame,
+                            print: 0,
+                            frames: Vec::new(),
+                            truncated: false,
+                            walk_after_ns: 0,
+                            seen: false,
+                        });
+                        entry.first_frame = first_frame;
+                        entry.print = v.print;
+                        entry.frames.clear();
+                        entry
+                            .frames
+                            .extend_from_slice(self.chain_snapshot.frames_of(t));
+                        entry.truncated = t.truncated;
+                        // Spread over the period, so that walks do not come all at once.
+                        entry.walk_after_ns =
+                            now_ns + REWALK_NS / 2 + (v.addr >> 4) % (REWALK_NS / 2);
+                    }
+                    match self.parked.get_mut(&key) {
+                        Some(p) => {
+                            p.seen = true;
+                            let start = self.snapshot.frames.len();
+                            self.snapshot.frames.extend_from_slice(&p.frames);
+                            (
+                                UnitState::Waiting,
+                                start..self.snapshot.frames.len(),
+                                p.truncated,
+                            )
+                        }
+                        None => (UnitState::Waiting, 0..0, true),
+                    }
                 }
                 (GreenletState::Running, _) => (UnitState::Running, 0..0, false),
                 _ => (UnitState::NotStarted, 0..0, false),
@@ -225,6 +288,7 @@ impl Units {
                 truncated,
             });
         }
+        self.parked.retain(|_, p| p.seen);
         Ok(())
     }
 }

@@ -327,6 +327,8 @@ pub struct ProcessSampler {
     tasks: HashMap<(UnitKind, u64, u64), TaskTrack>,
     task_changes: Vec<(u32, u64)>,
     task_refs: Vec<ThreadRef>,
+    /// When the units are read next: reads cost at most [`UNITS_SHARE`] of the time.
+    units_due_ns: u64,
     /// Why greenlets cannot be read here, once known (said once by the recorder).
     pub units_refused: Option<String>,
 }
@@ -338,6 +340,11 @@ struct TaskTrack {
     frames: Vec<Frame>,
     seen: u64,
 }
+
+/// The most of the sampler's time reading greenlets may take: with many of them (1,000 parked
+/// greenlets cost about 2 ms a read) they are read every few ticks, their states holding in
+/// between (a state holds until the next change, so nothing is lost but timing).
+const UNITS_SHARE: u64 = 20;
 
 /// How often thread names are read again (a thread may be renamed).
 const NAMES_EVERY_NS: u64 = 2_000_000_000;
@@ -432,6 +439,7 @@ impl ProcessSampler {
             tasks: HashMap::new(),
             task_changes: Vec::new(),
             task_refs: Vec::new(),
+            units_due_ns: 0,
             units_refused: None,
         })
     }
@@ -694,6 +702,9 @@ impl ProcessSampler {
         let Some(units) = self.units.as_mut() else {
             return Ok(());
         };
+        if now_ns < self.units_due_ns {
+            return Ok(());
+        }
         self.task_refs.clear();
         for (key, state) in &self.threads {
             if state.last_seen == self.ticks {
@@ -704,10 +715,10 @@ impl ProcessSampler {
                 });
             }
         }
-        if units
-            .read(&mut self.reader, &self.task_refs, now_ns, false)
-            .is_err()
-        {
+        let started = std::time::Instant::now();
+        let read = units.read(&mut self.reader, &self.task_refs, now_ns, false);
+        self.units_due_ns = now_ns + started.elapsed().as_nanos() as u64 * UNITS_SHARE;
+        if read.is_err() {
             return Ok(());
         }
         if self.units_refused.is_none() {
