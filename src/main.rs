@@ -403,6 +403,10 @@ struct DumpArgs {
     /// Print where the interpreter was found and which offsets are used
     #[arg(long, short)]
     verbose: bool,
+    /// Print the await tree of the asyncio tasks, as `python -m asyncio pstree PID` does
+    /// (CPython 3.14+)
+    #[arg(long, conflicts_with = "json")]
+    pstree: bool,
 }
 
 fn main() -> ExitCode {
@@ -413,6 +417,7 @@ fn main() -> ExitCode {
             subprocesses: a.subprocesses,
             json: a.json,
             nonblocking: a.nonblocking,
+            pstree: a.pstree,
             verbose: a.verbose,
         })
         .map(|()| 0),

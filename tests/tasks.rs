@@ -204,3 +204,112 @@ fn gevent_service_waits_where_its_requests_wait() {
         String::from_utf8_lossy(&off.stdout)
     );
 }
+
+/// `memspy dump --pstree` prints the await tree of fixtures/asyncio_tasks.py exactly as
+/// CPython's own `python -m asyncio pstree` does; a recording counts every waiting task's wall
+/// time where it waits. On 3.14.10 only the main thread's tasks with ASCII names are compared:
+/// CPython 3.14.10's reader reads the main thread only and garbles non-ASCII names (its bugs
+/// gh-149230 and gh-149214); 3.15 is compared with other threads, a task left by a thread that
+/// ended, and a non-ASCII name.
+fn check_asyncio(label: &str, main_only: bool) {
+    let Some(py) = common::interpreter(label) else {
+        return;
+    };
+    let mut cmd = Command::new(&py.exe);
+    cmd.arg(fixtures_dir().join("asyncio_tasks.py"));
+    if main_only {
+        cmd.arg("main-only");
+    }
+    let (target, _) = common::start_target(cmd, &format!("{label} asyncio_tasks.py"));
+    let pid = target.pid().to_string();
+    let theirs = Command::new(&py.exe)
+        .args(["-m", "asyncio", "pstree", &pid])
+        .output()
+        .unwrap();
+    assert!(
+        theirs.status.success(),
+        "{label}: python -m asyncio pstree: {}",
+        String::from_utf8_lossy(&theirs.stderr)
+    );
+    let ours = memspy(&["dump", "--pid", &pid, "--pstree"]);
+    assert!(
+        ours.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ours.stderr)
+    );
+    let (theirs, ours) = (
+        String::from_utf8(theirs.stdout).unwrap(),
+        String::from_utf8(ours.stdout).unwrap(),
+    );
+    assert!(
+        theirs.lines().count() >= 30,
+        "{label}: CPython printed {theirs}"
+    );
+    assert_eq!(
+        ours, theirs,
+        "{label}: memspy's tree differs from CPython's"
+    );
+
+    // Recorded: every task waits somewhere; the nine that sleep count a second each.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tasks.msp");
+    let out = memspy(&[
+        "record",
+        "--pid",
+        &pid,
+        "-d",
+        "1",
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rec = Recording::open(&file).unwrap();
+    let tasks = rec
+        .tasks
+        .iter()
+        .filter(|t| t.kind == memspy::recording::format::TaskKind::Asyncio)
+        .count();
+    let sleeping = if main_only { 8 } else { 10 };
+    assert!(tasks >= sleeping, "{label}: {tasks} tasks recorded");
+    let sleep = total_s(&rec, false, Metric::Wall, "sleep");
+    assert!(
+        sleep >= 0.8 * sleeping as f64 && sleep <= 1.2 * sleeping as f64,
+        "{label}: {sleep:.2} s of wall in sleep for {sleeping} sleeping tasks over 1 s"
+    );
+    let threads_only = total_s(&rec, true, Metric::Wall, "sleep");
+    assert!(
+        threads_only < 0.1,
+        "{label}: --tasks off still has {threads_only:.2} s in sleep"
+    );
+}
+
+#[test]
+fn asyncio_tasks_debian_3_14() {
+    check_asyncio("debian-sid-3.14", true);
+}
+
+#[test]
+fn asyncio_tasks_debian_3_15() {
+    check_asyncio("debian-sid-3.15", false);
+}
+
+/// Before 3.14 there is no published layout of asyncio's tasks: memspy says so.
+#[test]
+fn asyncio_before_3_14_is_named() {
+    let Some(py) = common::interpreter("pyenv-3.13.0") else {
+        return;
+    };
+    let (target, _) = common::start_fixture(&py, "asyncio_tasks.py", &["main-only"]);
+    let out = memspy(&["dump", "--pid", &target.pid().to_string()]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("asyncio tasks are read on CPython 3.14 and later"),
+        "{}: {err}",
+        py.label
+    );
+}

@@ -5,9 +5,10 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::output::pstree::{self, TaskNode};
 use crate::output::text::{message, visible};
 use crate::python::threadnames::ThreadNames;
-use crate::python::units::{ThreadRef, Unit, UnitState, Units};
+use crate::python::units::{ThreadRef, Unit, UnitKind, UnitState, Units};
 use crate::python::{self, Snapshot, StackReader, WalkError};
 use crate::target::threads::ThreadMap;
 use crate::target::{lock, procfs, ProcessMemory};
@@ -21,6 +22,8 @@ pub struct DumpOptions {
     /// Read without stopping the target (the stacks may be slightly inconsistent).
     pub nonblocking: bool,
     pub verbose: bool,
+    /// Print the await tree of asyncio tasks as `python -m asyncio pstree` does.
+    pub pstree: bool,
 }
 
 /// Attempts at a consistent walk before giving up on a process.
@@ -46,6 +49,9 @@ struct ProcessDump {
     /// What memspy found of greenlet's module, or why it does not read it.
     #[serde(skip_serializing_if = "Option::is_none")]
     greenlet: Option<String>,
+    /// Its asyncio tasks, for the await tree.
+    #[serde(skip)]
+    tasks: Vec<TaskNode>,
 }
 
 #[derive(Serialize)]
@@ -90,6 +96,9 @@ struct UnitDump {
     state: &'static str,
     truncated: bool,
     frames: Vec<FrameDump>,
+    /// asyncio tasks: the ids of the tasks (or futures) that await it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    awaited_by: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -119,9 +128,13 @@ pub fn run(opts: &DumpOptions) -> Result<()> {
                 threads: Vec::new(),
                 other_units: Vec::new(),
                 greenlet: None,
+                tasks: Vec::new(),
             }),
             Err(e) => return Err(e),
         }
+    }
+    if opts.pstree {
+        return print_pstree(&processes);
     }
     let out = DumpOutput { processes };
     let written = if opts.json {
@@ -130,6 +143,46 @@ pub fn run(opts: &DumpOptions) -> Result<()> {
         write_text(&out)
     };
     match written {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.map_err(|e| Error::io("writing output", e)),
+    }
+}
+
+/// The await tree of every process's asyncio tasks, as `python -m asyncio pstree` prints it;
+/// an await graph with a cycle is an error, as there.
+fn print_pstree(processes: &[ProcessDump]) -> Result<()> {
+    let mut out = String::new();
+    for p in processes {
+        match pstree::render(&p.tasks) {
+            Ok(lines) => {
+                for l in lines {
+                    out.push_str(&l);
+                    out.push('\n');
+                }
+            }
+            Err(cycles) => {
+                let cycles: Vec<String> = cycles
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "cycle: {}",
+                            c.iter().map(|n| visible(n)).collect::<Vec<_>>().join(" → ")
+                        )
+                    })
+                    .collect();
+                return Err(Error::Usage(format!(
+                    "process {}: the await graph of its tasks has cycles, so it is not a tree ({})",
+                    p.pid,
+                    cycles.join("; ")
+                )));
+            }
+        }
+    }
+    let mut stdout = io::stdout().lock();
+    match stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         other => other.map_err(|e| Error::io("writing output", e)),
     }
@@ -254,6 +307,23 @@ fn dump_process(pid: i32, opts: &DumpOptions) -> Result<ProcessDump> {
         (None, Some(why)) => Some(why.clone()),
         (None, None) => None,
     };
+    if let Some(why) = &units.tasks_refused {
+        eprintln!("memspy: note: process {pid}: {why}");
+    }
+    let tasks = units
+        .units
+        .iter()
+        .filter(|u| u.kind == UnitKind::Task)
+        .map(|u| TaskNode {
+            id: u.addr,
+            name: u.name.clone(),
+            stack: frame_dumps(&reader, &units.snapshot.frames[u.frames.clone()])
+                .iter()
+                .map(|f| pstree::frame_label(&f.function, &f.file, f.line as i64))
+                .collect(),
+            awaited_by: u.awaited_by.clone(),
+        })
+        .collect();
     Ok(ProcessDump {
         pid,
         command,
@@ -271,6 +341,7 @@ fn dump_process(pid: i32, opts: &DumpOptions) -> Result<ProcessDump> {
         threads,
         other_units,
         greenlet,
+        tasks,
     })
 }
 
@@ -323,6 +394,7 @@ fn unit_dump(
             UnitState::NotStarted => "not started",
         },
         truncated: u.truncated,
+        awaited_by: u.awaited_by.iter().map(|a| format!("{a:#x}")).collect(),
         frames: match u.state {
             UnitState::Running => thread_frames
                 .iter()

@@ -169,7 +169,7 @@ fn summarize(file: &str, rec: &Recording) -> Info {
             failed: FailureCounts::default(),
             start_s: p.start_us as f64 / 1e6,
             end_s: p.end_us.map(|t| t as f64 / 1e6),
-            end: p.end_reason.map(|r| format!("{r:?}").to_lowercase()),
+            end: p.end_reason.map(|r| r.describe().to_string()),
             exit_code: p.exit,
             rss_min: u64::MAX,
             rss_max: 0,

@@ -6,6 +6,7 @@ pub mod json;
 pub mod lines;
 pub mod mprof;
 pub mod plot;
+pub mod pstree;
 pub mod speedscope;
 pub mod text;
 pub mod units;

@@ -1,6 +1,7 @@
 //! Finding CPython in a process and reading its interpreter state: where the interpreter is
 //! ([`binary`]), which layout it has ([`layout`], [`version`]), and walking its threads and
 //! frames ([`walk`]) with decoded code objects ([`code`], [`objects`], [`linetable`]).
+pub mod asyncio;
 pub mod binary;
 pub mod code;
 pub mod gc;

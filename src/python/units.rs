@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
+use super::asyncio::{self, AsyncioOffsets, TaskView};
 use super::greenlet::{self, GreenletState, GreenletView, Greenlets, Support};
 use super::objects::Objects;
 use super::walk::{Frame, Snapshot, StackReader, ThreadStack, WalkError};
@@ -63,6 +64,8 @@ pub struct Unit {
     /// Its stack in [`Units::snapshot`] (empty unless waiting).
     pub frames: Range<usize>,
     pub truncated: bool,
+    /// The tasks (or futures) that await it, by address (asyncio tasks).
+    pub awaited_by: Vec<u64>,
 }
 
 /// A thread as [`Units::read`] needs it: its state, its `threading.get_ident()`, and whether
@@ -116,6 +119,13 @@ pub struct Units {
     pub snapshot: Snapshot,
     /// System calls of the last read.
     pub last_reads: u32,
+    /// asyncio's published offsets (3.14+), once found, and when to look again.
+    asyncio: Option<AsyncioOffsets>,
+    asyncio_after_ns: u64,
+    asyncio_every_ns: u64,
+    tasks: Vec<TaskView>,
+    /// Before 3.14, when the program uses asyncio: why its tasks are not read.
+    pub tasks_refused: Option<String>,
 }
 
 impl Units {
@@ -134,7 +144,17 @@ impl Units {
             units: Vec::new(),
             snapshot: Snapshot::default(),
             last_reads: 0,
+            asyncio: None,
+            asyncio_after_ns: 0,
+            asyncio_every_ns: LOOK_AGAIN_FIRST_NS,
+            tasks: Vec::new(),
+            tasks_refused: None,
         }
+    }
+
+    /// asyncio's offsets were found: tasks are read (CPython 3.14+ with asyncio imported).
+    pub fn reads_tasks(&self) -> bool {
+        self.asyncio.is_some()
     }
 
     /// The greenlet module read, if any: (path, version, how the version was told).
@@ -165,6 +185,110 @@ impl Units {
         self.units.clear();
         self.snapshot.clear();
         self.last_reads = 0;
+        self.read_greenlets(reader, threads, now_ns, thorough)?;
+        self.read_tasks(reader, threads, now_ns, thorough)
+    }
+
+    /// The asyncio tasks of every thread (3.14+): each waiting at its coroutine chain, or the
+    /// running one of its thread.
+    fn read_tasks<M: RemoteMemory>(
+        &mut self,
+        reader: &mut StackReader<M>,
+        threads: &[ThreadRef],
+        now_ns: u64,
+        thorough: bool,
+    ) -> Result<(), WalkError> {
+        let version = reader.layout.version;
+        if (version.major, version.minor) < (3, 14) {
+            // Said when the program has imported asyncio (looked for now and then).
+            if self.tasks_refused.is_none() && (thorough || now_ns >= self.asyncio_after_ns) {
+                self.asyncio_after_ns = now_ns + self.asyncio_every_ns;
+                self.asyncio_every_ns = (self.asyncio_every_ns * 2).min(LOOK_AGAIN_MAX_NS);
+                let objects = Objects::new(reader.memory(), &reader.layout);
+                let imported = objects
+                    .word(
+                        reader
+                            .binary
+                            .runtime_addr
+                            .wrapping_add(reader.layout.interpreters_main),
+                    )
+                    .and_then(|interp| objects.module(interp, "asyncio"))
+                    .is_ok_and(|m| m.is_some());
+                if imported {
+                    self.tasks_refused = Some(format!(
+                        "asyncio tasks are read on CPython 3.14 and later (this is {version}); \
+                         a thread's stack shows the task it runs"
+                    ));
+                }
+            }
+            return Ok(());
+        }
+        if self.asyncio.is_none() && (thorough || now_ns >= self.asyncio_after_ns) {
+            self.asyncio_after_ns = now_ns + self.asyncio_every_ns;
+            self.asyncio_every_ns = (self.asyncio_every_ns * 2).min(LOOK_AGAIN_MAX_NS);
+            if let Ok(maps) = procfs::maps(self.pid) {
+                let exe = reader.binary.path.clone();
+                self.asyncio = asyncio::find(self.pid, &maps, reader.memory(), &exe);
+            }
+        }
+        let Some(offsets) = self.asyncio else {
+            return Ok(());
+        };
+        let runtime = reader.binary.runtime_addr;
+        let mem = reader.memory() as &dyn RemoteMemory;
+        let interp = Objects::new(mem, &reader.layout)
+            .word(runtime.wrapping_add(reader.layout.interpreters_main))
+            .map_err(WalkError::from)?;
+        let tstates: Vec<u64> = threads.iter().map(|t| t.tstate).collect();
+        self.tasks = asyncio::read_tasks(mem, &reader.layout, &offsets, interp, &tstates)
+            .map_err(WalkError::from)?;
+        // Each coroutine's frame is the first of a chain of its own (a suspended one has no
+        // caller; a running one's caller is its thread's, not the task's).
+        self.chains.clear();
+        for t in &self.tasks {
+            self.chains.extend_from_slice(&t.frames);
+        }
+        reader.read_chains(&self.chains, &mut self.chain_snapshot)?;
+        self.last_reads += reader.last_reads;
+        let mut c = 0;
+        for t in &self.tasks {
+            let start = self.snapshot.frames.len();
+            let mut truncated = false;
+            for _ in &t.frames {
+                let chain = &self.chain_snapshot.threads[c];
+                c += 1;
+                match self.chain_snapshot.frames_of(chain).first() {
+                    Some(f) => self.snapshot.frames.push(*f),
+                    None => truncated = true,
+                }
+            }
+            self.units.push(Unit {
+                kind: UnitKind::Task,
+                addr: t.addr,
+                serial: 0,
+                name: t.name.clone(),
+                tstate: t.tstate,
+                state: if t.running {
+                    UnitState::Running
+                } else {
+                    UnitState::Waiting
+                },
+                frames: start..self.snapshot.frames.len(),
+                truncated,
+                awaited_by: t.awaited_by.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The greenlets of every thread.
+    fn read_greenlets<M: RemoteMemory>(
+        &mut self,
+        reader: &mut StackReader<M>,
+        threads: &[ThreadRef],
+        now_ns: u64,
+        thorough: bool,
+    ) -> Result<(), WalkError> {
         if self.greenlets.is_none() && self.refused.is_none() && now_ns >= self.look_after_ns {
             self.look_after_ns = now_ns + self.look_every_ns;
             self.look_every_ns = (self.look_every_ns * 2).min(LOOK_AGAIN_MAX_NS);
@@ -286,6 +410,7 @@ impl Units {
                 state,
                 frames,
                 truncated,
+                awaited_by: Vec::new(),
             });
         }
         self.parked.retain(|_, p| p.seen);

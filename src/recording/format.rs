@@ -215,6 +215,16 @@ pub enum EndReason {
 }
 
 impl EndReason {
+    /// How `info` says it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            EndReason::Exited => "exited",
+            EndReason::Exec => "exec",
+            EndReason::RecordingEnded => "still running",
+            EndReason::Lost => "lost",
+        }
+    }
+
     pub fn from_u8(v: u8) -> Option<EndReason> {
         Some(match v {
             0 => EndReason::Exited,

@@ -329,6 +329,7 @@ pub struct ProcessSampler {
     task_refs: Vec<ThreadRef>,
     /// When the units are read next: reads cost at most [`UNITS_SHARE`] of the time.
     units_due_ns: u64,
+    said_tasks_refused: bool,
     /// Why greenlets cannot be read here, once known (said once by the recorder).
     pub units_refused: Option<String>,
 }
@@ -440,6 +441,7 @@ impl ProcessSampler {
             task_changes: Vec::new(),
             task_refs: Vec::new(),
             units_due_ns: 0,
+            said_tasks_refused: false,
             units_refused: None,
         })
     }
@@ -720,6 +722,10 @@ impl ProcessSampler {
         self.units_due_ns = now_ns + started.elapsed().as_nanos() as u64 * UNITS_SHARE;
         if read.is_err() {
             return Ok(());
+        }
+        if let (false, Some(why)) = (self.said_tasks_refused, &units.tasks_refused) {
+            eprintln!("memspy: note: process {}: {why}", self.key.pid);
+            self.said_tasks_refused = true;
         }
         if self.units_refused.is_none() {
             if let Some(why) = &units.refused {
