@@ -640,10 +640,17 @@ fn check_json_shape(doc: &Value) {
                 "rss_max",
                 "rss_min",
                 "samples",
+                "tasks",
+                "threads",
                 "totals"
             ]
         );
         assert_eq!(keys(&p["totals"]), metrics);
+        let threads = p["threads"].as_array().unwrap();
+        assert!(!threads.is_empty());
+        for t in threads {
+            assert_eq!(keys(t), ["name", "tid"]);
+        }
     }
     for m in metrics {
         let top = &doc["top_functions"][m];

@@ -99,6 +99,13 @@ fn record_gevent_service(
         status.code().is_some(),
         "memspy did not exit cleanly: {status}"
     );
+    if let Some(keep) = std::env::var_os("MEMSPY_TEST_KEEP") {
+        // For a look at a failing run: MEMSPY_TEST_KEEP=/some/folder keeps the recording.
+        let _ = std::fs::copy(
+            &rec_path,
+            std::path::Path::new(&keep).join("gevent-service.msp"),
+        );
+    }
     Some((Recording::open(&rec_path).unwrap(), latencies))
 }
 

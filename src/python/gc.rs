@@ -100,16 +100,53 @@ impl GcLists {
         heads: &[u64],
         all_heads: &[u64],
         limit: Duration,
+        visit: impl FnMut(u64, u64),
+    ) -> Result<WalkStats, ObjectError> {
+        Self::walk_lists(mem, heads, all_heads, limit, None, visit)
+    }
+
+    /// Like [`GcLists::walk`], but from each list's newest end (the tail, through the prev
+    /// links), at most `per_list` objects of each: where objects that just survived a
+    /// collection are (a collection appends a younger generation's survivors to the older
+    /// list's tail), so a greenlet made a moment ago is found without walking the whole heap.
+    pub fn walk_newest(
+        mem: &dyn RemoteMemory,
+        heads: &[u64],
+        all_heads: &[u64],
+        per_list: u64,
+        limit: Duration,
+        visit: impl FnMut(u64, u64),
+    ) -> Result<WalkStats, ObjectError> {
+        Self::walk_lists(mem, heads, all_heads, limit, Some(per_list), visit)
+    }
+
+    fn walk_lists(
+        mem: &dyn RemoteMemory,
+        heads: &[u64],
+        all_heads: &[u64],
+        limit: Duration,
+        newest: Option<u64>,
         mut visit: impl FnMut(u64, u64),
     ) -> Result<WalkStats, ObjectError> {
         let start = Instant::now();
         let mut blocks = Blocks::new();
         let mut stats = WalkStats::default();
+        let backwards = newest.is_some();
         'lists: for &head in heads {
-            let mut node = blocks.word(mem, head)? & LINK_MASK;
+            let first = blocks.word(mem, head + if backwards { 8 } else { 0 })?;
+            let mut node = first & LINK_MASK;
+            let mut in_list = 0u64;
+            let (mut mark, mut power, mut steps) = (node, 1u64, 0u64);
             while node != head {
+                in_list += 1;
+                if newest.is_some_and(|n| in_list > n) {
+                    continue 'lists;
+                }
+                // A freed or moved node (the walk does not pause the program): the rest of
+                // this list is out of reach this time; what was found so far stands.
                 if node == 0 {
-                    return Err(ObjectError::Invalid("GC list broken"));
+                    stats.cut_short = true;
+                    continue 'lists;
                 }
                 // Another list's head: the program moved the objects being walked to another
                 // generation meanwhile (the walk does not pause it); the rest of this list is
@@ -125,9 +162,30 @@ impl GcLists {
                     stats.cut_short = true;
                     break 'lists;
                 }
-                let (next, ob_type) = blocks.node(mem, node)?;
+                let (next, ob_type) = match blocks.node(mem, node, backwards) {
+                    Ok(n) => n,
+                    Err(ObjectError::Read(e)) if e.fault == crate::target::ReadFault::Gone => {
+                        return Err(ObjectError::Read(e))
+                    }
+                    Err(_) => {
+                        stats.cut_short = true;
+                        continue 'lists;
+                    }
+                };
                 visit(node + GC_HEAD, ob_type);
                 node = next & LINK_MASK;
+                // A cycle that never comes back to the head: the walk strayed into a list
+                // of the collector's own (a collection in progress moves objects to lists
+                // whose heads are on its stack). Brent's check: a mark moved at every power of
+                // two steps is met again within twice the cycle's length.
+                steps += 1;
+                if node == mark {
+                    stats.cut_short = true;
+                    continue 'lists;
+                }
+                if steps == power {
+                    (mark, power, steps) = (node, power * 2, 0);
+                }
             }
         }
         stats.reads = blocks.reads;
@@ -191,16 +249,23 @@ impl Blocks {
     }
 
     /// A node's next link and its object's type.
-    fn node(&mut self, mem: &dyn RemoteMemory, node: u64) -> Result<(u64, u64), ObjectError> {
+    /// A node's link (next, or prev when `backwards`) and its object's type.
+    fn node(
+        &mut self,
+        mem: &dyn RemoteMemory,
+        node: u64,
+        backwards: bool,
+    ) -> Result<(u64, u64), ObjectError> {
         // next @0, prev @8, the object's refcount @16 and type @24.
         if node % 8 != 0 {
             return Err(ObjectError::Invalid("misaligned GC node"));
         }
+        let link = if backwards { 8 } else { 0 };
         if node % PAGE <= PAGE - 32 {
             let b = self.bytes(mem, node, 32)?;
-            Ok((u64_at(b, 0), u64_at(b, 24)))
+            Ok((u64_at(b, link), u64_at(b, 24)))
         } else {
-            Ok((self.word(mem, node)?, self.word(mem, node + 24)?))
+            Ok((self.word(mem, node + link)?, self.word(mem, node + 24)?))
         }
     }
 }

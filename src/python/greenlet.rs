@@ -369,6 +369,8 @@ struct Known {
     addr: u64,
     pimpl: u64,
     type_addr: u64,
+    /// When the walk that found it began (`sample::now_ns`).
+    found_ns: u64,
 }
 
 /// What one walk of the GC lists found.
@@ -376,12 +378,27 @@ struct Found {
     greenlets: Vec<Known>,
     full: bool,
     stats: WalkStats,
+    /// When the walk began (`sample::now_ns`).
+    started_ns: u64,
+}
+
+/// Which walks a [`Finder`] makes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Walks {
+    /// All of them (one caller, `memspy dump`).
+    All,
+    /// Full walks only, on their schedule.
+    Full,
+    /// The frequent ones only: the youngest generation, the young ones, the older lists'
+    /// newest objects.
+    Recent,
 }
 
 /// Walks a process's GC lists for greenlets, at its own pace: the youngest generation every
 /// [`NURSERY_WALK_EVERY`], the young ones every [`YOUNG_WALK_EVERY`], everything every [`FULL_WALK_SHARE`] times what a full walk took (at
 /// least [`FULL_WALK_MIN`]).
 struct Finder {
+    walks: Walks,
     lists: Option<GcLists>,
     /// Types seen in the GC lists: whether each is a greenlet type.
     types: HashMap<u64, bool>,
@@ -393,8 +410,9 @@ struct Finder {
 }
 
 impl Finder {
-    fn new(greenlet_type: u64, pimpl_offset: u64) -> Finder {
+    fn new(greenlet_type: u64, pimpl_offset: u64, walks: Walks) -> Finder {
         Finder {
+            walks,
             lists: None,
             types: HashMap::new(),
             greenlet_type,
@@ -407,10 +425,14 @@ impl Finder {
 
     /// How long to wait from `now_ns` until the next walk is due.
     fn wait(&self, now_ns: u64) -> Duration {
-        let next = self
-            .next_full_ns
-            .min(self.next_young_ns)
-            .min(self.next_nursery_ns);
+        let next = match self.walks {
+            Walks::All => self
+                .next_full_ns
+                .min(self.next_young_ns)
+                .min(self.next_nursery_ns),
+            Walks::Full => self.next_full_ns,
+            Walks::Recent => self.next_young_ns.min(self.next_nursery_ns),
+        };
         Duration::from_nanos(next.saturating_sub(now_ns).clamp(1_000_000, 1_000_000_000))
     }
 
@@ -423,7 +445,11 @@ impl Finder {
         now_ns: u64,
         force: bool,
     ) -> Result<Option<Found>, ObjectError> {
-        let full = force || now_ns >= self.next_full_ns;
+        let started_ns = crate::sample::now_ns();
+        let full = force || (self.walks != Walks::Recent && now_ns >= self.next_full_ns);
+        if self.walks == Walks::Full && !full {
+            return Ok(None);
+        }
         let young = full || now_ns >= self.next_young_ns;
         if !young && now_ns < self.next_nursery_ns {
             return Ok(None);
@@ -448,14 +474,34 @@ impl Finder {
         let mut found = Vec::new();
         let (types, greenlet_type) = (&mut self.types, self.greenlet_type);
         let all = lists.all();
-        let walked = GcLists::walk(mem, &heads, &all, WALK_LIMIT, |obj, tp| {
+        let mut visit = |obj: u64, tp: u64| {
             let is = *types
                 .entry(tp)
                 .or_insert_with(|| objects.is_subtype(tp, greenlet_type).unwrap_or(false));
             if is && found.len() < MAX_GREENLETS {
                 found.push((obj, tp));
             }
-        });
+        };
+        // The frequent walks cover a few thousand objects: one that takes long has strayed.
+        let limit = if full { WALK_LIMIT } else { RECENT_WALK_LIMIT };
+        let walked = GcLists::walk(mem, &heads, &all, limit, &mut visit);
+        // Between walks of the older lists, their newest objects: a new greenlet survives a
+        // collection or two within milliseconds of being made, and would otherwise wait for
+        // the next full walk.
+        let walked = match (walked, full || young) {
+            (Ok(stats), false) => {
+                let older: Vec<u64> = all[1..].to_vec();
+                GcLists::walk_newest(mem, &older, &all, NEWEST_PER_LIST, limit, &mut visit).map(
+                    |more| WalkStats {
+                        objects: stats.objects + more.objects,
+                        reads: stats.reads + more.reads,
+                        elapsed: stats.elapsed + more.elapsed,
+                        cut_short: stats.cut_short || more.cut_short,
+                    },
+                )
+            }
+            (w, _) => w,
+        };
         let stats = match walked {
             Ok(s) => s,
             Err(e) => {
@@ -484,6 +530,7 @@ impl Finder {
                         addr: obj,
                         pimpl,
                         type_addr: tp,
+                        found_ns: started_ns,
                     });
                 }
             }
@@ -492,6 +539,7 @@ impl Finder {
             greenlets,
             full,
             stats,
+            started_ns,
         }))
     }
 }
@@ -512,10 +560,14 @@ const FULL_WALK_MIN: Duration = Duration::from_millis(200);
 const FULL_WALK_SHARE: u32 = 20;
 /// Time between walks of the young generations.
 const YOUNG_WALK_EVERY: Duration = Duration::from_millis(100);
+/// How many of each older list's newest objects the frequent walks look at.
+const NEWEST_PER_LIST: u64 = 4096;
 /// Time between walks of the youngest generation alone, where new greenlets are (a few
 /// hundred to a few thousand objects: tens of microseconds): a request's greenlet is seen
 /// within this of its creation.
 const NURSERY_WALK_EVERY: Duration = Duration::from_millis(10);
+/// Longest a frequent walk (young generations, newest objects) may take.
+const RECENT_WALK_LIMIT: Duration = Duration::from_millis(50);
 /// Longest a walk of the GC lists may take.
 const WALK_LIMIT: Duration = Duration::from_secs(2);
 
@@ -584,9 +636,9 @@ impl Greenlets {
         layout: &Layout,
         runtime: u64,
     ) -> Result<(), ObjectError> {
-        let finder = self
-            .finder
-            .get_or_insert_with(|| Finder::new(self.module.type_addr, self.module.layout.pimpl));
+        let finder = self.finder.get_or_insert_with(|| {
+            Finder::new(self.module.type_addr, self.module.layout.pimpl, Walks::All)
+        });
         if let Some(found) = finder.walk(mem, layout, runtime, 0, true)? {
             self.take(found);
         }
@@ -598,33 +650,40 @@ impl Greenlets {
     /// own, so that they never delay a sample.
     pub fn discover_in_background(&mut self, pid: i32, layout: &Layout, runtime: u64) {
         if self.background.is_none() {
+            // Two threads: full walks of a large heap take milliseconds, and must not hold up
+            // the frequent walks that find new greenlets.
             let (tx, rx) = std::sync::mpsc::channel();
-            let mut finder = Finder::new(self.module.type_addr, self.module.layout.pimpl);
-            let layout = layout.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("memspy-greenlets-{pid}"))
-                .spawn(move || {
-                    let mem = crate::target::ProcessMemory::new(pid);
-                    let start = std::time::Instant::now();
-                    loop {
-                        let now_ns = start.elapsed().as_nanos() as u64;
-                        match finder.walk(&mem, &layout, runtime, now_ns, false) {
-                            Ok(Some(found)) => {
-                                if tx.send(found).is_err() {
-                                    return;
+            for walks in [Walks::Recent, Walks::Full] {
+                let mut finder =
+                    Finder::new(self.module.type_addr, self.module.layout.pimpl, walks);
+                let (layout, tx) = (layout.clone(), tx.clone());
+                let spawned = std::thread::Builder::new()
+                    .name(format!("memspy-greenlets-{pid}"))
+                    .spawn(move || {
+                        let mem = crate::target::ProcessMemory::new(pid);
+                        let start = std::time::Instant::now();
+                        loop {
+                            let now_ns = start.elapsed().as_nanos() as u64;
+                            match finder.walk(&mem, &layout, runtime, now_ns, false) {
+                                Ok(Some(found)) => {
+                                    if tx.send(found).is_err() {
+                                        return;
+                                    }
                                 }
+                                Ok(None) => {}
+                                Err(e) if e.fault() == Some(crate::target::ReadFault::Gone) => {
+                                    return
+                                }
+                                Err(_) => {}
                             }
-                            Ok(None) => {}
-                            Err(e) if e.fault() == Some(crate::target::ReadFault::Gone) => return,
-                            Err(_) => {}
+                            std::thread::sleep(finder.wait(now_ns));
                         }
-                        std::thread::sleep(finder.wait(now_ns));
-                    }
-                });
-            match spawned {
-                Ok(_) => self.background = Some(rx),
-                Err(_) => return,
+                    });
+                if spawned.is_err() {
+                    return;
+                }
             }
+            self.background = Some(rx);
         }
         let mut arrived = Vec::new();
         if let Some(rx) = &self.background {
@@ -644,7 +703,21 @@ impl Greenlets {
             self.last_walk = found.stats;
         }
         if found.full && !found.stats.cut_short {
+            // Those found since the full walk began are kept: it may have passed them by.
+            let since: Vec<Known> = self
+                .known
+                .iter()
+                .filter(|k| k.found_ns > found.started_ns)
+                .copied()
+                .collect();
             self.known = found.greenlets;
+            self.reindex();
+            for k in since {
+                if !self.by_addr.contains_key(&k.addr) {
+                    self.by_addr.insert(k.addr, self.known.len());
+                    self.known.push(k);
+                }
+            }
         } else {
             for k in found.greenlets {
                 match self.by_addr.get(&k.addr) {
@@ -852,6 +925,7 @@ impl Greenlets {
                             addr: g.current,
                             pimpl,
                             type_addr: tp,
+                            found_ns: crate::sample::now_ns(),
                         });
                         keep.push(true);
                     }

@@ -347,6 +347,16 @@ struct TaskTrack {
 /// between (a state holds until the next change, so nothing is lost but timing).
 const UNITS_SHARE: u64 = 20;
 
+/// The longest time between two reads of the units, whatever they cost.
+const MAX_UNITS_GAP_NS: u64 = 200_000_000;
+
+/// CPU time of the calling thread, ns.
+fn thread_cpu_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).map_or(0, |t| {
+        t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+    })
+}
+
 /// How often thread names are read again (a thread may be renamed).
 const NAMES_EVERY_NS: u64 = 2_000_000_000;
 
@@ -717,9 +727,12 @@ impl ProcessSampler {
                 });
             }
         }
-        let started = std::time::Instant::now();
+        // The budget counts memspy's CPU time, not the wall clock: on a loaded machine the read
+        // may be preempted, which costs nothing.
+        let started = thread_cpu_ns();
         let read = units.read(&mut self.reader, &self.task_refs, now_ns, false);
-        self.units_due_ns = now_ns + started.elapsed().as_nanos() as u64 * UNITS_SHARE;
+        let spent = thread_cpu_ns().saturating_sub(started);
+        self.units_due_ns = now_ns + (spent * UNITS_SHARE).min(MAX_UNITS_GAP_NS);
         if read.is_err() {
             return Ok(());
         }
