@@ -144,6 +144,21 @@ pub struct StackReader<M: RemoteMemory> {
     resolved: Vec<Option<u32>>,
     /// Statistics: system calls of the last walk.
     pub last_reads: u32,
+    /// Thread states the caller knows did not run since the previous walk (their kernel
+    /// threads used no CPU): their frames cannot have changed, and are taken from that walk
+    /// when their first frame is still the same, instead of walked again.
+    pub unchanged: std::collections::HashSet<u64>,
+    /// Per thread state: its first frame and raw frames at the previous walk.
+    previous: std::collections::HashMap<u64, (u64, bool, Vec<RawFrame>)>,
+    /// How many threads the last walk took from the previous one.
+    pub last_reused: u32,
+    /// The thread states of the previous walk, in order, read again in one gather before the
+    /// next walk (a list changes rarely, and following it one read at a time costs a system
+    /// call per thread): their bytes and where each starts.
+    tstate_order: Vec<u64>,
+    tstate_spans: Vec<RemoteIoVec>,
+    tstate_bytes: Vec<u8>,
+    tstate_at: std::collections::HashMap<u64, usize>,
 }
 
 impl<M: RemoteMemory> StackReader<M> {
@@ -171,6 +186,13 @@ impl<M: RemoteMemory> StackReader<M> {
             headers: Vec::new(),
             resolved: Vec::new(),
             last_reads: 0,
+            unchanged: std::collections::HashSet::new(),
+            previous: std::collections::HashMap::new(),
+            last_reused: 0,
+            tstate_order: Vec::new(),
+            tstate_spans: Vec::new(),
+            tstate_bytes: Vec::new(),
+            tstate_at: std::collections::HashMap::new(),
         })
     }
 
@@ -196,13 +218,58 @@ impl<M: RemoteMemory> StackReader<M> {
         out.clear();
         self.pages.clear();
         self.raw.clear();
-        let mut syscalls = 0;
+        self.last_reused = 0;
+        let mut syscalls = self.prefetch_tstates();
         let result = self.walk_threads(out).and_then(|()| {
             syscalls += self.pages.reads;
             self.resolve(out)
         });
         self.last_reads = syscalls + 1;
+        if self.previous.len() > out.threads.len() {
+            let live: std::collections::HashSet<u64> =
+                out.threads.iter().map(|t| t.tstate).collect();
+            self.previous.retain(|t, _| live.contains(t));
+        }
+        self.tstate_order.clear();
+        self.tstate_order
+            .extend(out.threads.iter().map(|t| t.tstate));
+        self.tstate_at.clear();
         result
+    }
+
+    /// Read the previous walk's thread states in one gather (a few, past 1,024 threads), so
+    /// that following the list costs no system call per thread while it is unchanged; a state
+    /// that cannot be read is read the usual way. Returns the system calls made.
+    fn prefetch_tstates(&mut self) -> u32 {
+        self.tstate_at.clear();
+        if self.tstate_order.len() < 2 {
+            return 0;
+        }
+        let len = self.layout.thread.read_len;
+        self.tstate_spans.clear();
+        self.tstate_spans
+            .extend(self.tstate_order.iter().map(|&t| RemoteIoVec {
+                base: t as usize,
+                len,
+            }));
+        self.tstate_bytes.resize(self.tstate_spans.len() * len, 0);
+        let mut calls = 0;
+        let mut done = 0;
+        while done < self.tstate_spans.len() {
+            calls += 1;
+            let n = self
+                .mem
+                .read_gather(
+                    &self.tstate_spans[done..],
+                    &mut self.tstate_bytes[done * len..],
+                )
+                .unwrap_or(0);
+            for i in done..done + n {
+                self.tstate_at.insert(self.tstate_order[i], i * len);
+            }
+            done += n.max(1);
+        }
+        calls
     }
 
     /// Walk one thread state only (the thread a memory event came from), into `out`. The
@@ -212,9 +279,14 @@ impl<M: RemoteMemory> StackReader<M> {
         out.clear();
         self.pages.clear();
         self.raw.clear();
+        // The thread is running (it just faulted): walked, whatever the last tick said.
+        let was_unchanged = self.unchanged.remove(&tstate);
         let result = self
             .walk_thread(out, 0, tstate, 0)
             .and_then(|_next| self.resolve(out));
+        if was_unchanged {
+            self.unchanged.insert(tstate);
+        }
         self.last_reads = self.pages.reads + 1;
         result
     }
@@ -334,8 +406,12 @@ impl<M: RemoteMemory> StackReader<M> {
         gil_holder: u64,
     ) -> Result<u64, WalkError> {
         let t = self.layout.thread.clone();
+        let prefetched = self.tstate_at.get(&tstate).copied();
         let (thread_id, native, holds_flag, next, frame_field) = {
-            let b = self.pages.read(&self.mem, tstate, t.read_len)?;
+            let b = match prefetched {
+                Some(at) => &self.tstate_bytes[at..at + t.read_len],
+                None => self.pages.read(&self.mem, tstate, t.read_len)?,
+            };
             (
                 u64_at(b, t.thread_id),
                 t.native_thread_id.map(|o| u64_at(b, o)),
@@ -361,16 +437,40 @@ impl<M: RemoteMemory> StackReader<M> {
             Some(flag) => flag == 1,
             None => gil_holder == tstate,
         };
+        // A thread that did not run has the frames it had: on 3.11 and 3.12 even the read of
+        // its `cframe` (on its C stack, a page of its own) is saved.
+        let unchanged = self.unchanged.contains(&tstate);
         let first = match self.layout.frame_model {
-            FrameModel::CFrame if frame_field != 0 => {
-                let off = self.layout.cframe_current_frame;
-                self.word(frame_field.wrapping_add(off))?
-            }
+            FrameModel::CFrame if frame_field != 0 => match self.previous.get(&tstate) {
+                Some((first, _, _)) if unchanged => *first,
+                _ => {
+                    let off = self.layout.cframe_current_frame;
+                    self.word(frame_field.wrapping_add(off))?
+                }
+            },
             FrameModel::CFrame => 0,
             _ => frame_field,
         };
         let start = self.raw.len();
-        let truncated = self.walk_frames(first)?;
+        let reuse = unchanged
+            && self
+                .previous
+                .get(&tstate)
+                .is_some_and(|(f, _, _)| *f == first);
+        let truncated = if reuse {
+            let (_, truncated, raw) = &self.previous[&tstate];
+            self.raw.extend_from_slice(raw);
+            self.last_reused += 1;
+            *truncated
+        } else {
+            let truncated = self.walk_frames(first)?;
+            let entry = self.previous.entry(tstate).or_default();
+            entry.0 = first;
+            entry.1 = truncated;
+            entry.2.clear();
+            entry.2.extend_from_slice(&self.raw[start..]);
+            truncated
+        };
         // Frames are resolved in pass 2; record the raw range for now.
         out.threads.push(ThreadStack {
             interpreter,

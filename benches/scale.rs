@@ -1,0 +1,136 @@
+//! The recorder on big services, against a one-thread program measured in the same run:
+//! ticks missed and memspy's CPU (user + system, % of one core) at the default 100 Hz.
+//!
+//!     cargo bench --bench scale
+//!     MEMSPY_BENCH_PYTHON=debian-sid-3.15 MEMSPY_BENCH_SECONDS=10 cargo bench --bench scale
+//!
+//! Targets: fixtures/many_threads.py (1,000 Python threads, 10 of them busy; attached
+//! non-blocking and blocking), fixtures/many_workers.py (50 worker processes, one busy;
+//! `--subprocesses`), and the baseline, many_threads.py with one idle thread. Goals (issue 11):
+//! under 2 % of ticks missed and memspy under 25 % of one core.
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::process::{Command, Stdio};
+
+use memspy::recording::Recording;
+use nix::sys::resource::{getrusage, UsageWho};
+
+fn cpu_of_children() -> f64 {
+    let u = getrusage(UsageWho::RUSAGE_CHILDREN).expect("getrusage");
+    let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+    t(u.user_time()) + t(u.system_time())
+}
+
+#[derive(Clone, Copy)]
+struct Run {
+    missed: f64,
+    cpu: f64,
+    samples: usize,
+    bytes_per_thread_sample: f64,
+}
+
+/// Attach `memspy record` with `args` to the fixture `script args` for `seconds`.
+fn run(
+    py: &common::Interpreter,
+    script: &str,
+    script_args: &[&str],
+    args: &[&str],
+    seconds: f64,
+) -> Run {
+    let (target, _) = common::start_fixture(py, script, script_args);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("scale.msp");
+    let before = cpu_of_children();
+    let status = Command::new(common::memspy_bin())
+        .args([
+            "record",
+            "--pid",
+            &target.pid().to_string(),
+            "-d",
+            &seconds.to_string(),
+            "-o",
+        ])
+        .arg(&file)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    let cpu = cpu_of_children() - before;
+    assert!(status.success(), "memspy record {args:?} on {script}");
+    drop(target);
+    let rec = Recording::open(&file).unwrap();
+    let thread_samples = rec.thread_samples.len().max(1);
+    Run {
+        missed: 100.0 * rec.stats.missed as f64
+            / (rec.stats.ticks + rec.stats.missed).max(1) as f64,
+        cpu: 100.0 * cpu / seconds,
+        samples: rec.samples.len(),
+        bytes_per_thread_sample: rec.file_bytes as f64 / thread_samples as f64,
+    }
+}
+
+fn main() {
+    let label = std::env::var("MEMSPY_BENCH_PYTHON").unwrap_or_else(|_| "pyenv-3.12.1".into());
+    let Some(py) = common::interpreter(&label) else {
+        return;
+    };
+    let seconds: f64 = std::env::var("MEMSPY_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5.0);
+    println!(
+        "memspy record at 100 Hz for {seconds} s ({}): ticks missed, memspy CPU (% of one core)",
+        py.label
+    );
+    println!(
+        "{:<44} {:>8} {:>8} {:>10} {:>9} {:>14}",
+        "target", "missed", "CPU", "CPU ratio", "samples", "bytes/thread-sample"
+    );
+    let baseline = run(&py, "many_threads.py", &["1", "0"], &[], seconds);
+    let configs: [(&str, &str, &[&str], &[&str]); 4] = [
+        (
+            "1 idle thread (baseline)",
+            "many_threads.py",
+            &["1", "0"],
+            &[],
+        ),
+        (
+            "1,000 threads, 10 busy",
+            "many_threads.py",
+            &["1000", "10"],
+            &[],
+        ),
+        (
+            "1,000 threads, 10 busy, --blocking",
+            "many_threads.py",
+            &["1000", "10"],
+            &["--blocking"],
+        ),
+        (
+            "50 workers, 1 busy, --subprocesses",
+            "many_workers.py",
+            &["50"],
+            &["--subprocesses"],
+        ),
+    ];
+    for (name, script, script_args, args) in configs {
+        let r = if script_args == ["1", "0"] && args.is_empty() {
+            baseline
+        } else {
+            run(&py, script, script_args, args, seconds)
+        };
+        println!(
+            "{:<44} {:>7.1}% {:>7.1}% {:>9.1}x {:>9} {:>14.1}",
+            name,
+            r.missed,
+            r.cpu,
+            r.cpu / baseline.cpu.max(0.01),
+            r.samples,
+            r.bytes_per_thread_sample
+        );
+    }
+}
