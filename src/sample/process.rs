@@ -92,6 +92,8 @@ struct ThreadState {
     python_name: Option<String>,
     /// It used CPU since the previous refresh (or that is not known).
     ran: bool,
+    /// Ticks since it last used CPU.
+    idle_ticks: u64,
 }
 
 impl ThreadState {
@@ -121,6 +123,7 @@ impl ThreadState {
             settle_ns: 0,
             python_name: None,
             ran: true,
+            idle_ticks: 0,
         }
     }
 
@@ -339,6 +342,7 @@ pub struct ProcessSampler {
     /// Python thread names, read when a thread appears and every [`NAMES_EVERY_NS`].
     thread_names: ThreadNames,
     names_due_ns: u64,
+    names_soonest_ns: u64,
     /// Greenlets (and tasks) read after each sample; None when recording threads only.
     units: Option<Units>,
     /// Per unit (kind, address, serial): its task id in the recording, its last state code,
@@ -349,6 +353,10 @@ pub struct ProcessSampler {
     /// When the units are read next: reads cost at most [`UNITS_SHARE`] of the time.
     units_due_ns: u64,
     said_tasks_refused: bool,
+    /// The process's CPU clock at the previous tick, and the CPU per tick its threads other
+    /// than the Python ones used when last all were read (see `refresh_threads`).
+    process_cpu: Option<u64>,
+    other_cpu_per_tick: u64,
     /// Why greenlets cannot be read here, once known (said once by the recorder).
     pub units_refused: Option<String>,
 }
@@ -374,6 +382,22 @@ fn thread_cpu_ns() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).map_or(0, |t| {
         t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
     })
+}
+
+/// Every this many ticks every thread's counters are read, whatever the process's CPU clock
+/// says; a thread idle for [`IDLE_AFTER_TICKS`] is read only then, or when the clock shows CPU
+/// the others do not account for (more than what its non-Python threads usually take, twice,
+/// plus [`GATE_SLACK_NS`]: reads are not atomic).
+const FULL_REFRESH_TICKS: u64 = 25;
+const IDLE_AFTER_TICKS: u64 = 3;
+const GATE_SLACK_NS: u64 = 200_000;
+
+/// The CPU time all threads of process `pid` used (`CLOCK_PROCESS_CPUTIME_ID` of another
+/// process, through the clock id the kernel derives from its pid: `clock_getcpuclockid(3)`).
+fn process_cpu_ns(pid: i32) -> Option<u64> {
+    let clock = nix::time::clock_getcpuclockid(nix::unistd::Pid::from_raw(pid)).ok()?;
+    let t = nix::time::clock_gettime(clock).ok()?;
+    Some(t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
 }
 
 /// How often thread names are read again (a thread may be renamed).
@@ -465,12 +489,15 @@ impl ProcessSampler {
             consecutive_fatal: 0,
             thread_names: ThreadNames::default(),
             names_due_ns: 0,
+            names_soonest_ns: 0,
             units: Some(Units::new(pid)),
             tasks: HashMap::new(),
             task_changes: Vec::new(),
             task_refs: Vec::new(),
             units_due_ns: 0,
             said_tasks_refused: false,
+            process_cpu: None,
+            other_cpu_per_tick: 0,
             units_refused: None,
         })
     }
@@ -521,9 +548,7 @@ impl ProcessSampler {
         // (the reader takes its frames from the previous walk) and, in blocking mode, not
         // stopped. The threads blocking mode stops are read again between seize and
         // interrupt, where the read also proves each is still the thread it was.
-        for t in self.threads.values_mut() {
-            t.refresh();
-        }
+        self.refresh_threads();
         self.reader.unchanged.clear();
         let previous_tick = self.ticks - 1;
         for (key, t) in &self.threads {
@@ -575,6 +600,57 @@ impl ProcessSampler {
         self.join(writer, time_us, ctx)?;
         self.samples += 1;
         Ok(Outcome::Sampled)
+    }
+
+    /// Read the threads' counters. The process's CPU clock (one system call) says how much CPU
+    /// all its threads used since the previous tick; when the threads that ran lately account
+    /// for it (less what its other threads usually take), the others did not run and are not
+    /// read: a thousand idle threads then cost nothing per tick. Every
+    /// [`FULL_REFRESH_TICKS`] ticks, and whenever CPU is unaccounted for, all are read.
+    fn refresh_threads(&mut self) {
+        let cpu = process_cpu_ns(self.key.pid);
+        let (before, now) = (self.process_cpu, cpu);
+        self.process_cpu = cpu;
+        let gate = match (before, now) {
+            (Some(b), Some(n)) if self.ticks % FULL_REFRESH_TICKS != 0 => Some(n.saturating_sub(b)),
+            _ => None,
+        };
+        if let Some(total) = gate {
+            let mut accounted = 0u64;
+            for t in self.threads.values_mut() {
+                if t.idle_ticks < IDLE_AFTER_TICKS || t.tid.is_none() {
+                    let was = t.cpu_ns;
+                    t.refresh();
+                    accounted += t.cpu_ns.saturating_sub(was);
+                    t.idle_ticks = if t.ran { 0 } else { t.idle_ticks + 1 };
+                }
+            }
+            let unaccounted = total.saturating_sub(accounted);
+            if unaccounted <= self.other_cpu_per_tick.saturating_mul(2) + GATE_SLACK_NS {
+                for t in self.threads.values_mut() {
+                    if t.idle_ticks >= IDLE_AFTER_TICKS && t.tid.is_some() {
+                        t.ran = false;
+                        t.running = false;
+                        t.idle_ticks += 1;
+                    }
+                }
+                return;
+            }
+        }
+        // Every thread: then what the process used beyond its Python threads is its other
+        // threads' (native pools), the part of the process's CPU the gate expects.
+        let mut python = 0u64;
+        for t in self.threads.values_mut() {
+            if t.idle_ticks >= IDLE_AFTER_TICKS || gate.is_none() {
+                let was = t.cpu_ns;
+                t.refresh();
+                python += t.cpu_ns.saturating_sub(was);
+                t.idle_ticks = if t.ran { 0 } else { t.idle_ticks + 1 };
+            }
+        }
+        if let (Some(b), Some(n), None) = (before, now, gate) {
+            self.other_cpu_per_tick = n.saturating_sub(b).saturating_sub(python);
+        }
     }
 
     /// Turn the snapshot into a sample: thread slots, stack ids, counters.
@@ -718,20 +794,24 @@ impl ProcessSampler {
     }
 
     /// Write the Python names of threads that have one and got it or changed it since: read
-    /// when a thread is new, else every [`NAMES_EVERY_NS`] (one dict walk).
+    /// when a thread is new, else every [`NAMES_EVERY_NS`] (one dict walk), and never more
+    /// than the read's cost allows (reading a thousand names takes tens of milliseconds).
     fn name_threads(&mut self, writer: &mut Writer, now_ns: u64) -> io::Result<()> {
         let unnamed = self.threads.values().any(|t| t.python_name.is_none());
-        let new_thread = unnamed && now_ns >= self.thread_names.read_ns + 100_000_000;
+        let new_thread = unnamed && now_ns >= self.names_soonest_ns;
         if !(new_thread || now_ns >= self.names_due_ns) {
             return Ok(());
         }
-        self.names_due_ns = now_ns + NAMES_EVERY_NS;
+        let started = thread_cpu_ns();
         self.thread_names.refresh(
             self.reader.memory(),
             &self.reader.layout,
             self.reader.binary.runtime_addr,
             now_ns,
         );
+        let cost = thread_cpu_ns().saturating_sub(started);
+        self.names_soonest_ns = now_ns + (cost * 50).max(100_000_000);
+        self.names_due_ns = now_ns + (cost * 500).max(NAMES_EVERY_NS);
         let pid = self.key.pid;
         for (key, state) in self.threads.iter_mut() {
             let Some(name) = self.thread_names.name_of(key.ident, state.tid == Some(pid)) else {
