@@ -65,6 +65,13 @@ fn size_arg(text: &str) -> Result<Amount, String> {
     parse_size(text)
 }
 
+fn byte_size_arg(text: &str) -> Result<u64, String> {
+    match parse_size(text)? {
+        Amount::Absolute(b) if b >= 1.0 => Ok(b as u64),
+        _ => Err(format!("{text:?} is not a size in bytes (try 500MiB)")),
+    }
+}
+
 fn percent_arg(text: &str) -> Result<f64, String> {
     let t = text.trim().trim_end_matches('%');
     t.parse::<f64>()
@@ -316,6 +323,10 @@ struct RecordArgs {
     /// Record OS threads only: no greenlets or asyncio tasks
     #[arg(long)]
     no_tasks: bool,
+    /// End the recording cleanly once its file reaches this size (e.g. 500MiB), checked as
+    /// each second's batch is written
+    #[arg(long, value_name = "SIZE", value_parser = byte_size_arg)]
+    max_size: Option<u64>,
     /// The program to launch and record (after --)
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
@@ -437,6 +448,7 @@ fn main() -> ExitCode {
             memory_events: !a.no_memory_events,
             fault_period: a.fault_period,
             tasks: !a.no_tasks,
+            max_size: a.max_size,
         }),
         Command::Info(a) => info::run(a.file.as_deref(), a.json).map(|()| 0),
         Command::Check(a) => {

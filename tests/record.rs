@@ -528,6 +528,59 @@ fn duration_and_default_output() {
     );
 }
 
+/// `--max-size` ends a recording cleanly once its file reaches the size (at the batch that
+/// crosses it: within about a second's worth of data), and the target runs on.
+#[test]
+fn max_size_ends_the_recording_cleanly() {
+    let py = interpreters().into_iter().next().expect("interpreter");
+    // Deep, changing stacks at a high rate: the file grows fast.
+    let (target, _) = start_fixture(&py, "many_threads.py", &["200", "4"]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("capped.msp");
+    let out = Command::new(memspy_bin())
+        .args([
+            "record",
+            "--pid",
+            &target.pid().to_string(),
+            "-r",
+            "500",
+            "-d",
+            "30",
+        ])
+        .args(["--max-size", "256KiB", "-o"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("reached --max-size (256.0 KiB)"), "{err}");
+    let rec = memspy::recording::Recording::open(&file).unwrap();
+    assert!(rec.complete && rec.damage.is_none());
+    let size = std::fs::metadata(&file).unwrap().len();
+    assert!(
+        (256 << 10..4 << 20).contains(&size),
+        "{size} bytes for a 256 KiB cap"
+    );
+    let last = rec.samples.last().unwrap().time_us as f64 / 1e6;
+    assert!(last < 25.0, "it ran {last:.1} s: the cap did not end it");
+    let mut target = target;
+    assert!(
+        target.child.try_wait().unwrap().is_none(),
+        "the target must run on"
+    );
+    let bad = Command::new(memspy_bin())
+        .args([
+            "record",
+            "--pid",
+            &target.pid().to_string(),
+            "--max-size",
+            "10%",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}
+
 /// Bad arguments and targets: one clear line, status 2.
 #[test]
 fn record_bad_input() {

@@ -35,6 +35,8 @@ pub struct RecordOptions {
     pub fault_period: u64,
     /// Read greenlets and asyncio tasks too.
     pub tasks: bool,
+    /// End the recording when its file reaches this many bytes.
+    pub max_size: Option<u64>,
 }
 
 /// Page faults per fault sample by default: 64 KiB of 4 KiB pages (see `cargo bench --bench
@@ -70,6 +72,11 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
                 "the duration must be a positive number of seconds, not {d}"
             )));
         }
+    }
+    if opts.max_size.is_some_and(|m| m < 64 << 10) {
+        return Err(Error::Usage(
+            "--max-size must be at least 64KiB (a recording's description alone takes some)".into(),
+        ));
     }
     let output = opts.output.clone().unwrap_or_else(default_output);
     let (attach, launch) = (opts.pid.is_some(), !opts.command.is_empty());
@@ -136,6 +143,7 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
         memory_events: opts.memory_events,
         fault_period: opts.fault_period,
         tasks: opts.tasks,
+        max_size: opts.max_size,
     };
     let launched = matches!(root, Root::Launch(_));
     let resume = match &root {
@@ -184,6 +192,12 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
         count(p.ticks + p.missed_ticks),
         p.late_max.as_secs_f64() * 1e3,
     );
+    if p.max_size_reached {
+        eprintln!(
+            "memspy: the recording reached --max-size ({}) and ended there",
+            bytes(opts.max_size.unwrap_or(0) as f64)
+        );
+    }
     if p.processes_seen == 0 {
         eprintln!(
             "memspy: warning: no Python process was found{}",

@@ -63,6 +63,8 @@ pub struct Config {
     pub fault_period: u64,
     /// Read greenlets and asyncio tasks after each sample.
     pub tasks: bool,
+    /// End the recording once the file has grown to this many bytes.
+    pub max_size: Option<u64>,
 }
 
 /// Where the target comes from.
@@ -84,6 +86,8 @@ impl Root {
 #[derive(Clone, Debug, Default)]
 pub struct Progress {
     pub elapsed: Duration,
+    /// The recording ended because it reached `--max-size`.
+    pub max_size_reached: bool,
     pub samples: u64,
     pub processes_now: usize,
     pub processes_seen: usize,
@@ -259,6 +263,14 @@ impl<'a> Sampler<'a> {
                 break;
             }
             if deadline.is_some_and(|d| now_ns() >= d) {
+                break;
+            }
+            if self
+                .config
+                .max_size
+                .is_some_and(|m| self.writer.bytes_written >= m)
+            {
+                self.progress.max_size_reached = true;
                 break;
             }
             if let Root::Launch(l) = &mut self.root {
