@@ -4,13 +4,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{
-    fixtures_dir, free_port, get, interpreter, marker, memspy, memspy_bin, venv, Service,
+    fixtures_dir, get, interpreter, marker, memspy, memspy_bin, record_gunicorn, stop_gunicorn,
+    venv,
 };
 use memspy::analysis::functions::by_function;
 use memspy::analysis::{attribute, Filter, Metric};
@@ -38,52 +38,8 @@ fn self_value(rec: &Recording, pid: Option<i32>, metric: Metric, qualname: &str)
 /// Record a gunicorn service of fixtures/web/app.py with `workers` of `class`, drive it with
 /// requests, stop it; the recording and, per worker pid, how many /leak requests it served.
 fn record_service(class: &str, dir: &Path) -> Option<(Recording, BTreeMap<i32, u32>)> {
-    let venv = venv("web")?;
-    let port = free_port();
     let rec_path = dir.join(format!("{class}.msp"));
-    let mut memspy = Command::new(memspy_bin());
-    // Its own process group, so that a failing test stops the service with it.
-    std::os::unix::process::CommandExt::process_group(&mut memspy, 0);
-    let memspy = memspy
-        .args(["record", "--subprocesses", "-o"])
-        .arg(&rec_path)
-        .arg("--")
-        .arg(venv.join("bin/gunicorn"))
-        .args([
-            "-w",
-            "2",
-            "-k",
-            class,
-            "--bind",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .arg("--chdir")
-        .arg(fixtures_dir().join("web"))
-        .args(["--graceful-timeout", "5", "app:app"])
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut memspy = Service(memspy);
-    // Up: both workers answer (each answers with its pid).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut seen = std::collections::BTreeSet::new();
-    while seen.len() < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "{class}: the service never came up"
-        );
-        match get(port, "/work") {
-            Ok(pid) => {
-                seen.insert(pid);
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
-    // Let memspy adopt both workers before the measured requests.
-    std::thread::sleep(Duration::from_millis(500));
+    let (service, port) = record_gunicorn(class, 2, &rec_path)?;
     let clients: Vec<_> = (0..2)
         .map(|_| {
             std::thread::spawn(move || {
@@ -109,29 +65,7 @@ fn record_service(class: &str, dir: &Path) -> Option<(Recording, BTreeMap<i32, u
         }
     }
     std::thread::sleep(Duration::from_millis(300));
-    // SIGTERM to memspy is passed on to gunicorn, which stops its workers and exits.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(memspy.0.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let mut err = String::new();
-    memspy
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    let status = memspy.0.wait().unwrap();
-    assert!(
-        status.code().is_some(),
-        "{class}: memspy did not exit cleanly: {status}: {err}"
-    );
-    if let Some(keep) = std::env::var_os("MEMSPY_TEST_KEEP") {
-        // For a look at a failing run: MEMSPY_TEST_KEEP=/some/folder keeps the recording.
-        let _ = std::fs::copy(&rec_path, Path::new(&keep).join(format!("{class}.msp")));
-    }
+    stop_gunicorn(service, &rec_path, &format!("{class}.msp"));
     let rec = Recording::open(&rec_path).unwrap();
     Some((rec, leaks))
 }

@@ -5,10 +5,10 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{fixtures_dir, free_port, get, memspy, memspy_bin, venv, Service};
+use common::{fixtures_dir, get, memspy};
 use memspy::analysis::functions::by_function;
 use memspy::analysis::{attribute, Filter, Metric};
 use memspy::recording::reader::TaskState;
@@ -39,41 +39,8 @@ fn record_gevent_service(
     clients: usize,
     requests: usize,
 ) -> Option<(Recording, f64)> {
-    let venv = venv("web")?;
-    let port = free_port();
     let rec_path = dir.join("gevent.msp");
-    let mut memspy = Command::new(memspy_bin());
-    std::os::unix::process::CommandExt::process_group(&mut memspy, 0);
-    let child = memspy
-        .args(["record", "--subprocesses", "-o"])
-        .arg(&rec_path)
-        .arg("--")
-        .arg(venv.join("bin/gunicorn"))
-        .args([
-            "-w",
-            "1",
-            "-k",
-            "gevent",
-            "--bind",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .arg("--chdir")
-        .arg(fixtures_dir().join("web"))
-        .args(["--graceful-timeout", "5", "app:app"])
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut service = Service(child);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while get(port, "/work").is_err() {
-        assert!(Instant::now() < deadline, "the service never came up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    // Let memspy adopt the worker and find its greenlets before the measured requests.
-    std::thread::sleep(Duration::from_millis(700));
+    let (service, port) = common::record_gunicorn("gevent", 1, &rec_path)?;
     let workers: Vec<_> = (0..clients)
         .map(|_| {
             std::thread::spawn(move || {
@@ -89,23 +56,7 @@ fn record_gevent_service(
         .collect();
     let latencies: f64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
     std::thread::sleep(Duration::from_millis(200));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(service.0.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let status = service.0.wait().unwrap();
-    assert!(
-        status.code().is_some(),
-        "memspy did not exit cleanly: {status}"
-    );
-    if let Some(keep) = std::env::var_os("MEMSPY_TEST_KEEP") {
-        // For a look at a failing run: MEMSPY_TEST_KEEP=/some/folder keeps the recording.
-        let _ = std::fs::copy(
-            &rec_path,
-            std::path::Path::new(&keep).join("gevent-service.msp"),
-        );
-    }
+    common::stop_gunicorn(service, &rec_path, "gevent-service.msp");
     Some((Recording::open(&rec_path).unwrap(), latencies))
 }
 

@@ -101,14 +101,41 @@ enum Chain {
     Cached,
 }
 
+/// When to look again for something a program may load at any time: soon at first, then
+/// less and less often (see [`LOOK_AGAIN_FIRST_NS`]).
+struct LookAgain {
+    after_ns: u64,
+    every_ns: u64,
+}
+
+impl Default for LookAgain {
+    fn default() -> Self {
+        LookAgain {
+            after_ns: 0,
+            every_ns: LOOK_AGAIN_FIRST_NS,
+        }
+    }
+}
+
+impl LookAgain {
+    /// Whether to look now (`now` forces it); if so, the next look is scheduled.
+    fn due(&mut self, now_ns: u64, now: bool) -> bool {
+        if !now && now_ns < self.after_ns {
+            return false;
+        }
+        self.after_ns = now_ns + self.every_ns;
+        self.every_ns = (self.every_ns * 2).min(LOOK_AGAIN_MAX_NS);
+        true
+    }
+}
+
 /// The units of one process.
 pub struct Units {
     pid: i32,
     greenlets: Option<Greenlets>,
     /// Why greenlets cannot be read here (said once by the caller).
     pub refused: Option<String>,
-    look_after_ns: u64,
-    look_every_ns: u64,
+    look_greenlet: LookAgain,
     views: Vec<GreenletView>,
     chains: Vec<u64>,
     chain_of: Vec<Chain>,
@@ -121,8 +148,7 @@ pub struct Units {
     pub last_reads: u32,
     /// asyncio's published offsets (3.14+), once found, and when to look again.
     asyncio: Option<AsyncioOffsets>,
-    asyncio_after_ns: u64,
-    asyncio_every_ns: u64,
+    look_asyncio: LookAgain,
     tasks: Vec<TaskView>,
     /// Before 3.14, when the program uses asyncio: why its tasks are not read.
     pub tasks_refused: Option<String>,
@@ -134,8 +160,7 @@ impl Units {
             pid,
             greenlets: None,
             refused: None,
-            look_after_ns: 0,
-            look_every_ns: LOOK_AGAIN_FIRST_NS,
+            look_greenlet: LookAgain::default(),
             views: Vec::new(),
             chains: Vec::new(),
             chain_of: Vec::new(),
@@ -145,8 +170,7 @@ impl Units {
             snapshot: Snapshot::default(),
             last_reads: 0,
             asyncio: None,
-            asyncio_after_ns: 0,
-            asyncio_every_ns: LOOK_AGAIN_FIRST_NS,
+            look_asyncio: LookAgain::default(),
             tasks: Vec::new(),
             tasks_refused: None,
         }
@@ -201,9 +225,7 @@ impl Units {
         let version = reader.layout.version;
         if (version.major, version.minor) < (3, 14) {
             // Said when the program has imported asyncio (looked for now and then).
-            if self.tasks_refused.is_none() && (thorough || now_ns >= self.asyncio_after_ns) {
-                self.asyncio_after_ns = now_ns + self.asyncio_every_ns;
-                self.asyncio_every_ns = (self.asyncio_every_ns * 2).min(LOOK_AGAIN_MAX_NS);
+            if self.tasks_refused.is_none() && self.look_asyncio.due(now_ns, thorough) {
                 let objects = Objects::new(reader.memory(), &reader.layout);
                 let imported = objects
                     .word(
@@ -223,9 +245,7 @@ impl Units {
             }
             return Ok(());
         }
-        if self.asyncio.is_none() && (thorough || now_ns >= self.asyncio_after_ns) {
-            self.asyncio_after_ns = now_ns + self.asyncio_every_ns;
-            self.asyncio_every_ns = (self.asyncio_every_ns * 2).min(LOOK_AGAIN_MAX_NS);
+        if self.asyncio.is_none() && self.look_asyncio.due(now_ns, thorough) {
             if let Ok(maps) = procfs::maps(self.pid) {
                 let exe = reader.binary.path.clone();
                 self.asyncio = asyncio::find(self.pid, &maps, reader.memory(), &exe);
@@ -289,9 +309,10 @@ impl Units {
         now_ns: u64,
         thorough: bool,
     ) -> Result<(), WalkError> {
-        if self.greenlets.is_none() && self.refused.is_none() && now_ns >= self.look_after_ns {
-            self.look_after_ns = now_ns + self.look_every_ns;
-            self.look_every_ns = (self.look_every_ns * 2).min(LOOK_AGAIN_MAX_NS);
+        if self.greenlets.is_none()
+            && self.refused.is_none()
+            && self.look_greenlet.due(now_ns, false)
+        {
             if let Ok(maps) = procfs::maps(self.pid) {
                 match greenlet::find(self.pid, &maps, reader.layout.version) {
                     Support::Absent => {}

@@ -275,3 +275,73 @@ impl Drop for Service {
         }
     }
 }
+
+/// `memspy record --subprocesses -o rec_path -- gunicorn -w workers -k class app:app` of
+/// fixtures/web, on a free port, in a process group of its own; returned once every worker has
+/// answered (each answers with its pid) and memspy had time to adopt them. None when the web
+/// venv is not provisioned (a skip outside CI).
+pub fn record_gunicorn(class: &str, workers: usize, rec_path: &Path) -> Option<(Service, u16)> {
+    let venv = venv("web")?;
+    let port = free_port();
+    let mut memspy = Command::new(memspy_bin());
+    // Its own process group, so that a failing test stops the service with it.
+    std::os::unix::process::CommandExt::process_group(&mut memspy, 0);
+    let child = memspy
+        .args(["record", "--subprocesses", "-o"])
+        .arg(rec_path)
+        .arg("--")
+        .arg(venv.join("bin/gunicorn"))
+        .args(["-w", &workers.to_string(), "-k", class])
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .arg("--chdir")
+        .arg(fixtures_dir().join("web"))
+        .args(["--graceful-timeout", "5", "app:app"])
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let service = Service(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < workers {
+        assert!(
+            Instant::now() < deadline,
+            "{class}: the service never came up"
+        );
+        match get(port, "/work") {
+            Ok(pid) => {
+                seen.insert(pid);
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+    // Let memspy adopt the workers (and find their greenlets) before the measured requests.
+    std::thread::sleep(Duration::from_millis(700));
+    Some((service, port))
+}
+
+/// Stop a service started by [`record_gunicorn`] (SIGTERM to memspy, passed on to gunicorn)
+/// and wait for memspy; its stderr. A copy of the recording goes to `$MEMSPY_TEST_KEEP/name`
+/// when that is set, for a look at a failing run.
+pub fn stop_gunicorn(mut service: Service, rec_path: &Path, name: &str) -> String {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(service.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let mut err = String::new();
+    if let Some(mut stderr) = service.0.stderr.take() {
+        let _ = stderr.read_to_string(&mut err);
+    }
+    let status = service.0.wait().unwrap();
+    assert!(
+        status.code().is_some(),
+        "{name}: memspy did not exit cleanly: {status}: {err}"
+    );
+    if let Some(keep) = std::env::var_os("MEMSPY_TEST_KEEP") {
+        let _ = std::fs::copy(rec_path, Path::new(&keep).join(name));
+    }
+    err
+}
