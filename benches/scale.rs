@@ -133,4 +133,56 @@ fn main() {
             r.bytes_per_thread_sample
         );
     }
+    ceiling(&py);
+}
+
+/// The sampling ceiling on one busy process (fixtures/deep.py, 45 frames deep, spinning):
+/// samples per second reached at a few asked rates, failed samples, memspy's CPU per sample.
+fn ceiling(py: &common::Interpreter) {
+    println!();
+    println!(
+        "sampling ceiling on one busy process, 2 s each ({}):",
+        py.label
+    );
+    println!(
+        "{:>10} {:>12} {:>8} {:>16}",
+        "asked Hz", "reached Hz", "failed", "CPU per sample"
+    );
+    for rate in ["10000", "20000", "50000"] {
+        let (target, _) = common::start_fixture(py, "deep.py", &["45", "spin", "60"]);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ceiling.msp");
+        let before = cpu_of_children();
+        let status = Command::new(common::memspy_bin())
+            .args([
+                "record",
+                "--pid",
+                &target.pid().to_string(),
+                "-d",
+                "2",
+                "-r",
+                rate,
+            ])
+            .arg("--no-memory-events")
+            .arg("-o")
+            .arg(&file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        let cpu = cpu_of_children() - before;
+        assert!(status.success());
+        drop(target);
+        let rec = Recording::open(&file).unwrap();
+        let samples = rec.samples.len() as f64;
+        let failed = rec.failures.len() as f64;
+        println!(
+            "{:>10} {:>12.0} {:>7.2}% {:>13.1} us",
+            rate,
+            samples / 2.0,
+            100.0 * failed / (samples + failed).max(1.0),
+            cpu * 1e6 / (samples + failed).max(1.0)
+        );
+    }
 }
