@@ -18,18 +18,11 @@ mod common;
 use std::process::{Command, Stdio};
 
 use memspy::recording::Recording;
-use nix::sys::resource::{getrusage, UsageWho};
 
 const ROUNDS: usize = 9;
 const TARGET_CPU: &str = "1";
 const MEMSPY_CPU: &str = "0";
 const GIB: &str = "4";
-
-fn cpu_of_children() -> f64 {
-    let u = getrusage(UsageWho::RUSAGE_CHILDREN).expect("getrusage");
-    let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
-    t(u.user_time()) + t(u.system_time())
-}
 
 fn seconds(stdout: &[u8]) -> f64 {
     String::from_utf8_lossy(stdout)
@@ -55,21 +48,21 @@ fn target(py: &common::Interpreter) -> Vec<String> {
 
 /// The target's own time, and CPU seconds of everything run.
 fn alone(py: &common::Interpreter) -> (f64, f64) {
-    let cpu = cpu_of_children();
+    let cpu = common::cpu_of_children();
     let argv = target(py);
     let out = Command::new(&argv[0])
         .args(&argv[1..])
         .env("MALLOC_MMAP_THRESHOLD_", "4096")
         .output()
         .expect("run the target");
-    (seconds(&out.stdout), cpu_of_children() - cpu)
+    (seconds(&out.stdout), common::cpu_of_children() - cpu)
 }
 
 /// The target's own time, CPU seconds of memspy and target, and the recording's summary.
 fn recorded(py: &common::Interpreter, args: &[&str]) -> (f64, f64, Recording) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bench.msp");
-    let cpu = cpu_of_children();
+    let cpu = common::cpu_of_children();
     let out = Command::new("taskset")
         .args(["-c", MEMSPY_CPU])
         .arg(common::memspy_bin())
@@ -83,7 +76,7 @@ fn recorded(py: &common::Interpreter, args: &[&str]) -> (f64, f64, Recording) {
         .stderr(Stdio::null())
         .output()
         .expect("run memspy");
-    let cpu = cpu_of_children() - cpu;
+    let cpu = common::cpu_of_children() - cpu;
     (
         seconds(&out.stdout),
         cpu,

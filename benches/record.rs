@@ -16,7 +16,6 @@ mod common;
 use std::process::{Command, Stdio};
 
 use memspy::recording::Recording;
-use nix::sys::resource::{getrusage, UsageWho};
 
 const SECONDS: f64 = 3.0;
 const PAIRS: usize = 5;
@@ -25,12 +24,6 @@ const PAIRS: usize = 5;
 const TARGET_CPU: &str = "1";
 const MEMSPY_CPU: &str = "0";
 const DEPTH: &str = "45";
-
-fn cpu_of_children() -> f64 {
-    let u = getrusage(UsageWho::RUSAGE_CHILDREN).expect("getrusage");
-    let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
-    t(u.user_time()) + t(u.system_time())
-}
 
 fn iterations(stdout: &[u8]) -> f64 {
     String::from_utf8_lossy(stdout)
@@ -42,7 +35,7 @@ fn iterations(stdout: &[u8]) -> f64 {
 
 /// The target alone: its iterations per second and CPU seconds.
 fn alone(py: &common::Interpreter) -> (f64, f64) {
-    let cpu_before = cpu_of_children();
+    let cpu_before = common::cpu_of_children();
     let out = Command::new("taskset")
         .args(["-c", TARGET_CPU])
         .arg(&py.exe)
@@ -50,7 +43,10 @@ fn alone(py: &common::Interpreter) -> (f64, f64) {
         .args([DEPTH, "spin", &SECONDS.to_string()])
         .output()
         .expect("run fixture");
-    (iterations(&out.stdout), cpu_of_children() - cpu_before)
+    (
+        iterations(&out.stdout),
+        common::cpu_of_children() - cpu_before,
+    )
 }
 
 struct Measured {
@@ -67,7 +63,7 @@ struct Measured {
 fn under_memspy(py: &common::Interpreter, args: &[&str]) -> Measured {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bench.msp");
-    let cpu_before = cpu_of_children();
+    let cpu_before = common::cpu_of_children();
     let out = Command::new("taskset")
         .args(["-c", MEMSPY_CPU])
         .arg(common::memspy_bin())
@@ -82,7 +78,7 @@ fn under_memspy(py: &common::Interpreter, args: &[&str]) -> Measured {
         .stderr(Stdio::null())
         .output()
         .expect("run memspy");
-    let cpu = cpu_of_children() - cpu_before;
+    let cpu = common::cpu_of_children() - cpu_before;
     let rec = Recording::open(&path).expect("recording");
     let span = rec.duration_us() as f64 / 1e6;
     Measured {

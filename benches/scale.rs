@@ -14,13 +14,6 @@ mod common;
 use std::process::{Command, Stdio};
 
 use memspy::recording::Recording;
-use nix::sys::resource::{getrusage, UsageWho};
-
-fn cpu_of_children() -> f64 {
-    let u = getrusage(UsageWho::RUSAGE_CHILDREN).expect("getrusage");
-    let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
-    t(u.user_time()) + t(u.system_time())
-}
 
 #[derive(Clone, Copy)]
 struct Run {
@@ -30,7 +23,33 @@ struct Run {
     bytes_per_thread_sample: f64,
 }
 
-/// Attach `memspy record` with `args` to the fixture `script args` for `seconds`.
+/// Attach `memspy record -d seconds ARGS` to `pid`; the recording and memspy's CPU (s).
+fn attach(pid: u32, seconds: f64, args: &[&str]) -> (Recording, f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("scale.msp");
+    let before = common::cpu_of_children();
+    let status = Command::new(common::memspy_bin())
+        .args([
+            "record",
+            "--pid",
+            &pid.to_string(),
+            "-d",
+            &seconds.to_string(),
+        ])
+        .args(args)
+        .arg("-o")
+        .arg(&file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    let cpu = common::cpu_of_children() - before;
+    assert!(status.success(), "memspy record {args:?}");
+    (Recording::open(&file).unwrap(), cpu)
+}
+
+/// Attach to the fixture `script script_args` for `seconds` with `args`.
 fn run(
     py: &common::Interpreter,
     script: &str,
@@ -40,29 +59,8 @@ fn run(
 ) -> Run {
     let (target, _) = common::start_fixture(py, script, script_args);
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("scale.msp");
-    let before = cpu_of_children();
-    let status = Command::new(common::memspy_bin())
-        .args([
-            "record",
-            "--pid",
-            &target.pid().to_string(),
-            "-d",
-            &seconds.to_string(),
-            "-o",
-        ])
-        .arg(&file)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    let cpu = cpu_of_children() - before;
-    assert!(status.success(), "memspy record {args:?} on {script}");
+    let (rec, cpu) = attach(target.pid(), seconds, args);
     drop(target);
-    let rec = Recording::open(&file).unwrap();
     let thread_samples = rec.thread_samples.len().max(1);
     Run {
         missed: 100.0 * rec.stats.missed as f64
@@ -150,31 +148,8 @@ fn ceiling(py: &common::Interpreter) {
     );
     for rate in ["10000", "20000", "50000"] {
         let (target, _) = common::start_fixture(py, "deep.py", &["45", "spin", "60"]);
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("ceiling.msp");
-        let before = cpu_of_children();
-        let status = Command::new(common::memspy_bin())
-            .args([
-                "record",
-                "--pid",
-                &target.pid().to_string(),
-                "-d",
-                "2",
-                "-r",
-                rate,
-            ])
-            .arg("--no-memory-events")
-            .arg("-o")
-            .arg(&file)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap();
-        let cpu = cpu_of_children() - before;
-        assert!(status.success());
+        let (rec, cpu) = attach(target.pid(), 2.0, &["-r", rate, "--no-memory-events"]);
         drop(target);
-        let rec = Recording::open(&file).unwrap();
         let samples = rec.samples.len() as f64;
         let failed = rec.failures.len() as f64;
         println!(

@@ -345,3 +345,12 @@ pub fn stop_gunicorn(mut service: Service, rec_path: &Path, name: &str) -> Strin
     }
     err
 }
+
+/// CPU time (user + system, s) used so far by this process's children that have been waited
+/// for: benchmarks take the difference around a child's run.
+pub fn cpu_of_children() -> f64 {
+    let u = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+        .expect("getrusage");
+    let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+    t(u.user_time()) + t(u.system_time())
+}
