@@ -316,7 +316,7 @@ fn dump_process(pid: i32, opts: &DumpOptions) -> Result<ProcessDump> {
         .filter(|u| u.kind == UnitKind::Task)
         .map(|u| TaskNode {
             id: u.addr,
-            name: u.name.clone(),
+            name: u.name.to_string(),
             stack: frame_dumps(&reader, &units.snapshot.frames[u.frames.clone()])
                 .iter()
                 .map(|f| pstree::frame_label(&f.function, &f.file, f.line as i64))
@@ -387,7 +387,7 @@ fn unit_dump(
     UnitDump {
         kind: u.kind.name(),
         id: format!("{:#x}", u.addr),
-        name: u.name.clone(),
+        name: u.name.to_string(),
         state: match u.state {
             UnitState::Running => "running",
             UnitState::Waiting => "waiting",

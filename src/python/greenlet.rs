@@ -580,7 +580,7 @@ pub struct Greenlets {
     background: Option<std::sync::mpsc::Receiver<Found>>,
     known: Vec<Known>,
     by_addr: HashMap<u64, usize>,
-    type_names: HashMap<u64, String>,
+    type_names: HashMap<u64, std::sync::Arc<str>>,
     pub groups: HashMap<u64, Group>,
     /// The last full walk.
     pub last_walk: WalkStats,
@@ -618,13 +618,14 @@ impl Greenlets {
     }
 
     /// The name of a greenlet type (`tp_name`), read once.
-    pub fn type_name(&mut self, objects: &Objects, tp: u64) -> String {
+    pub fn type_name(&mut self, objects: &Objects, tp: u64) -> std::sync::Arc<str> {
         self.type_names
             .entry(tp)
             .or_insert_with(|| {
                 objects
                     .type_name(tp)
                     .unwrap_or_else(|_| "greenlet".to_string())
+                    .into()
             })
             .clone()
     }
