@@ -224,7 +224,7 @@ fn golden_recording(dir: &Path) -> PathBuf {
         ]),
     )
     .unwrap();
-    w.stats(21, 0, 100, 300).unwrap();
+    w.stats(21, 0, 100, 300, 20, (0, 0, 0)).unwrap();
     w.finish().unwrap();
     path
 }

@@ -78,6 +78,11 @@ struct Info {
     missed_ticks: u64,
     late_max_ms: f64,
     late_mean_ms: f64,
+    /// The sampler's work per tick (its time outside waits, over ticks), µs.
+    busy_per_tick_us: Option<f64>,
+    /// Blocking mode: how long threads were held stopped per tick, mean and max (ms).
+    paused_mean_ms: Option<f64>,
+    paused_max_ms: Option<f64>,
     functions: usize,
     stacks: usize,
     /// How memory was sampled ("memory from page-fault and free events and ticks", ...).
@@ -253,6 +258,15 @@ fn summarize(file: &str, rec: &Recording) -> Info {
         } else {
             0.0
         },
+        busy_per_tick_us: st
+            .busy_us
+            .filter(|_| st.ticks > 0)
+            .map(|b| b as f64 / st.ticks as f64),
+        paused_mean_ms: st
+            .pauses
+            .filter(|p| p.0 > 0)
+            .map(|p| p.1 as f64 / 1e3 / p.0 as f64),
+        paused_max_ms: st.pauses.filter(|p| p.0 > 0).map(|p| p.2 as f64 / 1e3),
         functions: rec.functions.len(),
         stacks: rec.stacks.len(),
         sampling: rec.sampling(),
@@ -328,6 +342,19 @@ fn write_text(i: &Info, w: &mut dyn Write) -> io::Result<()> {
         i.late_mean_ms,
         i.late_max_ms
     )?;
+    if let Some(busy) = i.busy_per_tick_us {
+        let share = busy * i.ticks as f64 / (i.duration_s * 1e6).max(1.0) * 100.0;
+        writeln!(
+            w,
+            "sampler: {busy:.1} µs of work per tick ({share:.0} % of its time, waits excluded)"
+        )?;
+    }
+    if let (Some(mean), Some(max)) = (i.paused_mean_ms, i.paused_max_ms) {
+        writeln!(
+            w,
+            "threads held stopped: mean {mean:.2} ms, max {max:.2} ms per tick (first stop to last resume)"
+        )?;
+    }
     writeln!(
         w,
         "functions: {}   distinct stacks: {}",

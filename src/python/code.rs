@@ -5,7 +5,7 @@
 //! the same address compares those fields, read in one small batched read, before trusting the
 //! entry: a freed code object whose memory was reused fails the comparison and is decoded anew.
 
-use std::collections::HashMap;
+use crate::FastMap;
 use std::sync::Arc;
 
 use super::layout::Layout;
@@ -71,10 +71,10 @@ pub struct CodeEntry {
 /// Cache of decoded code objects of one process.
 #[derive(Default)]
 pub struct CodeCache {
-    by_addr: HashMap<u64, CodeEntry>,
+    by_addr: FastMap<u64, CodeEntry>,
     /// Distinct functions seen; ids stay stable for the life of the cache.
     infos: Vec<CodeInfo>,
-    info_ids: HashMap<CodeInfo, u32>,
+    info_ids: FastMap<CodeInfo, u32>,
     /// Code objects decoded (cache misses), for statistics.
     pub decoded: u64,
 }

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 
 use super::layout::Layout;
 use super::objects::{read_str, ObjectError, Objects, TPFLAGS_DICT_SUBCLASS};
-use crate::target::memory::RemoteMemory;
+use crate::target::memory::{CachedMemory, RemoteMemory};
 
 /// Most threads whose names are read (the walker follows at most 4096 threads).
 const MAX_NAMED: usize = 4096;
@@ -58,7 +58,8 @@ impl ThreadNames {
     /// known so far; names are a convenience, never a reason to fail a sample.
     pub fn refresh(&mut self, mem: &dyn RemoteMemory, layout: &Layout, runtime: u64, now_ns: u64) {
         self.read_ns = now_ns;
-        let objects = Objects::new(mem, layout);
+        let cached = CachedMemory::new(mem);
+        let objects = Objects::new(&cached, layout);
         // Found again at every read (a few dict lookups): the table is a new dict after a
         // fork (`threading._after_fork`), and a worker is often found before it has run.
         if self.active.is_some() || now_ns >= self.locate_after_ns {

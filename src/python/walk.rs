@@ -135,6 +135,8 @@ pub struct StackReader<M: RemoteMemory> {
     pub layout: Layout,
     codes: CodeCache,
     pages: PageCache,
+    /// The pages the previous tick's walk used, read in one gather before the next.
+    walk_pages: Vec<u64>,
     raw: Vec<RawFrame>,
     /// Pass 2 scratch: distinct code addresses, their read spans and header bytes.
     code_addrs: Vec<u64>,
@@ -147,9 +149,9 @@ pub struct StackReader<M: RemoteMemory> {
     /// Thread states the caller knows did not run since the previous walk (their kernel
     /// threads used no CPU): their frames cannot have changed, and are taken from that walk
     /// when their first frame is still the same, instead of walked again.
-    pub unchanged: std::collections::HashSet<u64>,
+    pub unchanged: crate::FastSet<u64>,
     /// Per thread state: its first frame and raw frames at the previous walk.
-    previous: std::collections::HashMap<u64, (u64, bool, Vec<RawFrame>)>,
+    previous: crate::FastMap<u64, (u64, bool, Vec<RawFrame>)>,
     /// How many threads the last walk took from the previous one.
     pub last_reused: u32,
     /// The thread states of the previous walk, in order, read again in one gather before the
@@ -158,7 +160,9 @@ pub struct StackReader<M: RemoteMemory> {
     tstate_order: Vec<u64>,
     tstate_spans: Vec<RemoteIoVec>,
     tstate_bytes: Vec<u8>,
-    tstate_at: std::collections::HashMap<u64, usize>,
+    tstate_at: crate::FastMap<u64, usize>,
+    /// The thread states were read ahead by [`StackReader::prepare`].
+    prepared: bool,
 }
 
 impl<M: RemoteMemory> StackReader<M> {
@@ -180,19 +184,21 @@ impl<M: RemoteMemory> StackReader<M> {
             layout,
             codes: CodeCache::default(),
             pages: PageCache::default(),
+            walk_pages: Vec::new(),
             raw: Vec::new(),
             code_addrs: Vec::new(),
             spans: Vec::new(),
             headers: Vec::new(),
             resolved: Vec::new(),
             last_reads: 0,
-            unchanged: std::collections::HashSet::new(),
-            previous: std::collections::HashMap::new(),
+            unchanged: Default::default(),
+            previous: Default::default(),
             last_reused: 0,
             tstate_order: Vec::new(),
             tstate_spans: Vec::new(),
             tstate_bytes: Vec::new(),
-            tstate_at: std::collections::HashMap::new(),
+            tstate_at: Default::default(),
+            prepared: false,
         })
     }
 
@@ -217,24 +223,39 @@ impl<M: RemoteMemory> StackReader<M> {
     pub fn read(&mut self, out: &mut Snapshot) -> Result<(), WalkError> {
         out.clear();
         self.pages.clear();
+        self.pages.prefetch(&self.mem, &self.walk_pages);
         self.raw.clear();
         self.last_reused = 0;
-        let mut syscalls = self.prefetch_tstates();
+        let mut syscalls = if self.prepared {
+            1
+        } else {
+            self.prefetch_tstates()
+        };
         let result = self.walk_threads(out).and_then(|()| {
             syscalls += self.pages.reads;
+            self.pages.used_pages(&mut self.walk_pages);
             self.resolve(out)
         });
         self.last_reads = syscalls + 1;
         if self.previous.len() > out.threads.len() {
-            let live: std::collections::HashSet<u64> =
-                out.threads.iter().map(|t| t.tstate).collect();
+            let live: crate::FastSet<u64> = out.threads.iter().map(|t| t.tstate).collect();
             self.previous.retain(|t, _| live.contains(t));
         }
         self.tstate_order.clear();
         self.tstate_order
             .extend(out.threads.iter().map(|t| t.tstate));
         self.tstate_at.clear();
+        self.prepared = false;
         result
+    }
+
+    /// Read the thread states of threads that did not run ([`StackReader::unchanged`]) now,
+    /// before the caller stops the others (blocking mode): a thousand idle thread states are
+    /// then not read while the running threads are held. The next [`StackReader::read`] takes
+    /// only those from this read; the others it reads afresh.
+    pub fn prepare(&mut self) {
+        self.prefetch_tstates();
+        self.prepared = true;
     }
 
     /// Read the previous walk's thread states in one gather (a few, past 1,024 threads), so
@@ -406,7 +427,11 @@ impl<M: RemoteMemory> StackReader<M> {
         gil_holder: u64,
     ) -> Result<u64, WalkError> {
         let t = self.layout.thread.clone();
-        let prefetched = self.tstate_at.get(&tstate).copied();
+        let prefetched = self
+            .tstate_at
+            .get(&tstate)
+            .copied()
+            .filter(|_| !self.prepared || self.unchanged.contains(&tstate));
         let (thread_id, native, holds_flag, next, frame_field) = {
             let b = match prefetched {
                 Some(at) => &self.tstate_bytes[at..at + t.read_len],

@@ -22,7 +22,7 @@
 //! | 7 | ProcessEnd | id:uv time:uv reason:u8 ([`EndReason`]) exit:sv (-1 unknown) |
 //! | 8 | Thread | process:uv slot:uv tid:uv (kernel id; 0 = the id in the target's memory named no thread of the target) name:uv (string id) [claimed:uv (that id + 1, 0 = none; absent in older files)] |
 //! | 9 | Events | base_time:uv count:uv event* |
-//! | 10 | Stats | ticks:uv missed:uv late_max:uv late_total:uv (µs) |
+//! | 10 | Stats | ticks:uv missed:uv late_max:uv late_total:uv busy:uv pauses:uv paused_total:uv paused_max:uv (µs; busy: the sampler's time outside its waits; pauses: how often blocking mode held threads stopped, and for how long; the last four absent in older files) |
 //! | 11 | End | samples:uv |
 //! | 12 | Source | file:uv (string id) text (a source file's text, as the target's user could read it) |
 //! | 14 | ThreadId | process:uv slot:uv tid:uv — a thread defined with tid 0 (its id unproven) was proven to be this kernel thread |

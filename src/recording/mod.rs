@@ -69,7 +69,7 @@ mod tests {
         }
         w.failure(p, 500_000, FailureKind::Raced).unwrap();
         w.memory(p, 500_000, MemoryKind::Pss, 90 << 20).unwrap();
-        w.stats(51, 1, 300, 900).unwrap();
+        w.stats(51, 1, 300, 900, 40, (0, 0, 0)).unwrap();
         w.process_end(p, 510_000, EndReason::Exited, Some(0))
             .unwrap();
         w.finish().unwrap();

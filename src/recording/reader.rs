@@ -178,6 +178,11 @@ pub struct Stats {
     pub missed: u64,
     pub late_max_us: u64,
     pub late_total_us: u64,
+    /// The sampler's time outside its waits for ticks (None: not recorded).
+    pub busy_us: Option<u64>,
+    /// Blocking mode: how many times threads were held stopped, for how long in all and at
+    /// most (µs; from the first stop to the last resume of a tick).
+    pub pauses: Option<(u64, u64, u64)>,
 }
 
 /// Where reading stopped early.
@@ -541,6 +546,12 @@ impl Recording {
                     missed: s.1,
                     late_max_us: s.2,
                     late_total_us: s.3,
+                    busy_us: if c.is_empty() { None } else { c.uv() },
+                    pauses: if c.is_empty() {
+                        None
+                    } else {
+                        (|| Some((c.uv()?, c.uv()?, c.uv()?)))()
+                    },
                 };
             }
             T_MEMORY_EVENTS => {

@@ -9,6 +9,8 @@
 //! before it and stays readable; the error is returned from that call and from [`Writer::finish`].
 
 use std::collections::HashMap;
+
+use crate::FastMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
@@ -96,14 +98,14 @@ pub struct Writer {
     last_event_us: u64,
     /// When records were last handed to the kernel.
     last_flush_us: u64,
-    strings: HashMap<Arc<str>, u32>,
-    functions: HashMap<(u32, u32, u32, i32), u32>,
-    frames: HashMap<(u32, i32), u32>,
-    stacks: HashMap<(u32, u32), u32>,
+    strings: FastMap<Arc<str>, u32>,
+    functions: FastMap<(u32, u32, u32, i32), u32>,
+    frames: FastMap<(u32, i32), u32>,
+    stacks: FastMap<(u32, u32), u32>,
     next_stack: u32,
     processes: Vec<ProcessState>,
     /// Per (process, slot): CPU time at the previous sample (µs) and the stack then.
-    thread_last: HashMap<(u32, u32), (u64, Option<u32>)>,
+    thread_last: FastMap<(u32, u32), (u64, Option<u32>)>,
     threads_per_process: HashMap<u32, u32>,
     tasks_per_process: HashMap<u32, u32>,
     pub samples: u64,
@@ -126,13 +128,13 @@ impl Writer {
             batch_base_us: 0,
             last_event_us: 0,
             last_flush_us: 0,
-            strings: HashMap::new(),
-            functions: HashMap::new(),
-            frames: HashMap::new(),
-            stacks: HashMap::new(),
+            strings: FastMap::default(),
+            functions: FastMap::default(),
+            frames: FastMap::default(),
+            stacks: FastMap::default(),
             next_stack: 0,
             processes: Vec::new(),
-            thread_last: HashMap::new(),
+            thread_last: FastMap::default(),
             threads_per_process: HashMap::new(),
             tasks_per_process: HashMap::new(),
             samples: 0,
@@ -536,10 +538,21 @@ impl Writer {
         missed: u64,
         late_max_us: u64,
         late_total_us: u64,
+        busy_us: u64,
+        (pauses, paused_total_us, paused_max_us): (u64, u64, u64),
     ) -> io::Result<()> {
         self.flush_batch()?;
         self.begin(T_STATS);
-        for v in [ticks, missed, late_max_us, late_total_us] {
+        for v in [
+            ticks,
+            missed,
+            late_max_us,
+            late_total_us,
+            busy_us,
+            pauses,
+            paused_total_us,
+            paused_max_us,
+        ] {
             put_uv(&mut self.record, v);
         }
         self.end_record()

@@ -97,6 +97,10 @@ pub struct Progress {
     pub missed_ticks: u64,
     pub late_max: Duration,
     pub late_total: Duration,
+    /// Time the sampler spent waiting for ticks and events (the rest of `elapsed` it worked).
+    pub waited: Duration,
+    /// How long blocking mode held threads stopped, per process and tick.
+    pub pauses: process::Pauses,
     /// Memory-event samples written.
     pub memory_events: u64,
 }
@@ -237,10 +241,13 @@ impl<'a> Sampler<'a> {
     /// Record until done; `on_progress` is called about ten times a second.
     pub fn run(mut self, mut on_progress: impl FnMut(&Progress)) -> Finished {
         let _ = nix::sys::prctl::set_timerslack(1);
-        // Run as soon as a tick or memory event wakes this thread (see target::sched). Only
-        // this thread: the program and memspy's other threads were started before.
-        crate::target::sched::run_promptly();
         let interval = (1e9 / self.config.rate_hz).max(1.0) as u64;
+        // Run as soon as a tick or memory event wakes this thread (see target::sched). Only
+        // this thread: the program and memspy's other threads were started before. A clock
+        // that spins never sleeps, and must not hold a CPU at real-time priority.
+        if !Clock::spins(interval) {
+            crate::target::sched::run_promptly();
+        }
         let start = now_ns();
         let deadline = self.config.duration.map(|d| start + d.as_nanos() as u64);
         let (mut next_status, mut next_rollup, mut next_report, mut next_stats) =
@@ -284,8 +291,10 @@ impl<'a> Sampler<'a> {
 
             // Wait for the next tick or memory event. Memory events are handled at once, in
             // between ticks: the thread's stack is read while it is still growing memory.
+            let before = now_ns();
             clock.wait(&mut woken);
             let now = now_ns();
+            self.progress.waited += Duration::from_nanos(now.saturating_sub(before));
             let time_us = now.saturating_sub(start) / 1000;
             for i in 0..woken.events.len() {
                 self.memory_event(woken.events[i], time_us);
@@ -427,6 +436,7 @@ impl<'a> Sampler<'a> {
                 memory: &mut self.memory_events,
             };
             let sampled = p.sample(&mut self.writer, time_us, blocking, &mut ctx);
+            self.progress.pauses.merge(&std::mem::take(&mut p.pauses));
             p.hand_over_files(&mut self.sources);
             if let Some(e) = p.stop_refused.take() {
                 if !p.said_stop_refused {
@@ -492,6 +502,12 @@ impl<'a> Sampler<'a> {
             p.missed_ticks,
             p.late_max.as_micros() as u64,
             p.late_total.as_micros() as u64,
+            p.elapsed.saturating_sub(p.waited).as_micros() as u64,
+            (
+                p.pauses.count,
+                p.pauses.total_ns / 1000,
+                p.pauses.max_ns / 1000,
+            ),
         )?;
         let m = &self.memory_events;
         let (p50, p99) = m.delay_percentiles().unwrap_or((0, 0));

@@ -2,6 +2,8 @@
 //! page faults since the previous sample, joined into one sample for the recording.
 
 use std::collections::{HashMap, HashSet};
+
+use crate::FastMap;
 use std::io;
 use std::sync::Arc;
 
@@ -92,6 +94,10 @@ struct ThreadState {
     python_name: Option<String>,
     /// It used CPU since the previous refresh (or that is not known).
     ran: bool,
+    /// Its CPU time moved between two reads (unlike `ran`, never true on the first read).
+    moved: bool,
+    /// Its memory events are to be opened once it runs (see [`EVENTS_OPENED_PER_TICK`]).
+    wants_events: bool,
     /// Ticks since it last used CPU.
     idle_ticks: u64,
 }
@@ -123,7 +129,30 @@ impl ThreadState {
             settle_ns: 0,
             python_name: None,
             ran: true,
+            moved: false,
+            wants_events: false,
             idle_ticks: 0,
+        }
+    }
+
+    /// Whether the thread proven as this state's kernel id is still alive and that very
+    /// thread (asked between seize and interrupt): a read of its `schedstat`, held open since
+    /// the proof, succeeds only then. The CPU time it reads is the freshest there is.
+    fn still_ours(&mut self) -> bool {
+        let cpu = self
+            .schedstat
+            .as_mut()
+            .and_then(|f| f.read().ok().and_then(procfs::parse_schedstat));
+        match cpu {
+            Some(ns) => {
+                self.cpu_ns = ns;
+                true
+            }
+            // Gone: the full read says so and forgets its id.
+            None => {
+                self.refresh();
+                false
+            }
         }
     }
 
@@ -157,6 +186,7 @@ impl ThreadState {
         };
         let ran = cpu.is_none_or(|ns| ns != self.cpu_ns || self.cpu_ns == 0);
         self.ran = ran;
+        self.moved = cpu.is_some_and(|ns| self.cpu_ns != 0 && ns != self.cpu_ns);
         if let Some(ns) = cpu {
             self.cpu_ns = ns;
         }
@@ -184,6 +214,12 @@ impl ThreadState {
         }
     }
 }
+
+/// A thread's memory events are opened once it has run since memspy first read it (an idle
+/// thread makes no page faults, and a service's thousand idle threads would cost four
+/// descriptors and a ring each, and a long first tick), for at most this many threads a tick.
+/// Until then its faults are counted at ticks, from its `stat`.
+const EVENTS_OPENED_PER_TICK: usize = 8;
 
 /// How often (ticks) an unproven thread state is tried again.
 const REPROVE_TICKS: u64 = 10;
@@ -308,9 +344,9 @@ pub struct ProcessSampler {
     status: Option<ProcFile>,
     rollup: Option<ProcFile>,
     page_size: u64,
-    threads: HashMap<ThreadKey, ThreadState>,
+    threads: FastMap<ThreadKey, ThreadState>,
     /// Scratch: how many of one walk's thread states have each (ident, kernel id) pair.
-    seen_ids: HashMap<(u64, Option<i32>), u32>,
+    seen_ids: FastMap<(u64, Option<i32>), u32>,
     /// Memory-event tokens (the low half; the high half is the process id) -> threads.
     event_keys: HashMap<u32, ThreadKey>,
     next_token: u32,
@@ -357,8 +393,38 @@ pub struct ProcessSampler {
     /// than the Python ones used when last all were read (see `refresh_threads`).
     process_cpu: Option<u64>,
     other_cpu_per_tick: u64,
+    /// The id of the process's CPU clock (found once: glibc checks it with a system call).
+    cpu_clock: Option<nix::time::ClockId>,
+    /// When the counters (RSS, faults, CPU) are read next, and how many times they were read.
+    counters_due_ns: u64,
+    counter_reads: u64,
     /// Why greenlets cannot be read here, once known (said once by the recorder).
     pub units_refused: Option<String>,
+    /// How long its threads were held stopped at each tick (blocking mode).
+    pub pauses: Pauses,
+}
+
+/// How long blocking mode held threads stopped: from asking the first to stop to letting the
+/// last go, per tick.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Pauses {
+    pub count: u64,
+    pub total_ns: u64,
+    pub max_ns: u64,
+}
+
+impl Pauses {
+    pub fn add(&mut self, ns: u64) {
+        self.count += 1;
+        self.total_ns += ns;
+        self.max_ns = self.max_ns.max(ns);
+    }
+
+    pub fn merge(&mut self, other: &Pauses) {
+        self.count += other.count;
+        self.total_ns += other.total_ns;
+        self.max_ns = self.max_ns.max(other.max_ns);
+    }
 }
 
 /// A unit of work as the recording knows it.
@@ -392,13 +458,21 @@ const FULL_REFRESH_TICKS: u64 = 25;
 const IDLE_AFTER_TICKS: u64 = 3;
 const GATE_SLACK_NS: u64 = 200_000;
 
-/// The CPU time all threads of process `pid` used (`CLOCK_PROCESS_CPUTIME_ID` of another
-/// process, through the clock id the kernel derives from its pid: `clock_getcpuclockid(3)`).
-fn process_cpu_ns(pid: i32) -> Option<u64> {
-    let clock = nix::time::clock_getcpuclockid(nix::unistd::Pid::from_raw(pid)).ok()?;
-    let t = nix::time::clock_gettime(clock).ok()?;
+/// The CPU time all threads of a process used, from its CPU clock
+/// (`CLOCK_PROCESS_CPUTIME_ID` of another process, through the clock id the kernel derives
+/// from its pid: `clock_getcpuclockid(3)`).
+fn process_cpu_ns(clock: Option<nix::time::ClockId>) -> Option<u64> {
+    let t = nix::time::clock_gettime(clock?).ok()?;
     Some(t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
 }
+
+/// The shortest time between two reads of the counters (RSS, page faults, every thread's CPU
+/// time): up to about 1,300 Hz every tick reads them; above, stacks are read at every tick and
+/// the counters about once a millisecond, their changes going to the tick that reads them
+/// (time and memory are then attributed at that rate, wall time at the asked one). The
+/// counters cost more than the stack of a running thread (four `procfs` reads and a clock),
+/// and a millisecond is finer than anything they measure.
+const COUNTERS_GAP_NS: u64 = 750_000;
 
 /// How often thread names are read again (a thread may be renamed).
 const NAMES_EVERY_NS: u64 = 2_000_000_000;
@@ -464,8 +538,8 @@ impl ProcessSampler {
             status,
             rollup: None,
             page_size: procfs::page_size(),
-            threads: HashMap::new(),
-            seen_ids: HashMap::new(),
+            threads: FastMap::default(),
+            seen_ids: FastMap::default(),
             event_keys: HashMap::new(),
             next_token: 0,
             event_snapshot: Snapshot::default(),
@@ -497,6 +571,10 @@ impl ProcessSampler {
             units_due_ns: 0,
             said_tasks_refused: false,
             process_cpu: None,
+            cpu_clock: nix::time::clock_getcpuclockid(nix::unistd::Pid::from_raw(pid)).ok(),
+            counters_due_ns: 0,
+            counter_reads: 0,
+            pauses: Pauses::default(),
             other_cpu_per_tick: 0,
             units_refused: None,
         })
@@ -516,47 +594,32 @@ impl ProcessSampler {
         ctx: &mut Events,
     ) -> io::Result<Outcome> {
         self.ticks += 1;
-        let pid = self.key.pid;
-        let rss = match self
-            .statm
-            .read()
-            .ok()
-            .and_then(|b| procfs::parse_statm_rss(b, self.page_size))
-        {
-            Some(rss) if rss > 0 => rss,
-            _ => {
-                return self.record_failure(
-                    writer,
-                    time_us,
-                    self.gone_or(Outcome::Failed(FailureKind::Exited)),
-                )
+        let now_ns = super::now_ns();
+        let counters = now_ns >= self.counters_due_ns;
+        if counters {
+            self.counters_due_ns = now_ns + COUNTERS_GAP_NS;
+            self.counter_reads += 1;
+            if let Some(outcome) = self.read_counters(writer, time_us)? {
+                return Ok(outcome);
             }
-        };
-        self.last_rss = rss;
-        if let Some(now) = self
-            .stat
-            .as_mut()
-            .and_then(|f| f.read().ok().and_then(procfs::parse_stat))
-        {
-            self.process_minflt_delta = self
-                .process_minflt
-                .map_or(0, |before| now.minflt.saturating_sub(before));
-            self.process_minflt = Some(now.minflt);
+        } else {
+            self.process_minflt_delta = 0;
         }
-        // Counters first: a stopped thread would read as not running. A thread that used no
-        // CPU since the previous sample has the stack it had then: it is not walked again
-        // (the reader takes its frames from the previous walk) and, in blocking mode, not
-        // stopped. The threads blocking mode stops are read again between seize and
-        // interrupt, where the read also proves each is still the thread it was.
-        self.refresh_threads();
+        // A thread that used no CPU since the previous sample has the stack it had then: it is
+        // not walked again (the reader takes its frames from the previous walk) and, in
+        // blocking mode, not stopped. The threads blocking mode stops are read again between
+        // seize and interrupt, where the read also proves each is still the thread it was.
+        // Between two reads of the counters every thread is walked, and stopped.
         self.reader.unchanged.clear();
         let previous_tick = self.ticks - 1;
-        for (key, t) in &self.threads {
-            if t.tid.is_some() && !t.ran && t.last_seen == previous_tick {
-                self.reader.unchanged.insert(key.tstate);
+        if counters {
+            for (key, t) in &self.threads {
+                if t.tid.is_some() && !t.ran && t.last_seen == previous_tick {
+                    self.reader.unchanged.insert(key.tstate);
+                }
             }
         }
-        if blocking {
+        if blocking && counters {
             let threads = &self.threads;
             let mut i = 0;
             while i < self.stop_keys.len() {
@@ -568,12 +631,17 @@ impl ProcessSampler {
                 }
             }
         }
+        let pid = self.key.pid;
         let stopping = blocking && !self.stop_tids.is_empty();
         let walked = {
             let stopped = if stopping {
+                self.reader.prepare();
                 let (threads, keys) = (&mut self.threads, &self.stop_keys);
-                let still_ours =
-                    |i: usize| threads.get_mut(&keys[i]).is_some_and(ThreadState::refresh);
+                let still_ours = |i: usize| {
+                    threads
+                        .get_mut(&keys[i])
+                        .is_some_and(ThreadState::still_ours)
+                };
                 match lock::stop_threads(pid, &self.stop_tids, still_ours) {
                     Ok(s) => Some(s),
                     Err(e) => {
@@ -585,7 +653,12 @@ impl ProcessSampler {
                 None
             };
             let walked = self.reader.read(&mut self.snapshot);
-            drop(stopped);
+            if let Some(stopped) = stopped {
+                let first = stopped.first_stop_ns;
+                drop(stopped);
+                let held = super::now_ns().saturating_sub(first);
+                self.pauses.add(held);
+            }
             walked
         };
         if let Err(e) = walked {
@@ -602,17 +675,50 @@ impl ProcessSampler {
         Ok(Outcome::Sampled)
     }
 
+    /// Read the process's counters (RSS, faults) and its threads' (before any thread is
+    /// stopped: a stopped thread would read as not running). Returns the tick's outcome when
+    /// the process is gone.
+    fn read_counters(&mut self, writer: &mut Writer, time_us: u64) -> io::Result<Option<Outcome>> {
+        let rss = match self
+            .statm
+            .read()
+            .ok()
+            .and_then(|b| procfs::parse_statm_rss(b, self.page_size))
+        {
+            Some(rss) if rss > 0 => rss,
+            _ => {
+                let outcome = self.gone_or(Outcome::Failed(FailureKind::Exited));
+                return self.record_failure(writer, time_us, outcome).map(Some);
+            }
+        };
+        self.last_rss = rss;
+        if let Some(now) = self
+            .stat
+            .as_mut()
+            .and_then(|f| f.read().ok().and_then(procfs::parse_stat))
+        {
+            self.process_minflt_delta = self
+                .process_minflt
+                .map_or(0, |before| now.minflt.saturating_sub(before));
+            self.process_minflt = Some(now.minflt);
+        }
+        self.refresh_threads();
+        Ok(None)
+    }
+
     /// Read the threads' counters. The process's CPU clock (one system call) says how much CPU
     /// all its threads used since the previous tick; when the threads that ran lately account
     /// for it (less what its other threads usually take), the others did not run and are not
     /// read: a thousand idle threads then cost nothing per tick. Every
     /// [`FULL_REFRESH_TICKS`] ticks, and whenever CPU is unaccounted for, all are read.
     fn refresh_threads(&mut self) {
-        let cpu = process_cpu_ns(self.key.pid);
+        let cpu = process_cpu_ns(self.cpu_clock);
         let (before, now) = (self.process_cpu, cpu);
         self.process_cpu = cpu;
         let gate = match (before, now) {
-            (Some(b), Some(n)) if self.ticks % FULL_REFRESH_TICKS != 0 => Some(n.saturating_sub(b)),
+            (Some(b), Some(n)) if self.counter_reads % FULL_REFRESH_TICKS != 0 => {
+                Some(n.saturating_sub(b))
+            }
             _ => None,
         };
         if let Some(total) = gate {
@@ -630,6 +736,7 @@ impl ProcessSampler {
                 for t in self.threads.values_mut() {
                     if t.idle_ticks >= IDLE_AFTER_TICKS && t.tid.is_some() {
                         t.ran = false;
+                        t.moved = false;
                         t.running = false;
                         t.idle_ticks += 1;
                     }
@@ -667,6 +774,7 @@ impl ProcessSampler {
         // CPython puts new states first in the list, so which of two is the real thread is told
         // by frames: the state being set up has none yet.
         self.seen_ids.clear();
+        let mut events_opened = 0;
         for t in &self.snapshot.threads {
             *self.seen_ids.entry((t.thread_id, t.native_id)).or_insert(0) += 1;
         }
@@ -693,14 +801,7 @@ impl ProcessSampler {
                 let mut state = ThreadState::new(slot);
                 if let Some(tid) = tid {
                     if state.proven(pid, tid) {
-                        watch_events(
-                            ctx,
-                            self.id,
-                            &mut self.next_token,
-                            &mut self.event_keys,
-                            &mut state,
-                            key,
-                        );
+                        state.wants_events = true;
                     } else {
                         self.proofs.release(tid, t.native_id);
                     }
@@ -720,14 +821,7 @@ impl ProcessSampler {
                     if state.proven(pid, tid) {
                         writer.thread_proven(self.id, state.slot, tid)?;
                         self.unproven_threads = self.unproven_threads.saturating_sub(1);
-                        watch_events(
-                            ctx,
-                            self.id,
-                            &mut self.next_token,
-                            &mut self.event_keys,
-                            state,
-                            key,
-                        );
+                        state.wants_events = true;
                     } else {
                         self.proofs.release(tid, t.native_id);
                     }
@@ -736,6 +830,18 @@ impl ProcessSampler {
             let Some(state) = self.threads.get_mut(&key) else {
                 continue;
             };
+            if state.wants_events && state.moved && events_opened < EVENTS_OPENED_PER_TICK {
+                state.wants_events = false;
+                events_opened += 1;
+                watch_events(
+                    ctx,
+                    self.id,
+                    &mut self.next_token,
+                    &mut self.event_keys,
+                    state,
+                    key,
+                );
+            }
             // A host id is proven for one thread state only, so the list holds no duplicates.
             state.stopped_each_sample = state.tid.is_some();
             if let Some(tid) = state.tid {
@@ -850,7 +956,7 @@ impl ProcessSampler {
         let started = thread_cpu_ns();
         let read = units.read(&mut self.reader, &self.task_refs, now_ns, false);
         let spent = thread_cpu_ns().saturating_sub(started);
-        self.units_due_ns = now_ns + (spent * UNITS_SHARE).min(MAX_UNITS_GAP_NS);
+        self.units_due_ns = now_ns + (spent * UNITS_SHARE).clamp(COUNTERS_GAP_NS, MAX_UNITS_GAP_NS);
         if read.is_err() {
             return Ok(());
         }

@@ -47,6 +47,8 @@ pub fn stop(pid: i32) -> Result<StoppedProcess, Error> {
 /// Threads stopped until this is dropped.
 pub struct StoppedThreads {
     tids: Vec<Pid>,
+    /// When the first thread was asked to stop (CLOCK_MONOTONIC, ns; 0: none was).
+    pub first_stop_ns: u64,
 }
 
 impl Drop for StoppedThreads {
@@ -68,6 +70,10 @@ impl Drop for StoppedThreads {
 /// (the caller re-reads a file of that thread held open since), and only then interrupted. A
 /// thread that fails the check is let go at once, never stopped. Threads that exit meanwhile
 /// are skipped.
+///
+/// All are seized and checked first, then all interrupted, then all waited for: the threads
+/// stop together (each on its own CPU) and the time they are held is one stop, not the sum of
+/// one stop after another.
 pub fn stop_threads(
     pid: i32,
     tids: &[i32],
@@ -75,6 +81,7 @@ pub fn stop_threads(
 ) -> Result<StoppedThreads, Error> {
     let mut stopped = StoppedThreads {
         tids: Vec::with_capacity(tids.len()),
+        first_stop_ns: 0,
     };
     for (i, &raw) in tids.iter().enumerate() {
         let tid = Pid::from_raw(raw);
@@ -99,9 +106,17 @@ pub fn stop_threads(
         }
         // From here on the guard detaches it, whatever happens.
         stopped.tids.push(tid);
-        if ptrace::interrupt(tid).is_err() {
-            continue;
+    }
+    stopped.first_stop_ns = crate::sample::now_ns();
+    let mut asked = 0;
+    for i in 0..stopped.tids.len() {
+        // A thread that cannot be interrupted (it is exiting) is not waited for.
+        if ptrace::interrupt(stopped.tids[i]).is_ok() {
+            stopped.tids.swap(asked, i);
+            asked += 1;
         }
+    }
+    for &tid in &stopped.tids[..asked] {
         wait_for_stop(pid, tid);
     }
     Ok(stopped)

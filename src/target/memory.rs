@@ -225,8 +225,8 @@ pub fn u8_at(buf: &[u8], off: u64) -> u8 {
 
 /// Size of the blocks [`PageCache`] copies.
 const PAGE: u64 = 4096;
-/// Blocks a [`PageCache`] keeps.
-const PAGE_SLOTS: usize = 16;
+/// Blocks a [`PageCache`] keeps (128 KiB: the pages of a few dozen running threads).
+const PAGE_SLOTS: usize = 32;
 
 /// Copies of the target's pages, valid for one stack walk. Thread states and frames that sit
 /// close together (3.11+ frames share a few pages of the thread's data stack) then cost one
@@ -234,7 +234,11 @@ const PAGE_SLOTS: usize = 16;
 /// byte of it is: mappings are page-granular. Memory is allocated once and reused.
 pub struct PageCache {
     addrs: [u64; PAGE_SLOTS],
+    /// Which slots the walk used since the last `clear` (see [`PageCache::prefetch`]).
+    used: [bool; PAGE_SLOTS],
     data: Vec<u8>,
+    /// Scratch for the spans of a prefetch.
+    spans: Vec<RemoteIoVec>,
     next_victim: usize,
     /// Scratch for reads that straddle two pages.
     span: Vec<u8>,
@@ -246,7 +250,9 @@ impl Default for PageCache {
     fn default() -> Self {
         PageCache {
             addrs: [u64::MAX; PAGE_SLOTS],
+            used: [false; PAGE_SLOTS],
             data: vec![0; PAGE_SLOTS * PAGE as usize],
+            spans: Vec::with_capacity(PAGE_SLOTS),
             next_victim: 0,
             span: vec![0; 2 * PAGE as usize],
             reads: 0,
@@ -258,20 +264,60 @@ impl PageCache {
     /// Forget every page (call before each walk: the target keeps running).
     pub fn clear(&mut self) {
         self.addrs = [u64::MAX; PAGE_SLOTS];
+        self.used = [false; PAGE_SLOTS];
+        self.next_victim = 0;
         self.reads = 0;
+    }
+
+    /// Load `pages` (those a previous walk used, see [`PageCache::used_pages`]) in one gathered
+    /// read, right after `clear`: a walk of a running thread touches the same few pages every
+    /// time (the runtime, its interpreter, its thread state, its C stack, its data stack), so
+    /// one system call replaces one per page. A page that no longer reads ends the gather; it
+    /// and the ones after it are read on demand, as without a prefetch.
+    pub fn prefetch(&mut self, mem: &dyn RemoteMemory, pages: &[u64]) {
+        let n = pages.len().min(PAGE_SLOTS);
+        if n < 2 {
+            return;
+        }
+        self.spans.clear();
+        self.spans.extend(pages[..n].iter().map(|&p| RemoteIoVec {
+            base: p as usize,
+            len: PAGE as usize,
+        }));
+        self.reads += 1;
+        let got = mem
+            .read_gather(&self.spans, &mut self.data[..n * PAGE as usize])
+            .unwrap_or(0);
+        self.addrs[..got].copy_from_slice(&pages[..got]);
+        self.next_victim = got % PAGE_SLOTS;
+    }
+
+    /// The pages the walk since the last `clear` used, into `out` (replacing its contents).
+    pub fn used_pages(&self, out: &mut Vec<u64>) {
+        out.clear();
+        out.extend(
+            self.addrs
+                .iter()
+                .zip(self.used)
+                .filter(|&(&a, used)| used && a != u64::MAX)
+                .map(|(&a, _)| a),
+        );
     }
 
     fn slot(&mut self, mem: &dyn RemoteMemory, page: u64) -> Result<usize, ReadError> {
         if let Some(i) = self.addrs.iter().position(|&a| a == page) {
+            self.used[i] = true;
             return Ok(i);
         }
         let i = self.next_victim;
         self.next_victim = (i + 1) % PAGE_SLOTS;
         let buf = &mut self.data[i * PAGE as usize..(i + 1) * PAGE as usize];
         self.addrs[i] = u64::MAX;
+        self.used[i] = false;
         self.reads += 1;
         mem.read(page, buf)?;
         self.addrs[i] = page;
+        self.used[i] = true;
         Ok(i)
     }
 
@@ -308,5 +354,34 @@ impl PageCache {
     /// The 8-byte little-endian word at `addr`.
     pub fn u64(&mut self, mem: &dyn RemoteMemory, addr: u64) -> Result<u64, ReadError> {
         self.read(mem, addr, 8).map(|b| u64_at(b, 0))
+    }
+}
+
+/// A [`RemoteMemory`] that keeps a copy of every page it reads, for one pass over many small
+/// objects that sit close together (a dict of a thousand threads and their names): a few page
+/// reads instead of a system call per object. Like [`PageCache`], valid for one pass only (the
+/// target keeps running); reads longer than a page go straight through.
+pub struct CachedMemory<'a> {
+    mem: &'a dyn RemoteMemory,
+    pages: std::cell::RefCell<PageCache>,
+}
+
+impl<'a> CachedMemory<'a> {
+    pub fn new(mem: &'a dyn RemoteMemory) -> CachedMemory<'a> {
+        CachedMemory {
+            mem,
+            pages: Default::default(),
+        }
+    }
+}
+
+impl RemoteMemory for CachedMemory<'_> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+        if buf.len() > PAGE as usize {
+            return self.mem.read(addr, buf);
+        }
+        let mut pages = self.pages.borrow_mut();
+        buf.copy_from_slice(pages.read(self.mem, addr, buf.len())?);
+        Ok(())
     }
 }

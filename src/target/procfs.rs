@@ -112,6 +112,14 @@ pub fn thread_nspid(pid: i32, tid: i32) -> Option<i32> {
     line.split_ascii_whitespace().last()?.parse().ok()
 }
 
+/// How many pid namespaces, from the one `/proc` shows down to the process's own, process
+/// `pid` has an id in (the fields of `NSpid`): 1 when its ids are the ones `/proc` lists.
+pub fn pid_namespace_depth(pid: i32) -> Option<usize> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
+    Some(line.split_ascii_whitespace().count())
+}
+
 /// Who a process runs as, for file access: its file-system user and group ids (the ones the
 /// kernel checks on open) and its supplementary groups, from `/proc/PID/status`.
 #[derive(Clone, Debug, PartialEq, Eq)]
