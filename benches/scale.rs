@@ -131,7 +131,55 @@ fn main() {
             r.bytes_per_thread_sample
         );
     }
+    long_attach(&py, seconds * 6.0);
     ceiling(&py);
+}
+
+/// A 50-thread service (5 busy) attached for `seconds`: memspy's resident memory after warm-up
+/// and at the end, and the recording's bytes per thread-sample. Goals (issue 11): memory that
+/// does not grow, under 8 bytes per thread-sample when stacks repeat.
+fn long_attach(py: &common::Interpreter, seconds: f64) {
+    let (target, _) = common::start_fixture(py, "many_threads.py", &["50", "5"]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("long.msp");
+    let mut memspy = Command::new(common::memspy_bin())
+        .args(["record", "--pid", &target.pid().to_string(), "-d"])
+        .arg(seconds.to_string())
+        .arg("-o")
+        .arg(&file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let rss_kib = |pid: u32| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            })
+            .unwrap_or(0)
+    };
+    let warm_at = (seconds / 6.0).max(2.0);
+    std::thread::sleep(std::time::Duration::from_secs_f64(warm_at));
+    let warm = rss_kib(memspy.id());
+    std::thread::sleep(std::time::Duration::from_secs_f64(seconds - warm_at - 0.5));
+    let late = rss_kib(memspy.id());
+    memspy.wait().unwrap();
+    drop(target);
+    let rec = Recording::open(&file).unwrap();
+    println!(
+        "{:<44} memspy RSS {} KiB at {:.0} s, {} KiB at {:.0} s ({:+.1}%); {:.1} bytes per thread-sample",
+        format!("50 threads, 5 busy, {seconds:.0} s"),
+        warm,
+        warm_at,
+        late,
+        seconds - 0.5,
+        100.0 * (late as f64 - warm as f64) / warm.max(1) as f64,
+        rec.file_bytes as f64 / rec.thread_samples.len().max(1) as f64
+    );
 }
 
 /// The sampling ceiling on one busy process (fixtures/deep.py, 45 frames deep, spinning):

@@ -292,7 +292,8 @@ struct RecordArgs {
     /// Attach to this running process
     #[arg(long, short, value_parser = clap::value_parser!(i32).range(1..), conflicts_with = "command")]
     pid: Option<i32>,
-    /// Where to write the recording [default: memspy-YYYYmmdd-HHMMSS.msp]
+    /// Where to write the recording [default: memspy-YYYYmmdd-HHMMSS.msp]; with --max-size,
+    /// %n in the name (run-%n.msp) makes a rotated recording: run-1.msp, run-2.msp, ...
     #[arg(long, short)]
     output: Option<PathBuf>,
     /// Samples per second
@@ -323,8 +324,9 @@ struct RecordArgs {
     /// Record OS threads only: no greenlets or asyncio tasks
     #[arg(long)]
     no_tasks: bool,
-    /// End the recording cleanly once its file reaches this size (e.g. 500MiB), checked as
-    /// each second's batch is written
+    /// End the recording cleanly once its file reaches this size (e.g. 500MiB), checked at
+    /// every tick; with %n in -o, go on in the next numbered file instead (each file stands
+    /// alone)
     #[arg(long, value_name = "SIZE", value_parser = byte_size_arg)]
     max_size: Option<u64>,
     /// The program to launch and record (after --)

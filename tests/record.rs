@@ -581,6 +581,81 @@ fn max_size_ends_the_recording_cleanly() {
     assert_eq!(bad.status.code(), Some(2));
 }
 
+/// `-o run-%n.msp --max-size S` rotates: each file ends cleanly near the size, a later one
+/// stands alone (it starts with every definition, says which part it is, and its times go on
+/// from the first file's), and together they hold every sample of the run.
+#[test]
+fn max_size_with_numbered_files_rotates() {
+    let py = interpreters().into_iter().next().expect("interpreter");
+    let (target, _) = start_fixture(&py, "many_threads.py", &["200", "4"]);
+    let dir = tempfile::tempdir().unwrap();
+    let template = dir.path().join("run-%n.msp");
+    let out = Command::new(memspy_bin())
+        .args([
+            "record",
+            "--pid",
+            &target.pid().to_string(),
+            "-r",
+            "500",
+            "-d",
+            "4",
+        ])
+        .args(["--max-size", "128KiB", "-o"])
+        .arg(&template)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let files: Vec<_> = (1..)
+        .map(|n| dir.path().join(format!("run-{n}.msp")))
+        .take_while(|f| f.exists())
+        .collect();
+    assert!(files.len() >= 3, "{} files: {err}", files.len());
+    assert!(
+        err.contains(&format!("written to {} files", files.len())),
+        "{err}"
+    );
+    let summary: u64 = err
+        .split("memspy: ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .map(|n| n.replace(',', "").parse().unwrap())
+        .unwrap();
+    let mut samples = 0;
+    let mut last_time = 0;
+    for (i, file) in files.iter().enumerate() {
+        let rec = memspy::recording::Recording::open(file).unwrap();
+        assert!(rec.complete && rec.damage.is_none(), "{}", file.display());
+        assert_eq!(rec.meta.part, Some(i as u32 + 1));
+        let size = std::fs::metadata(file).unwrap().len();
+        if i + 1 < files.len() {
+            assert!(
+                (128 << 10..(128 << 10) + (64 << 10)).contains(&size),
+                "{size} bytes for a 128 KiB cap"
+            );
+        }
+        // Every part names the busy threads' function by itself.
+        let svg = dir.path().join(format!("flame-{i}.svg"));
+        let flame = memspy(&["flame", "-i", file.to_str().unwrap(), svg.to_str().unwrap()]);
+        assert!(flame.status.success());
+        assert!(std::fs::read_to_string(&svg).unwrap().contains("busy"));
+        let first = rec.samples.first().unwrap().time_us;
+        assert!(first >= last_time, "part {} starts at {first} us", i + 1);
+        last_time = rec.samples.last().unwrap().time_us;
+        samples += rec.samples.len() as u64;
+    }
+    assert_eq!(samples, summary, "{err}");
+    let bad = memspy(&[
+        "record",
+        "--pid",
+        &target.pid().to_string(),
+        "-o",
+        template.to_str().unwrap(),
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("give --max-size too"));
+}
+
 /// Bad arguments and targets: one clear line, status 2.
 #[test]
 fn record_bad_input() {

@@ -2,7 +2,8 @@
 //! rules live here.
 //!
 //! **Time.** Every thread of every tick sample counts for the stack it was on:
-//! - *wall*: the time since the process's previous sample (capped at ten sampling intervals, so
+//! - *wall*: the time since the process's previous sample (capped at ten sampling intervals,
+//!   and at least 20 ms: a tick late by half a millisecond is ordinary at 20 kHz; so
 //!   a pause of the recorder is not blamed on anyone; the first sample counts one interval);
 //! - *cpu*: the CPU time the thread used since its previous sample (`schedstat`), so idle
 //!   threads weigh nothing.
@@ -479,6 +480,7 @@ pub fn attribute(rec: &Recording, filter: &Filter) -> Attribution {
     };
     let mut table = Table::default();
     // The sampling interval, at least 1 µs, whatever the recording says its rate is.
+    const MIN_WALL_CAP_US: u64 = 20_000;
     let interval_us = if rec.meta.rate_hz > 0.0 {
         ((1e6 / rec.meta.rate_hz) as u64).max(1)
     } else {
@@ -523,7 +525,7 @@ pub fn attribute(rec: &Recording, filter: &Filter) -> Attribution {
                 Some(t) => s
                     .time_us
                     .saturating_sub(t)
-                    .min(interval_us.saturating_mul(10)),
+                    .min(interval_us.saturating_mul(10).max(MIN_WALL_CAP_US)),
                 None => interval_us,
             } as f64;
             previous_time = Some(s.time_us);

@@ -78,6 +78,8 @@ struct Info {
     missed_ticks: u64,
     late_max_ms: f64,
     late_mean_ms: f64,
+    /// Which file of a rotated recording this is.
+    part: Option<u32>,
     /// The sampler's work per tick (its time outside waits, over ticks), µs.
     busy_per_tick_us: Option<f64>,
     /// Blocking mode: how long threads were held stopped per tick, mean and max (ms).
@@ -258,6 +260,7 @@ fn summarize(file: &str, rec: &Recording) -> Info {
         } else {
             0.0
         },
+        part: rec.meta.part,
         busy_per_tick_us: st
             .busy_us
             .filter(|_| st.ticks > 0)
@@ -324,6 +327,12 @@ fn write_text(i: &Info, w: &mut dyn Write) -> io::Result<()> {
         visible(&i.memory),
         one_line(&i.memspy_version, 40)
     )?;
+    if let Some(part) = i.part.filter(|&p| p > 1) {
+        writeln!(
+            w,
+            "part {part} of a rotated recording: it starts with what the earlier parts defined; times go on from part 1's start"
+        )?;
+    }
     let f = &i.failed;
     writeln!(
         w,

@@ -78,7 +78,23 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
             "--max-size must be at least 64KiB (a recording's description alone takes some)".into(),
         ));
     }
-    let output = opts.output.clone().unwrap_or_else(default_output);
+    let template = opts.output.clone().unwrap_or_else(default_output);
+    // `-o run-%n.msp`: a rotated recording, files 1, 2, ... of at most --max-size each.
+    let rotate = template
+        .as_os_str()
+        .as_encoded_bytes()
+        .windows(2)
+        .any(|w| w == b"%n");
+    if rotate && opts.max_size.is_none() {
+        return Err(Error::Usage(
+            "%n in -o numbers the files of a rotated recording: give --max-size too".into(),
+        ));
+    }
+    let output = if rotate {
+        crate::sample::part_path(&template, 1)
+    } else {
+        template.clone()
+    };
     let (attach, launch) = (opts.pid.is_some(), !opts.command.is_empty());
     if attach == launch {
         return Err(Error::Usage(
@@ -99,6 +115,7 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
         memory_events: opts.memory_events,
         fault_period: opts.fault_period,
         tasks: opts.tasks,
+        part: rotate.then_some(1),
     };
     // The file first: if it cannot be written (a full disk, a folder that is not writable),
     // nothing is started and no empty file is left behind.
@@ -144,6 +161,7 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
         fault_period: opts.fault_period,
         tasks: opts.tasks,
         max_size: opts.max_size,
+        rotate: rotate.then(|| template.clone()),
     };
     let launched = matches!(root, Root::Launch(_));
     let resume = match &root {
@@ -174,6 +192,13 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
         failures.push("none".into());
     }
     let written = match &finished.write_error {
+        None if finished.parts > 1 => format!(
+            "written to {} files, {} to {} ({})",
+            finished.parts,
+            output.display(),
+            crate::sample::part_path(&template, finished.parts).display(),
+            bytes(finished.bytes as f64)
+        ),
         None => format!(
             "written to {} ({})",
             output.display(),

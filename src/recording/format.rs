@@ -199,6 +199,11 @@ pub struct Meta {
     /// Greenlets and asyncio tasks were read (not `record --no-tasks`).
     #[serde(default)]
     pub tasks: bool,
+    /// Which file of a rotated recording this is (`record -o run-%n.msp --max-size`): 1, 2, ...
+    /// A later file starts with every definition of the earlier ones, so it stands alone; its
+    /// times go on from the first file's start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<u32>,
 }
 
 /// Why a process's series ended.

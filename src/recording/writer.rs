@@ -114,6 +114,16 @@ pub struct Writer {
     failed: Option<(io::ErrorKind, String)>,
     /// The file is readable by its owner only.
     private: bool,
+    /// The description, and every definition record written so far (strings, functions,
+    /// frames, stacks, processes, threads, tasks, sources) as framed bytes: what a new file
+    /// of a rotated recording starts with.
+    meta: Meta,
+    definitions: Vec<u8>,
+}
+
+/// Whether records of type `kind` define something later records refer to.
+fn is_definition(kind: u8) -> bool {
+    !matches!(kind, T_META | T_EVENTS | T_STATS | T_END | T_MEMORY_EVENTS)
 }
 
 impl Writer {
@@ -141,19 +151,59 @@ impl Writer {
             bytes_written: 0,
             failed: None,
             private: false,
+            meta: meta.clone(),
+            definitions: Vec::new(),
         };
+        w.write_head()?;
+        w.out.flush()?;
+        Ok(w)
+    }
+
+    /// Write the header and the description (at the start of a file).
+    fn write_head(&mut self) -> io::Result<()> {
         let mut header = Vec::with_capacity(HEADER_LEN);
         header.extend_from_slice(MAGIC);
         header.extend_from_slice(&VERSION.to_le_bytes());
         header.extend_from_slice(&0u32.to_le_bytes());
-        w.out.write_all(&header)?;
-        w.bytes_written += header.len() as u64;
-        let json = serde_json::to_vec(meta).map_err(io::Error::other)?;
-        w.begin(T_META);
-        w.record.extend_from_slice(&json);
-        w.end_record()?;
-        w.out.flush()?;
-        Ok(w)
+        self.out.write_all(&header)?;
+        self.bytes_written += header.len() as u64;
+        let json = serde_json::to_vec(&self.meta).map_err(io::Error::other)?;
+        self.begin(T_META);
+        self.record.extend_from_slice(&json);
+        self.end_record()
+    }
+
+    /// End this file (as `finish` does) and go on in a new one at `path`, part `part` of the
+    /// recording: it starts with the description and every definition so far, so it reads on
+    /// its own. Per-file state starts again: the sample count, and the deltas samples are
+    /// written against (RSS, each thread's previous stack).
+    pub fn rotate(&mut self, path: &Path, part: u32) -> io::Result<()> {
+        self.flush_batch()?;
+        self.begin(T_END);
+        put_uv(&mut self.record, self.samples);
+        self.end_record()?;
+        self.out.flush()?;
+        self.out.get_ref().sync_all()?;
+        let file = File::create(path)?;
+        if self.private {
+            use std::os::unix::fs::PermissionsExt;
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
+        self.out = BufWriter::with_capacity(1 << 20, file);
+        self.bytes_written = 0;
+        self.samples = 0;
+        self.meta.part = Some(part);
+        self.write_head()?;
+        self.out.write_all(&self.definitions)?;
+        self.bytes_written += self.definitions.len() as u64;
+        for p in &mut self.processes {
+            p.last_rss_kib = 0;
+        }
+        // No stack id is u32::MAX: every thread's next sample names its stack.
+        for last in self.thread_last.values_mut() {
+            last.1 = Some(u32::MAX);
+        }
+        self.out.flush()
     }
 
     fn begin(&mut self, kind: u8) {
@@ -179,6 +229,11 @@ impl Writer {
         match result {
             Ok(()) => {
                 self.bytes_written += 8 + self.record.len() as u64;
+                if is_definition(self.record[0]) {
+                    self.definitions.extend_from_slice(&len.to_le_bytes());
+                    self.definitions.extend_from_slice(&self.record);
+                    self.definitions.extend_from_slice(&crc.to_le_bytes());
+                }
                 Ok(())
             }
             Err(e) => {
@@ -626,6 +681,11 @@ impl Writer {
             self.private = true;
         }
         Ok(())
+    }
+
+    /// The file's size once what is buffered is written.
+    pub fn size(&self) -> u64 {
+        self.bytes_written + self.batch.len() as u64
     }
 
     /// The first write error, if any.

@@ -65,6 +65,29 @@ pub struct Config {
     pub tasks: bool,
     /// End the recording once the file has grown to this many bytes.
     pub max_size: Option<u64>,
+    /// Instead of ending there, go on in a new file: this name with `%n` replaced by the
+    /// file's number (2, 3, ...; see [`part_path`]).
+    pub rotate: Option<std::path::PathBuf>,
+}
+
+/// The name of file `n` of a rotated recording whose names are `template` (`%n` stands for
+/// the number).
+pub fn part_path(template: &std::path::Path, n: u32) -> std::path::PathBuf {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let name = template.as_os_str().as_bytes();
+    let number = n.to_string();
+    let mut out = Vec::with_capacity(name.len() + 8);
+    let mut i = 0;
+    while i < name.len() {
+        if name[i..].starts_with(b"%n") {
+            out.extend_from_slice(number.as_bytes());
+            i += 2;
+        } else {
+            out.push(name[i]);
+            i += 1;
+        }
+    }
+    std::ffi::OsString::from_vec(out).into()
 }
 
 /// Where the target comes from.
@@ -137,6 +160,12 @@ pub struct Sampler<'a> {
     recheck: Sender<(ProcessKey, Option<i32>)>,
     discovery_done: Arc<AtomicBool>,
     progress: Progress,
+    /// Rotation: the files written so far (1 while there is one), their bytes before the
+    /// current one, and the progress when the current one started (its statistics count
+    /// from there).
+    parts: u32,
+    bytes_before: u64,
+    file_start: Progress,
     /// pid -> recording id of every process recorded so far (for parent links).
     recorded: BTreeMap<i32, u32>,
     /// Processes whose series ended: pid, command, failed samples.
@@ -156,6 +185,8 @@ pub struct Finished {
     /// Exit status of the launched program.
     pub exit: Option<std::process::ExitStatus>,
     pub bytes: u64,
+    /// Files written (more than one when the recording rotated).
+    pub parts: u32,
     pub write_error: Option<io::Error>,
     /// Processes recorded, with their failure counts.
     pub processes: Vec<(i32, String, u64)>,
@@ -223,6 +254,9 @@ impl<'a> Sampler<'a> {
             recheck,
             discovery_done,
             progress,
+            parts: 1,
+            bytes_before: 0,
+            file_start: Progress::default(),
             recorded,
             finished: Vec::new(),
             write_error: None,
@@ -275,10 +309,15 @@ impl<'a> Sampler<'a> {
             if self
                 .config
                 .max_size
-                .is_some_and(|m| self.writer.bytes_written >= m)
+                .is_some_and(|m| self.writer.size() >= m)
             {
-                self.progress.max_size_reached = true;
-                break;
+                match self.config.rotate.clone() {
+                    Some(template) => self.rotate(&template),
+                    None => {
+                        self.progress.max_size_reached = true;
+                        break;
+                    }
+                }
             }
             if let Root::Launch(l) = &mut self.root {
                 if let Some(status) = l.poll() {
@@ -495,17 +534,41 @@ impl<'a> Sampler<'a> {
             .map(|(pid, _)| *pid)
     }
 
+    /// End the current file and go on in the next one (see [`Config::rotate`]).
+    fn rotate(&mut self, template: &std::path::Path) {
+        let stats = self.write_stats();
+        let part = self.parts + 1;
+        let path = part_path(template, part);
+        let bytes = self.writer.bytes_written;
+        match stats.and_then(|()| self.writer.rotate(&path, part)) {
+            Ok(()) => {
+                self.parts = part;
+                self.bytes_before += bytes;
+                self.file_start = self.progress.clone();
+            }
+            Err(e) => {
+                self.write_error = Some(io::Error::new(
+                    e.kind(),
+                    format!("starting {}: {e}", path.display()),
+                ))
+            }
+        }
+    }
+
+    /// The schedule statistics of the current file (of the whole recording, without rotation).
     fn write_stats(&mut self) -> io::Result<()> {
-        let p = &self.progress;
+        let (p, base) = (&self.progress, &self.file_start);
+        let busy = p.elapsed.saturating_sub(p.waited);
+        let busy_before = base.elapsed.saturating_sub(base.waited);
         self.writer.stats(
-            p.ticks,
-            p.missed_ticks,
+            p.ticks - base.ticks,
+            p.missed_ticks - base.missed_ticks,
             p.late_max.as_micros() as u64,
-            p.late_total.as_micros() as u64,
-            p.elapsed.saturating_sub(p.waited).as_micros() as u64,
+            p.late_total.saturating_sub(base.late_total).as_micros() as u64,
+            busy.saturating_sub(busy_before).as_micros() as u64,
             (
-                p.pauses.count,
-                p.pauses.total_ns / 1000,
+                p.pauses.count - base.pauses.count,
+                (p.pauses.total_ns - base.pauses.total_ns) / 1000,
                 p.pauses.max_ns / 1000,
             ),
         )?;
@@ -565,11 +628,11 @@ impl<'a> Sampler<'a> {
         let (bytes, write_error) = match write_error {
             Some(e) => {
                 let _ = self.writer.flush();
-                (self.writer.bytes_written, Some(e))
+                (self.bytes_before + self.writer.bytes_written, Some(e))
             }
             None => match self.writer.finish() {
-                Ok(bytes) => (bytes, None),
-                Err(e) => (0, Some(e)),
+                Ok(bytes) => (self.bytes_before + bytes, None),
+                Err(e) => (self.bytes_before, Some(e)),
             },
         };
         self.progress.processes_seen = self.progress.processes_seen.max(self.finished.len());
@@ -578,6 +641,7 @@ impl<'a> Sampler<'a> {
             _ => None,
         };
         Finished {
+            parts: self.parts,
             progress: self.progress,
             exit: exit_status,
             bytes,

@@ -137,17 +137,15 @@ impl ThreadState {
 
     /// Whether the thread proven as this state's kernel id is still alive and that very
     /// thread (asked between seize and interrupt): a read of its `schedstat`, held open since
-    /// the proof, succeeds only then. The CPU time it reads is the freshest there is.
+    /// the proof, succeeds only then. Its CPU time is left as the tick's counters read it:
+    /// the process's CPU clock is compared with those (see `refresh_threads`).
     fn still_ours(&mut self) -> bool {
         let cpu = self
             .schedstat
             .as_mut()
             .and_then(|f| f.read().ok().and_then(procfs::parse_schedstat));
         match cpu {
-            Some(ns) => {
-                self.cpu_ns = ns;
-                true
-            }
+            Some(_) => true,
             // Gone: the full read says so and forgets its id.
             None => {
                 self.refresh();
@@ -215,10 +213,13 @@ impl ThreadState {
     }
 }
 
-/// A thread's memory events are opened once it has run since memspy first read it (an idle
-/// thread makes no page faults, and a service's thousand idle threads would cost four
-/// descriptors and a ring each, and a long first tick), for at most this many threads a tick.
-/// Until then its faults are counted at ticks, from its `stat`.
+/// A thread's memory events are opened when memspy first finds it, for the first
+/// [`EAGER_EVENTS`] threads of a process (a burst right after a long sleep is then caught); past
+/// those, once it has run since memspy first read it (an idle thread makes no page faults, and
+/// a service's thousand idle threads would cost four descriptors and a ring each, and a long
+/// first tick), for at most [`EVENTS_OPENED_PER_TICK`] threads a tick. Until then its faults
+/// are counted at ticks, from its `stat`.
+const EAGER_EVENTS: usize = 32;
 const EVENTS_OPENED_PER_TICK: usize = 8;
 
 /// How often (ticks) an unproven thread state is tried again.
@@ -398,6 +399,8 @@ pub struct ProcessSampler {
     /// When the counters (RSS, faults, CPU) are read next, and how many times they were read.
     counters_due_ns: u64,
     counter_reads: u64,
+    /// The previous tick was a sample (its entries stand for the threads as they are).
+    sampled_last_tick: bool,
     /// Why greenlets cannot be read here, once known (said once by the recorder).
     pub units_refused: Option<String>,
     /// How long its threads were held stopped at each tick (blocking mode).
@@ -574,6 +577,7 @@ impl ProcessSampler {
             cpu_clock: nix::time::clock_getcpuclockid(nix::unistd::Pid::from_raw(pid)).ok(),
             counters_due_ns: 0,
             counter_reads: 0,
+            sampled_last_tick: false,
             pauses: Pauses::default(),
             other_cpu_per_tick: 0,
             units_refused: None,
@@ -599,7 +603,16 @@ impl ProcessSampler {
         if counters {
             self.counters_due_ns = now_ns + COUNTERS_GAP_NS;
             self.counter_reads += 1;
-            if let Some(outcome) = self.read_counters(writer, time_us)? {
+            let cpu = process_cpu_ns(self.cpu_clock);
+            if cpu.is_some()
+                && cpu == self.process_cpu
+                && self.sampled_last_tick
+                && self.counter_reads % FULL_REFRESH_TICKS != 0
+                && self.tasks.is_empty()
+            {
+                return self.repeat_sample(writer, time_us, now_ns);
+            }
+            if let Some(outcome) = self.read_counters(writer, time_us, cpu)? {
                 return Ok(outcome);
             }
         } else {
@@ -609,7 +622,9 @@ impl ProcessSampler {
         // not walked again (the reader takes its frames from the previous walk) and, in
         // blocking mode, not stopped. The threads blocking mode stops are read again between
         // seize and interrupt, where the read also proves each is still the thread it was.
-        // Between two reads of the counters every thread is walked, and stopped.
+        // Between two reads of the counters every thread is walked; the ones stopped are those
+        // that ran before the last read (stopping an idle thread wakes it: at 20 kHz that
+        // would be most of its CPU time).
         self.reader.unchanged.clear();
         let previous_tick = self.ticks - 1;
         if counters {
@@ -619,7 +634,7 @@ impl ProcessSampler {
                 }
             }
         }
-        if blocking && counters {
+        if blocking {
             let threads = &self.threads;
             let mut i = 0;
             while i < self.stop_keys.len() {
@@ -672,13 +687,65 @@ impl ProcessSampler {
         self.consecutive_fatal = 0;
         self.join(writer, time_us, ctx)?;
         self.samples += 1;
+        self.sampled_last_tick = true;
+        Ok(Outcome::Sampled)
+    }
+
+    /// The sample of a process that used no CPU since the previous tick (its CPU clock did
+    /// not move): none of its threads ran, so each has the stack it had, made no page faults
+    /// and used no CPU; only its RSS is read again (memory can be reclaimed from an idle
+    /// process). Fifty idle workers then cost two system calls each per tick instead of eight.
+    /// Every [`FULL_REFRESH_TICKS`] ticks the process is read in full all the same, and a
+    /// process with greenlets or tasks always is (repeating its samples lost a third of a
+    /// gevent service's waiting time in `tests/tasks.rs`, for a reason not yet found).
+    fn repeat_sample(
+        &mut self,
+        writer: &mut Writer,
+        time_us: u64,
+        now_ns: u64,
+    ) -> io::Result<Outcome> {
+        let rss = self
+            .statm
+            .read()
+            .ok()
+            .and_then(|b| procfs::parse_statm_rss(b, self.page_size));
+        let Some(rss) = rss.filter(|&r| r > 0) else {
+            let outcome = self.gone_or(Outcome::Failed(FailureKind::Exited));
+            return self.record_failure(writer, time_us, outcome);
+        };
+        self.last_rss = rss;
+        self.process_minflt_delta = 0;
+        for e in &mut self.entries {
+            e.minflt = 0;
+            e.flags &= !FLAG_ACTIVE;
+        }
+        let ticks = self.ticks;
+        for t in self.threads.values_mut() {
+            if t.last_seen + 1 == ticks {
+                // Its stack was as good as read now (memory events split their faults between
+                // the stack read last and the one they find, by this time).
+                t.last_seen = ticks;
+                t.read_ns = now_ns;
+            }
+            t.ran = false;
+            t.moved = false;
+            t.running = false;
+            t.idle_ticks += 1;
+        }
+        writer.sample(self.id, time_us, rss, 0, &self.entries)?;
+        self.samples += 1;
         Ok(Outcome::Sampled)
     }
 
     /// Read the process's counters (RSS, faults) and its threads' (before any thread is
     /// stopped: a stopped thread would read as not running). Returns the tick's outcome when
     /// the process is gone.
-    fn read_counters(&mut self, writer: &mut Writer, time_us: u64) -> io::Result<Option<Outcome>> {
+    fn read_counters(
+        &mut self,
+        writer: &mut Writer,
+        time_us: u64,
+        cpu: Option<u64>,
+    ) -> io::Result<Option<Outcome>> {
         let rss = match self
             .statm
             .read()
@@ -702,7 +769,7 @@ impl ProcessSampler {
                 .map_or(0, |before| now.minflt.saturating_sub(before));
             self.process_minflt = Some(now.minflt);
         }
-        self.refresh_threads();
+        self.refresh_threads(cpu);
         Ok(None)
     }
 
@@ -711,8 +778,7 @@ impl ProcessSampler {
     /// for it (less what its other threads usually take), the others did not run and are not
     /// read: a thousand idle threads then cost nothing per tick. Every
     /// [`FULL_REFRESH_TICKS`] ticks, and whenever CPU is unaccounted for, all are read.
-    fn refresh_threads(&mut self) {
-        let cpu = process_cpu_ns(self.cpu_clock);
+    fn refresh_threads(&mut self, cpu: Option<u64>) {
         let (before, now) = (self.process_cpu, cpu);
         self.process_cpu = cpu;
         let gate = match (before, now) {
@@ -801,7 +867,18 @@ impl ProcessSampler {
                 let mut state = ThreadState::new(slot);
                 if let Some(tid) = tid {
                     if state.proven(pid, tid) {
-                        state.wants_events = true;
+                        if self.event_keys.len() < EAGER_EVENTS {
+                            watch_events(
+                                ctx,
+                                self.id,
+                                &mut self.next_token,
+                                &mut self.event_keys,
+                                &mut state,
+                                key,
+                            );
+                        } else {
+                            state.wants_events = true;
+                        }
                     } else {
                         self.proofs.release(tid, t.native_id);
                     }
@@ -1084,6 +1161,7 @@ impl ProcessSampler {
         time_us: u64,
         outcome: Outcome,
     ) -> io::Result<Outcome> {
+        self.sampled_last_tick = false;
         if let Outcome::Failed(kind) = outcome {
             self.failures[kind as usize] += 1;
             self.consecutive_fatal = if kind == FailureKind::Fatal {
