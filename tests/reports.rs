@@ -406,6 +406,78 @@ fn lines_of_one_function() {
         "no_such_function",
     ]);
     assert_eq!(out.status.code(), Some(2));
+    // Every line of a function, to its end in the source, sampled or not.
+    let out = memspy(&[
+        "lines",
+        "-i",
+        rec.to_str().unwrap(),
+        "--function",
+        "churn_150",
+        "--format",
+        "json",
+    ]);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = doc["lines"].as_array().unwrap();
+    let last = rows.last().unwrap();
+    assert_eq!(last["line"], marker("known_memory.py", "churn-end"));
+    assert_eq!(last["self_value"].as_f64(), Some(0.0), "{last}");
+    assert!(last["source"].as_str().unwrap().starts_with("return None"));
+}
+
+/// `lines` of a recording of several processes says they are merged, and a function asked
+/// for in a process where it did not run is looked for in the others.
+#[test]
+fn lines_of_several_processes() {
+    let py = common::interpreter_from((3, 11));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.msp");
+    let out = memspy(&[
+        "record",
+        "--subprocesses",
+        "-o",
+        path.to_str().unwrap(),
+        "--",
+        py.exe.to_str().unwrap(),
+        fixtures_dir().join("workers.py").to_str().unwrap(),
+        "2",
+    ]);
+    assert!(out.status.success());
+    let rec = memspy::recording::Recording::open(&path).unwrap();
+    let supervisor = rec.processes[0].pid;
+    let text = memspy(&["lines", "-i", path.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    let first = text.lines().next().unwrap();
+    assert!(
+        first.contains("processes merged in one table") && first.contains(&supervisor.to_string()),
+        "{text}"
+    );
+    let one = memspy(&[
+        "lines",
+        "-i",
+        path.to_str().unwrap(),
+        "--pid",
+        &supervisor.to_string(),
+    ]);
+    assert!(!String::from_utf8_lossy(&one.stdout).contains("merged"));
+    let out = memspy(&[
+        "lines",
+        "-i",
+        path.to_str().unwrap(),
+        "--function",
+        "serve",
+        "--pid",
+        &supervisor.to_string(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "no samples of serve in process {supervisor}; it ran in process"
+        )),
+        "{err}"
+    );
+    let worker = rec.processes[1].pid.to_string();
+    assert!(err.contains(&worker), "{err}");
 }
 
 /// Memory grown by a thread that never runs Python is reported as such, not given to the

@@ -29,6 +29,55 @@ pub struct LinesOptions {
     pub format: Format,
 }
 
+/// The pids of the processes that have samples, in recording order (a pid reused by a later
+/// process counts once).
+fn sampled_pids(rec: &Recording) -> Vec<i32> {
+    let mut has = vec![false; rec.processes.len()];
+    for s in &rec.samples {
+        if let Some(h) = has.get_mut(s.process as usize) {
+            *h = true;
+        }
+    }
+    let mut pids: Vec<i32> = Vec::new();
+    for (p, _) in rec.processes.iter().zip(&has).filter(|(_, &h)| h) {
+        if !pids.contains(&p.pid) {
+            pids.push(p.pid);
+        }
+    }
+    pids
+}
+
+/// Pids for a message: the first eight.
+fn pid_list(pids: &[i32]) -> String {
+    let mut s = pids
+        .iter()
+        .take(8)
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if pids.len() > 8 {
+        s += &format!(" and {} more", pids.len() - 8);
+    }
+    s
+}
+
+/// The processes (pids) in which `function` has samples.
+fn processes_with(rec: &Recording, opts: &LinesOptions, function: &str) -> Vec<i32> {
+    sampled_pids(rec)
+        .into_iter()
+        .filter(|&pid| {
+            let attr = attribute(
+                rec,
+                &Filter {
+                    pid: Some(pid),
+                    threads_only: opts.threads_only,
+                },
+            );
+            !rows(rec, &attr, Metric::Wall, Some(function)).is_empty()
+        })
+        .collect()
+}
+
 pub fn run(opts: &LinesOptions) -> Result<()> {
     let (_, rec) = open_recording(opts.input.as_deref())?;
     let terminal = io::stdout().is_terminal();
@@ -53,10 +102,33 @@ pub fn report(
     let mut table = rows(rec, &attr, opts.metric, opts.function.as_deref());
     if let Some(f) = &opts.function {
         if table.is_empty() {
-            return Err(Error::Usage(format!(
-                "no function named {f} in the recording"
-            )));
+            return Err(Error::Usage(match opts.pid {
+                Some(pid) => {
+                    let elsewhere = processes_with(rec, opts, f);
+                    if elsewhere.is_empty() {
+                        format!("no function named {f} in the recording")
+                    } else {
+                        format!(
+                            "no samples of {f} in process {pid}; it ran in process{} {}",
+                            if elsewhere.len() == 1 { "" } else { "es" },
+                            pid_list(&elsewhere)
+                        )
+                    }
+                }
+                None => format!("no function named {f} in the recording"),
+            }));
         }
+    }
+    // Several processes in one table: said, so a worker's lines are not taken for the whole.
+    let sampled = sampled_pids(rec);
+    if opts.format == Format::Text && opts.pid.is_none() && sampled.len() > 1 {
+        writeln!(
+            out,
+            "{} processes merged in one table (--pid PID for one: {})",
+            sampled.len(),
+            pid_list(&sampled)
+        )
+        .map_err(|e| Error::io("writing the table", e))?;
     }
     // A terminal gets the top 20 by default; a pipe or file gets everything.
     let top = opts

@@ -92,6 +92,36 @@ impl<'a> Sources<'a> {
     }
 }
 
+/// The last line of the function defined at line `first` of `text` (its `def`, or its first
+/// decorator): the lines after the `def` that are blank, comments, or indented deeper than it
+/// (a closing `)` of its parameters too). None when `first` is not a `def` (module code,
+/// lambdas, classes' bodies: their end is not told by indentation).
+fn function_end(text: &[&str], first: i32) -> Option<i32> {
+    let start = usize::try_from(first).ok()?.checked_sub(1)?;
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let base = indent(text.get(start)?);
+    let mut def = start;
+    while text.get(def)?.trim_start().starts_with('@') {
+        def += 1;
+    }
+    let head = text.get(def)?.trim_start();
+    if !(head.starts_with("def ") || head.starts_with("async def ")) {
+        return None;
+    }
+    let mut last = def;
+    for (i, l) in text.iter().enumerate().skip(def + 1) {
+        let t = l.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        if indent(l) <= base && !t.starts_with(')') {
+            break;
+        }
+        last = i;
+    }
+    i32::try_from(last + 1).ok()
+}
+
 /// Runs of whitespace as one space, and at most `max` characters (ending with "…").
 fn squeeze(s: &str, max: usize) -> String {
     let mut out = s.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -110,7 +140,9 @@ const MAX_FILLED: usize = 100_000;
 
 /// The table for `metric`: every line with a non-zero value, sorted by the metric on the line
 /// itself (then including calls); or, with `function`, every line of that function in source
-/// order (lines without samples included, as memory_profiler shows them).
+/// order, from its first line to its last (told from the source text the recording holds,
+/// else the last line sampled), lines without samples included, as memory_profiler shows
+/// them.
 pub fn rows(
     rec: &Recording,
     attr: &Attribution,
@@ -162,6 +194,9 @@ pub fn rows(
                 .max()
                 .unwrap_or(first);
             if let Some(text) = sources.lines(f.file) {
+                if let Some(end) = function_end(text, first) {
+                    last = last.max(end);
+                }
                 last = last.min(i32::try_from(text.len()).unwrap_or(i32::MAX));
             }
             last = last.min(first.saturating_add(MAX_FILLED_PER_FUNCTION - 1));
