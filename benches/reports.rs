@@ -69,6 +69,7 @@ fn generate(path: &Path) {
                 command: "python server.py",
                 exe: "/usr/bin/python3",
                 python: "3.12.1",
+                cwd: "",
             })
             .unwrap()
         })

@@ -18,6 +18,11 @@ stamp="$cache/.complete"
 d="$cache/apt"                # private apt state
 log() { printf 'provision-chromium: %s\n' "$*" >&2; }
 
+# One provisioner at a time (tests may call this script in parallel); the lock ends with us.
+mkdir -p "$cache"
+exec 9>"$cache/.lock"
+flock 9
+
 # Fast path: already provisioned and the wrapper still runs.
 if [ -f "$stamp" ] && [ -x "$wrapper" ] && "$wrapper" --version >/dev/null 2>&1; then
     log "already provisioned: $(cat "$stamp")"

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use memspy::analysis::check::{Budget, Measure, Rule};
-use memspy::analysis::Metric;
+use memspy::analysis::{Bound, Metric, WindowSpec};
 use memspy::commands::check::{self, CheckOptions};
 use memspy::commands::diff::{self, DiffOptions};
 use memspy::commands::dump::{self, DumpOptions};
@@ -117,6 +117,13 @@ struct CheckArgs {
     /// Peak memory allowed for all processes together
     #[arg(long, value_parser = size_arg)]
     max_peak_total: Option<Amount>,
+    /// Apply the budgets to this process only
+    #[arg(long, short)]
+    pid: Option<i32>,
+    /// Apply the budgets to each process on its own (a worker's growth against the budget,
+    /// not all workers' together)
+    #[arg(long, conflicts_with = "pid")]
+    each_process: bool,
     /// Memory growth allowed under a function: PATTERN=SIZE (repeatable; SIZE may be a % of all growth)
     #[arg(long, value_parser = |s: &str| budget_arg(s, Measure::Growth))]
     max_growth: Vec<Budget>,
@@ -154,6 +161,8 @@ struct CheckArgs {
     /// `off` gives the OS threads' view
     #[arg(long, value_enum, default_value = "on")]
     tasks: TasksArg,
+    #[command(flatten)]
+    window: WindowArgs,
 }
 
 #[derive(Args)]
@@ -181,6 +190,33 @@ struct DiffArgs {
     /// `off` gives the OS threads' view
     #[arg(long, value_enum, default_value = "on")]
     tasks: TasksArg,
+    #[command(flatten)]
+    window: WindowArgs,
+}
+
+/// The time window of a report.
+#[derive(Args, Clone, Copy)]
+struct WindowArgs {
+    /// Start of the window: seconds from the first sample (12.5, 12.5s, 2m) or a share of the
+    /// recording (25%)
+    #[arg(long, value_name = "TIME")]
+    from: Option<Bound>,
+    /// End of the window, the same way
+    #[arg(long, value_name = "TIME")]
+    to: Option<Bound>,
+    /// Start after the program's start-up (its imports, in the first half of the recording)
+    #[arg(long)]
+    skip_startup: bool,
+}
+
+impl WindowArgs {
+    fn spec(self) -> WindowSpec {
+        WindowSpec {
+            from: self.from,
+            to: self.to,
+            skip_startup: self.skip_startup,
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -242,6 +278,8 @@ struct FlameArgs {
     /// `off` gives the OS threads' view
     #[arg(long, value_enum, default_value = "on")]
     tasks: TasksArg,
+    #[command(flatten)]
+    window: WindowArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -275,6 +313,8 @@ struct LinesArgs {
     /// `off` gives the OS threads' view
     #[arg(long, value_enum, default_value = "on")]
     tasks: TasksArg,
+    #[command(flatten)]
+    window: WindowArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -347,6 +387,8 @@ struct PlotArgs {
     /// How many functions (by memory growth) to mark on the curves
     #[arg(long, default_value_t = 5)]
     functions: usize,
+    #[command(flatten)]
+    window: WindowArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -388,6 +430,8 @@ struct ExportArgs {
     /// `off` gives the OS threads' view
     #[arg(long, value_enum, default_value = "on")]
     tasks: TasksArg,
+    #[command(flatten)]
+    window: WindowArgs,
 }
 
 #[derive(Args)]
@@ -486,6 +530,9 @@ fn main() -> ExitCode {
                 }
             };
             check::run(&CheckOptions {
+                window: a.window.spec(),
+                pid: a.pid,
+                each_process: a.each_process,
                 threads_only: a.tasks == TasksArg::Off,
                 input: a.input,
                 budgets,
@@ -505,6 +552,7 @@ fn main() -> ExitCode {
             })
         }
         Command::Diff(a) => diff::run(&DiffOptions {
+            window: a.window.spec(),
             threads_only: a.tasks == TasksArg::Off,
             base: a.base,
             new: a.new,
@@ -516,6 +564,7 @@ fn main() -> ExitCode {
         })
         .map(|()| 0),
         Command::Flame(a) => flame::run(&FlameOptions {
+            window: a.window.spec(),
             threads_only: a.tasks == TasksArg::Off,
             output: a.output,
             input: a.input,
@@ -526,6 +575,7 @@ fn main() -> ExitCode {
         })
         .map(|()| 0),
         Command::Plot(a) => plot::run(&PlotOptions {
+            window: a.window.spec(),
             output: a.output,
             input: a.input,
             pid: a.pid,
@@ -533,6 +583,7 @@ fn main() -> ExitCode {
         })
         .map(|()| 0),
         Command::Export(a) => export::run(&ExportOptions {
+            window: a.window.spec(),
             threads_only: a.tasks == TasksArg::Off,
             output: a.output,
             input: a.input,
@@ -549,6 +600,7 @@ fn main() -> ExitCode {
         })
         .map(|()| 0),
         Command::Lines(a) => lines::run(&LinesOptions {
+            window: a.window.spec(),
             threads_only: a.tasks == TasksArg::Off,
             input: a.input,
             metric: a.metric.metric(),

@@ -236,3 +236,106 @@ fn diff_names_the_biggest_change() {
     let out = memspy(&["diff", r.base.to_str().unwrap(), "/no/such.msp"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Budgets per process: `--each-process` holds every worker to the budget on its own (workers
+/// of workers.py grow about 10, 20, 30 and 40 MiB in `serve`), `--pid` one of them; without
+/// either, all processes count together.
+#[test]
+fn budgets_per_process() {
+    let py = common::interpreter_from((3, 11));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.msp");
+    let out = memspy(&[
+        "record",
+        "--subprocesses",
+        "-o",
+        path.to_str().unwrap(),
+        "--",
+        py.exe.to_str().unwrap(),
+        fixtures_dir().join("workers.py").to_str().unwrap(),
+        "2",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let budget = [
+        "--max-growth",
+        "serve=25MiB",
+        "--format",
+        "json",
+        "--verbose",
+    ];
+    let findings = |stdout: &str| -> Vec<Value> {
+        let doc: Value = serde_json::from_str(stdout).unwrap();
+        doc["checks"].as_array().unwrap().clone()
+    };
+    let (code, stdout, err) = check(&path, &budget);
+    assert_eq!(code, 1, "all workers together grow 100 MiB: {stdout}{err}");
+    assert_eq!(findings(&stdout).len(), 1);
+    let mut args = budget.to_vec();
+    args.push("--each-process");
+    let (code, stdout, err) = check(&path, &args);
+    assert_eq!(code, 1, "{stdout}{err}");
+    let each = findings(&stdout);
+    let rec = memspy::recording::Recording::open(&path).unwrap();
+    assert_eq!(each.len(), rec.sampled_pids().len(), "{stdout}");
+    let passed: Vec<&Value> = each.iter().filter(|f| f["passed"] == true).collect();
+    let failed: Vec<&Value> = each.iter().filter(|f| f["passed"] == false).collect();
+    // The two big workers fail, the small ones and the supervisor pass.
+    assert_eq!(failed.len(), 2, "{stdout}");
+    assert!(passed.len() >= 3, "{stdout}");
+    let small = passed
+        .iter()
+        .find(|f| f["value"].as_f64().unwrap() > 5.0 * 1048576.0)
+        .expect("a small worker that grew");
+    let pid: String = small["check"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("process ")
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    let mut one = budget.to_vec();
+    one.extend_from_slice(&["--pid", &pid]);
+    let (code, stdout, _) = check(&path, &one);
+    assert_eq!(code, 0, "{stdout}");
+    let (code, _, err) = check(&path, &["--max-growth", "serve=1MiB", "--pid", "1"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("has no process 1"), "{err}");
+}
+
+/// A baseline recorded at another rate or in another mode is compared all the same, with a
+/// warning that says how they differ.
+#[test]
+fn a_baseline_recorded_otherwise_is_warned_about() {
+    let py = common::interpreter_from((3, 11));
+    let dir = tempfile::tempdir().unwrap();
+    let script = fixtures_dir().join("leak.py");
+    let record = |name: &str, extra: &[&str]| -> PathBuf {
+        let path = dir.path().join(name);
+        let mut args = vec!["record", "-o", path.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[
+            "--",
+            py.exe.to_str().unwrap(),
+            script.to_str().unwrap(),
+            "10",
+        ]);
+        assert!(memspy(&args).status.success());
+        path
+    };
+    let base = record("base.msp", &["-r", "100", "--blocking"]);
+    let new = record("new.msp", &["-r", "300"]);
+    let (code, stdout, err) = check(&new, &["--baseline", base.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}{err}");
+    assert!(
+        err.contains(
+            "was recorded at 100 Hz (this one at 300 Hz), blocking (this one non-blocking)"
+        ),
+        "{err}"
+    );
+    let (_, _, err) = check(&base, &["--baseline", base.to_str().unwrap()]);
+    assert!(!err.contains("warning"), "{err}");
+}

@@ -621,6 +621,12 @@ const REPORTS: &[&str] = &[
 
 fn flame_opts(metric: Metric) -> FlameOptions {
     FlameOptions {
+        // A window too: its bounds come from the (damaged) samples' times.
+        window: memspy::analysis::WindowSpec {
+            from: Some(memspy::analysis::Bound::Percent(10.0)),
+            to: Some(memspy::analysis::Bound::Seconds(1e9)),
+            skip_startup: true,
+        },
         threads_only: false,
         output: PathBuf::new(),
         input: None,
@@ -633,6 +639,7 @@ fn flame_opts(metric: Metric) -> FlameOptions {
 
 fn lines_opts(metric: Metric, format: Format, function: Option<&str>) -> LinesOptions {
     LinesOptions {
+        window: Default::default(),
         threads_only: false,
         input: None,
         metric,
@@ -645,6 +652,7 @@ fn lines_opts(metric: Metric, format: Format, function: Option<&str>) -> LinesOp
 
 fn export_opts(format: ExportFormat, metric: Metric) -> ExportOptions {
     ExportOptions {
+        window: Default::default(),
         threads_only: false,
         output: PathBuf::new(),
         input: None,
@@ -657,6 +665,8 @@ fn export_opts(format: ExportFormat, metric: Metric) -> ExportOptions {
 }
 
 fn check_opts(budgets: bool, format: check::Format) -> CheckOptions {
+    // With budgets, each process on its own (the per-process path sees the damage too).
+    let each_process = budgets;
     let budgets = if budgets {
         vec![
             Budget {
@@ -684,6 +694,9 @@ fn check_opts(budgets: bool, format: check::Format) -> CheckOptions {
         Vec::new()
     };
     CheckOptions {
+        window: Default::default(),
+        pid: None,
+        each_process,
         threads_only: false,
         input: None,
         budgets,
@@ -743,6 +756,7 @@ fn run_report(which: usize, base: &Recording, m: &Recording, out: &mut Vec<u8>, 
         ),
         13 => {
             let opts = PlotOptions {
+                window: Default::default(),
                 output: PathBuf::new(),
                 input: None,
                 pid: None,
@@ -808,6 +822,7 @@ fn run_report(which: usize, base: &Recording, m: &Recording, out: &mut Vec<u8>, 
         .map(|_| ()),
         _ => {
             let opts = DiffOptions {
+                window: Default::default(),
                 threads_only: false,
                 base: PathBuf::new(),
                 new: PathBuf::new(),

@@ -91,6 +91,7 @@ fn golden_recording(dir: &Path) -> PathBuf {
             command: "python app.py",
             exe: "/usr/bin/python3.11",
             python: "3.11.2",
+            cwd: "/srv",
         })
         .unwrap();
     let t0 = w.thread(a, 4242, Some(4242), "MainThread").unwrap();
@@ -182,6 +183,7 @@ fn golden_recording(dir: &Path) -> PathBuf {
                         command: "python worker.py --id 1",
                         exe: "/usr/bin/python3.11",
                         python: "3.11.2",
+                        cwd: "/srv",
                     })
                     .unwrap();
                 b_thread = w.thread(p, 4300, Some(4300), "MainThread").unwrap();

@@ -465,12 +465,20 @@ fn sigint_ends_an_attached_recording_and_the_target_runs_on() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let summary = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        summary.lines().count(),
-        1,
-        "one summary line when stderr is not a terminal: {summary}"
+    // Not a terminal: no progress line, only one line per event (the start, the process
+    // found), then the summary.
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 3, "{err}");
+    assert!(lines[0].starts_with("memspy: recording to "), "{err}");
+    assert!(
+        lines[1].starts_with(&format!(
+            "memspy: recording process {} (Python ",
+            target.pid()
+        )),
+        "{err}"
     );
+    assert!(lines[2].contains(" samples of 1 process in "), "{err}");
     assert!(Recording::open(&path).unwrap().complete);
     let stat = std::fs::read_to_string(format!("/proc/{}/stat", target.pid())).unwrap();
     let state = stat
@@ -616,11 +624,12 @@ fn max_size_with_numbered_files_rotates() {
         "{err}"
     );
     let summary: u64 = err
-        .split("memspy: ")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
+        .lines()
+        .find(|l| l.contains(" samples of "))
+        .and_then(|l| l.strip_prefix("memspy: ")?.split(' ').next())
         .map(|n| n.replace(',', "").parse().unwrap())
         .unwrap();
+    assert!(err.contains("reached --max-size; going on in"), "{err}");
     let mut samples = 0;
     let mut last_time = 0;
     for (i, file) in files.iter().enumerate() {
@@ -654,6 +663,74 @@ fn max_size_with_numbered_files_rotates() {
     ]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("give --max-size too"));
+}
+
+/// On a stderr that is not a terminal, record says what happens, one line each; the recording
+/// keeps each process's role and how it ended, a signal by name (read from the zombie while
+/// its parent has not reaped it).
+#[test]
+fn process_roles_and_ends_are_told() {
+    let py = interpreters().into_iter().next().expect("interpreter");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ends.msp");
+    let script = "import os, signal, time\n\
+        a = os.fork()\n\
+        if a == 0:\n    time.sleep(30)\n    os._exit(0)\n\
+        b = os.fork()\n\
+        if b == 0:\n    time.sleep(0.6)\n    os._exit(3)\n\
+        time.sleep(1.0)\n\
+        os.kill(a, signal.SIGKILL)\n\
+        time.sleep(0.5)\n\
+        os.waitpid(a, 0)\n\
+        os.waitpid(b, 0)\n\
+        print(a, b)\n";
+    let out = Command::new(memspy_bin())
+        .args(["record", "--subprocesses", "-o"])
+        .arg(&file)
+        .arg("--")
+        .arg(&py.exe)
+        .args(["-c", script])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let pids: Vec<&str> = stdout.split_whitespace().collect();
+    let (a, b) = (pids[0], pids[1]);
+    let rec = memspy::recording::Recording::open(&file).unwrap();
+    let root = rec.processes[0].pid;
+    for line in [
+        "memspy: recording to ".to_string(),
+        format!("memspy: recording process {root} (Python "),
+        format!("memspy: found process {a}, child of {root}"),
+        format!("memspy: process {a} killed by SIGKILL"),
+        format!("memspy: process {b} exited, status 3"),
+    ] {
+        assert!(
+            err.lines().any(|l| l.starts_with(&line)),
+            "no {line:?} in\n{err}"
+        );
+    }
+    let info = memspy(&["info", file.to_str().unwrap()]);
+    let info = String::from_utf8_lossy(&info.stdout);
+    let row = |pid: &str| {
+        info.lines()
+            .find(|l| l.split_whitespace().next() == Some(pid))
+            .unwrap_or_else(|| panic!("no row for {pid} in\n{info}"))
+            .to_string()
+    };
+    assert!(
+        row(&root.to_string()).ends_with("[launched; exited, status 0]"),
+        "{info}"
+    );
+    assert!(
+        row(a).ends_with(&format!("[worker 1 of {root}; killed by SIGKILL]")),
+        "{info}"
+    );
+    assert!(
+        row(b).ends_with(&format!("[worker 2 of {root}; exited, status 3]")),
+        "{info}"
+    );
 }
 
 /// Bad arguments and targets: one clear line, status 2.

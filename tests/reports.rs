@@ -38,6 +38,17 @@ fn self_on_line(rows: &[Value], line: i64) -> f64 {
 }
 
 /// Every `<title>` of an SVG, after checking that the whole file is well-formed XML.
+/// A fixture's name as reports show it: relative to the working directory of the recorded
+/// program, which the tests run from.
+fn short_fixture(name: &str) -> String {
+    let full = fixtures_dir().join(name);
+    let cwd = std::env::current_dir().unwrap();
+    full.strip_prefix(&cwd)
+        .map_or(full.clone(), |p| p.to_path_buf())
+        .display()
+        .to_string()
+}
+
 fn svg_titles(path: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(path).unwrap();
     let mut reader = quick_xml::Reader::from_str(&text);
@@ -148,7 +159,9 @@ fn check_known_memory(py: &Interpreter) {
         for (tag, function, amount) in expect {
             let frame = format!(
                 "{function} ({}:{})",
-                fixtures_dir().join("known_memory.py").display(),
+                // Flamegraphs name files relative to the program's working directory (the
+                // test's, the crate's root).
+                short_fixture("known_memory.py"),
                 marker("known_memory.py", tag)
             );
             let got: f64 = titles
@@ -527,4 +540,92 @@ fn growth_of_native_threads_is_not_hidden() {
         py.label,
         burn / MIB
     );
+}
+
+/// `--from`/`--to` (seconds or shares) and `--skip-startup` narrow every report to a time
+/// window: two halves add up to the whole, the start-up's imports can be left out, and an
+/// empty or malformed window is a one-line error.
+#[test]
+fn reports_look_at_a_time_window() {
+    let py = common::interpreter_from((3, 11));
+    let dir = tempfile::tempdir().unwrap();
+    let script = "import time\n\
+        import decimal, json, http.client, email.parser, xml.dom.minidom, unittest, argparse\n\
+        def spin():\n    t = time.time()\n    while time.time() - t < 0.6:\n        pass\n\
+        spin()\n";
+    let path = dir.path().join("w.msp");
+    let out = memspy(&[
+        "record",
+        "-r",
+        "1000",
+        "-o",
+        path.to_str().unwrap(),
+        "--",
+        py.exe.to_str().unwrap(),
+        "-c",
+        script,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p = path.to_str().unwrap();
+    let rows = |extra: &[&str]| -> Vec<Value> {
+        let mut args = vec!["lines", "-i", p, "--format", "json"];
+        args.extend_from_slice(extra);
+        let out = memspy(&args);
+        assert!(
+            out.status.success(),
+            "{extra:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        doc["lines"].as_array().unwrap().clone()
+    };
+    let self_sum = |rows: &[Value], pred: &dyn Fn(&Value) -> bool| -> f64 {
+        rows.iter()
+            .filter(|r| pred(r))
+            .map(|r| r["self_value"].as_f64().unwrap())
+            .sum()
+    };
+    let all = |_: &Value| true;
+    let whole = self_sum(&rows(&[]), &all);
+    let first = self_sum(&rows(&["--to", "50%"]), &all);
+    let second = self_sum(&rows(&["--from", "50%"]), &all);
+    let explicit = self_sum(&rows(&["--from", "0", "--to", "100%"]), &all);
+    eprintln!("wall: whole {whole} us, halves {first} + {second} us");
+    assert_eq!(explicit, whole);
+    // The sample at the boundary counts in both halves: within a few ms.
+    assert!(first > 0.0 && second > 0.0);
+    assert!(
+        (first + second - whole).abs() <= 5_000.0,
+        "{first} + {second} vs {whole}"
+    );
+    // Start-up: the imports are in the whole recording, not after --skip-startup; the work is.
+    let importing = |r: &Value| r["file"].as_str().unwrap().starts_with("<frozen importlib");
+    let spinning = |r: &Value| r["function"] == "spin";
+    assert!(
+        self_sum(&rows(&[]), &importing) > 0.0,
+        "no import was sampled"
+    );
+    let after = rows(&["--skip-startup"]);
+    assert_eq!(self_sum(&after, &importing), 0.0);
+    assert!(self_sum(&after, &spinning) >= 400_000.0, "{after:?}");
+    // The other reports take the window too.
+    let svg = dir.path().join("f.svg");
+    let flame = memspy(&["flame", "-i", p, svg.to_str().unwrap(), "--skip-startup"]);
+    assert!(flame.status.success());
+    assert!(!std::fs::read_to_string(&svg)
+        .unwrap()
+        .contains("_find_and_load"));
+    for bad in [&["--from", "90%", "--to", "10%"][..], &["--from", "60s"]] {
+        let mut args = vec!["lines", "-i", p];
+        args.extend_from_slice(bad);
+        let out = memspy(&args);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("time window is empty"));
+    }
+    let out = memspy(&["plot", "-i", p, "-o", "/dev/null", "--from", "ten"]);
+    assert_eq!(out.status.code(), Some(2));
 }

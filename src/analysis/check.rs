@@ -387,6 +387,7 @@ mod tests {
             command: 0,
             exe: 0,
             python: 0,
+            cwd: None,
             end_us,
             end_reason: None,
             exit: None,

@@ -207,6 +207,9 @@ pub struct Filter {
     pub pid: Option<i32>,
     /// OS threads only: leave waiting greenlets and tasks out (`--tasks off`).
     pub threads_only: bool,
+    /// Only observations in this time window (µs of recording time, both ends included): the
+    /// reports then read as if the recording had started and ended there.
+    pub window: Option<(u64, u64)>,
 }
 
 impl Filter {
@@ -214,6 +217,124 @@ impl Filter {
         self.pid
             .is_none_or(|pid| rec.processes[process as usize].pid == pid)
     }
+
+    /// Whether an observation at `time_us` is in the window.
+    pub fn in_window(&self, time_us: u64) -> bool {
+        self.window
+            .is_none_or(|(from, to)| (from..=to).contains(&time_us))
+    }
+}
+
+/// One end of a time window: seconds of recording time, or a share of the recording.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Bound {
+    Seconds(f64),
+    Percent(f64),
+}
+
+impl std::str::FromStr for Bound {
+    type Err = String;
+
+    /// `12`, `12.5s`, `2m` (seconds, minutes) or `25%`.
+    fn from_str(s: &str) -> std::result::Result<Bound, String> {
+        let t = s.trim();
+        let bad = || {
+            format!(
+                "{s:?} is not a time (give seconds like 12.5 or 12.5s, 2m, or a share like 25%)"
+            )
+        };
+        let (number, scale, percent) = if let Some(n) = t.strip_suffix('%') {
+            (n, 1.0, true)
+        } else if let Some(n) = t.strip_suffix("ms") {
+            (n, 1e-3, false)
+        } else if let Some(n) = t.strip_suffix('s') {
+            (n, 1.0, false)
+        } else if let Some(n) = t.strip_suffix('m') {
+            (n, 60.0, false)
+        } else {
+            (t, 1.0, false)
+        };
+        let v: f64 = number.trim().parse().map_err(|_| bad())?;
+        if !v.is_finite() || v < 0.0 || (percent && v > 100.0) {
+            return Err(bad());
+        }
+        Ok(if percent {
+            Bound::Percent(v)
+        } else {
+            Bound::Seconds(v * scale)
+        })
+    }
+}
+
+/// The time window the reports look at: `--from`, `--to`, `--skip-startup`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct WindowSpec {
+    pub from: Option<Bound>,
+    pub to: Option<Bound>,
+    /// Start after the program's start-up: the last sample, in the first half of the
+    /// recording, of a thread running an import (a frame of `<frozen importlib._bootstrap>`).
+    pub skip_startup: bool,
+}
+
+impl WindowSpec {
+    /// The window in µs of recording time (None: all of it). Times count from the first
+    /// sample; a share is of the time from the first sample to the last.
+    pub fn resolve(&self, rec: &Recording) -> std::result::Result<Option<(u64, u64)>, String> {
+        if *self == WindowSpec::default() {
+            return Ok(None);
+        }
+        let (Some(first), Some(last)) = (rec.samples.first(), rec.samples.last()) else {
+            return Ok(None);
+        };
+        let (first, last) = (first.time_us, last.time_us);
+        let span = last.saturating_sub(first);
+        let at = |b: Bound| -> u64 {
+            let offset = match b {
+                Bound::Seconds(s) => (s * 1e6).min(u64::MAX as f64 / 2.0) as u64,
+                Bound::Percent(p) => (span as f64 * p / 100.0) as u64,
+            };
+            first.saturating_add(offset)
+        };
+        let mut from = self.from.map_or(first, at);
+        let to = self.to.map_or(last, at);
+        if self.skip_startup {
+            if let Some(end) = startup_end(rec, first + span / 2) {
+                from = from.max(end + 1);
+            }
+        }
+        if from > to || from > last {
+            return Err(format!(
+                "the time window is empty: the recording's samples span {:.1} s",
+                span as f64 / 1e6
+            ));
+        }
+        Ok(Some((from, to)))
+    }
+}
+
+/// The time of the last sample at or before `until` with a thread running an import.
+fn startup_end(rec: &Recording, until: u64) -> Option<u64> {
+    let importing: Vec<bool> = rec
+        .functions
+        .iter()
+        .map(|f| rec.string(f.file).starts_with("<frozen importlib"))
+        .collect();
+    let mut memo: FxHashMap<u32, bool> = FxHashMap::default();
+    let mut end = None;
+    for s in rec.samples.iter().take_while(|s| s.time_us <= until) {
+        let imports = rec.threads_of(s).iter().any(|t| {
+            t.stack.is_some_and(|stack| {
+                *memo.entry(stack).or_insert_with(|| {
+                    rec.stack_frames(stack)
+                        .any(|f| importing.get(f.function as usize).copied().unwrap_or(false))
+                })
+            })
+        });
+        if imports {
+            end = Some(s.time_us);
+        }
+    }
+    end
 }
 
 /// The memory kind a recording's attribution uses.
@@ -433,6 +554,7 @@ fn event_stacks_before_ticks(
 /// that stack would be. A running unit's time is its thread's, counted already.
 fn waiting_wall(
     rec: &Recording,
+    window: Option<(u64, u64)>,
     p: u32,
     elapsed: &FxHashMap<u32, f64>,
     end: f64,
@@ -456,8 +578,13 @@ fn waiting_wall(
         {
             continue;
         }
-        let Some(&at) = elapsed.get(&c.sample) else {
-            continue;
+        let at = match elapsed.get(&c.sample) {
+            Some(&at) => at,
+            // A change before the window holds at its start.
+            None => match (window, rec.samples.get(c.sample as usize)) {
+                (Some((from, _)), Some(s)) if s.time_us < from => 0.0,
+                _ => continue,
+            },
         };
         if let Some((stack, from)) = since.remove(&c.task) {
             charge(table, stack, from, at);
@@ -492,13 +619,13 @@ pub fn attribute(rec: &Recording, filter: &Filter) -> Attribution {
     // Observations of each process, in time order.
     let mut by_process: Vec<Vec<Observation>> = vec![Vec::new(); n];
     for (i, s) in rec.samples.iter().enumerate() {
-        if filter.includes(rec, s.process) {
+        if filter.includes(rec, s.process) && filter.in_window(s.time_us) {
             by_process[s.process as usize].push(Observation::Tick(i as u32));
         }
     }
     if !rec.memory_events.is_empty() {
         for (i, e) in rec.memory_events.iter().enumerate() {
-            if filter.includes(rec, e.process) {
+            if filter.includes(rec, e.process) && filter.in_window(e.time_us) {
                 by_process[e.process as usize].push(Observation::Event(i as u32));
             }
         }
@@ -543,7 +670,7 @@ pub fn attribute(rec: &Recording, filter: &Filter) -> Attribution {
             }
         }
         if tasks {
-            waiting_wall(rec, p, &elapsed, charged, &mut table);
+            waiting_wall(rec, filter.window, p, &elapsed, charged, &mut table);
         }
         let faults_left = faults_left_to_ticks(rec, observations);
         // The process ran Python code until its last observation with a Python frame; what
@@ -958,17 +1085,57 @@ impl Split<'_> {
 pub struct Naming {
     /// Leave line numbers out (one node per function).
     pub functions_only: bool,
+    /// Files by their short names ([`short_file`]); exports keep full paths.
+    pub short_files: bool,
 }
 
-/// A frame's label: `qualname (file:line)`, or `qualname (file)` without lines.
+/// A file's name as a person reads it in a report: within a `site-packages` or
+/// `dist-packages` folder from there (`flask/app.py`), under the process's working directory
+/// relative to it (`app/views.py`), in the standard library from it (`json/decoder.py`);
+/// else, and for `<frozen ...>` names, the name as recorded.
+pub fn short_file<'a>(rec: &Recording, process: Option<u32>, file: &'a str) -> &'a str {
+    if file.starts_with('<') {
+        return file;
+    }
+    for marker in ["/site-packages/", "/dist-packages/"] {
+        if let Some(at) = file.rfind(marker) {
+            return &file[at + marker.len()..];
+        }
+    }
+    let cwd = process
+        .and_then(|p| rec.processes.get(p as usize))
+        .and_then(|p| p.cwd)
+        .map(|c| rec.string(c).trim_end_matches('/'))
+        .filter(|c| !c.is_empty());
+    if let Some(rest) = cwd.and_then(|c| file.strip_prefix(c)?.strip_prefix('/')) {
+        return rest;
+    }
+    // The standard library: .../lib/python3.N/...
+    if let Some(at) = file.find("/lib/python3.") {
+        let after = &file[at + "/lib/python3.".len()..];
+        if let Some(slash) = after.find('/') {
+            return &after[slash + 1..];
+        }
+    }
+    file
+}
+
+/// A frame's label: `qualname (file:line)`, or `qualname (file)` without lines (`process`:
+/// the recording's process the frame ran in, for short file names).
 pub fn frame_label(
     rec: &Recording,
+    process: Option<u32>,
     frame: crate::recording::reader::FrameDef,
     naming: Naming,
 ) -> String {
     let f = &rec.functions[frame.function as usize];
     let name = rec.string(f.qualname);
     let file = rec.string(f.file);
+    let file = if naming.short_files {
+        short_file(rec, process, file)
+    } else {
+        file
+    };
     if naming.functions_only || frame.line < 0 {
         format!("{name} ({file})")
     } else {
@@ -987,16 +1154,79 @@ pub fn process_label(rec: &Recording, process: u32) -> String {
 }
 
 /// Frame labels of a site, outermost first (pseudo-frames for non-stack sites).
-pub fn site_path(rec: &Recording, site: Site, naming: Naming) -> Vec<String> {
+pub fn site_path(rec: &Recording, process: Option<u32>, site: Site, naming: Naming) -> Vec<String> {
     match site {
         Site::Stack(s) => {
             let mut v: Vec<String> = rec
                 .stack_frames(s)
-                .map(|f| frame_label(rec, f, naming))
+                .map(|f| frame_label(rec, process, f, naming))
                 .collect();
             v.reverse();
             v
         }
         other => vec![other.pseudo_label().unwrap_or("?").to_string()],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{short_file, Bound};
+    use crate::recording::reader::Process;
+    use crate::recording::Recording;
+
+    #[test]
+    fn files_get_short_names() {
+        let mut rec = Recording {
+            strings: vec!["/srv/app/".into()],
+            ..Recording::default()
+        };
+        rec.processes.push(Process {
+            pid: 1,
+            starttime: 0,
+            parent: None,
+            start_us: 0,
+            command: 0,
+            exe: 0,
+            python: 0,
+            cwd: Some(0),
+            end_us: None,
+            end_reason: None,
+            exit: None,
+        });
+        let p = Some(0);
+        let short = |f| short_file(&rec, p, f);
+        assert_eq!(
+            short("/venv/lib/python3.12/site-packages/flask/app.py"),
+            "flask/app.py"
+        );
+        assert_eq!(
+            short("/usr/lib/python3/dist-packages/yaml/__init__.py"),
+            "yaml/__init__.py"
+        );
+        assert_eq!(short("/srv/app/views/index.py"), "views/index.py");
+        assert_eq!(
+            short("/usr/lib/python3.11/json/decoder.py"),
+            "json/decoder.py"
+        );
+        assert_eq!(
+            short("<frozen importlib._bootstrap>"),
+            "<frozen importlib._bootstrap>"
+        );
+        // Not under the working directory (a sibling with the same prefix included).
+        assert_eq!(short("/srv/application.py"), "/srv/application.py");
+        assert_eq!(short_file(&rec, None, "/srv/app/x.py"), "/srv/app/x.py");
+    }
+
+    #[test]
+    fn window_bounds_parse() {
+        let ok = |s: &str| s.parse::<Bound>().unwrap();
+        assert_eq!(ok("12"), Bound::Seconds(12.0));
+        assert_eq!(ok("12.5s"), Bound::Seconds(12.5));
+        assert_eq!(ok("250ms"), Bound::Seconds(0.25));
+        assert_eq!(ok("2m"), Bound::Seconds(120.0));
+        assert_eq!(ok(" 25% "), Bound::Percent(25.0));
+        for bad in ["", "ten", "-1", "101%", "inf", "NaN", "1e400"] {
+            assert!(bad.parse::<Bound>().is_err(), "{bad:?}");
+        }
     }
 }

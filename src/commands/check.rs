@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::analysis::check::{check_budgets, compare, figures, Budget, Finding, Rule};
-use crate::analysis::{attribute, Filter};
+use crate::analysis::{attribute, Filter, WindowSpec};
 use crate::commands::info::open_recording;
 use crate::commands::{to_stdout, written};
 use crate::error::{Error, Result};
@@ -22,10 +22,16 @@ pub enum Format {
 
 #[derive(Clone, Debug)]
 pub struct CheckOptions {
+    /// The time window looked at (`--from`, `--to`, `--skip-startup`).
+    pub window: WindowSpec,
     /// OS threads only (`--tasks off`).
     pub threads_only: bool,
     pub input: Option<PathBuf>,
     pub budgets: Vec<Budget>,
+    /// Budgets for this process only, or for each process on its own (`--pid`,
+    /// `--each-process`); baselines always compare whole recordings.
+    pub pid: Option<i32>,
+    pub each_process: bool,
     pub baselines: Vec<PathBuf>,
     pub rule: Rule,
     pub format: Format,
@@ -51,6 +57,45 @@ fn load(path: Option<&Path>) -> Result<(String, Recording)> {
     let name = path.display().to_string();
     usable(&name, &rec)?;
     Ok((name, rec))
+}
+
+/// How `base` was recorded otherwise than `rec` (rate, mode, memory measure, memory events),
+/// in words; None when alike.
+fn differently_recorded(base: &Recording, rec: &Recording) -> Option<String> {
+    let (b, r) = (&base.meta, &rec.meta);
+    let mode = |blocking: bool| if blocking { "blocking" } else { "non-blocking" };
+    let events = |on: bool| {
+        if on {
+            "with memory events"
+        } else {
+            "without memory events"
+        }
+    };
+    let mut diffs = Vec::new();
+    if b.rate_hz != r.rate_hz {
+        diffs.push(format!(
+            "at {} Hz (this one at {} Hz)",
+            b.rate_hz, r.rate_hz
+        ));
+    }
+    if b.blocking != r.blocking {
+        diffs.push(format!(
+            "{} (this one {})",
+            mode(b.blocking),
+            mode(r.blocking)
+        ));
+    }
+    if b.memory != r.memory {
+        diffs.push(format!("with memory {} (this one {})", b.memory, r.memory));
+    }
+    if b.memory_events != r.memory_events {
+        diffs.push(format!(
+            "{} (this one {})",
+            events(b.memory_events),
+            events(r.memory_events)
+        ));
+    }
+    (!diffs.is_empty()).then(|| diffs.join(", "))
 }
 
 /// Run the checks; returns 0 when all pass, 1 when one fails.
@@ -91,21 +136,55 @@ pub fn report(
     for (b, base) in baselines {
         usable(b, base)?;
     }
-    let filter = Filter {
-        threads_only: opts.threads_only,
-        ..Filter::default()
+    crate::commands::flame::check_pid(rec, name, opts.pid)?;
+    let filter_of = |rec: &Recording, pid: Option<i32>| -> Result<Filter> {
+        Ok(Filter {
+            pid,
+            threads_only: opts.threads_only,
+            window: opts.window.resolve(rec).map_err(Error::Usage)?,
+        })
     };
-    let attr = attribute(rec, &filter);
-    let mut findings: Vec<Finding> =
-        check_budgets(rec, &attr, &opts.budgets).map_err(Error::Usage)?;
+    let whole = attribute(rec, &filter_of(rec, None)?);
+    let mut findings: Vec<Finding> = Vec::new();
+    let scopes: Vec<Option<i32>> = if opts.each_process {
+        rec.sampled_pids().into_iter().map(Some).collect()
+    } else {
+        vec![opts.pid]
+    };
+    for pid in scopes {
+        let attr = match pid {
+            Some(_) => attribute(rec, &filter_of(rec, pid)?),
+            None => whole.clone(),
+        };
+        let mut found = check_budgets(rec, &attr, &opts.budgets).map_err(Error::Usage)?;
+        if let Some(pid) = pid {
+            // Say which process a function's budget was checked in.
+            for f in &mut found {
+                if !f.check.contains(&format!("process {pid}")) {
+                    f.check = format!("process {pid}: {}", f.check);
+                }
+            }
+        }
+        findings.extend(found);
+    }
     let mut context = name.to_string();
     if !baselines.is_empty() {
-        let figures_of_baselines: Vec<_> = baselines
-            .iter()
-            .map(|(_, base)| figures(base, &attribute(base, &filter)))
-            .collect();
+        for (b, base) in baselines {
+            if let Some(why) = differently_recorded(base, rec) {
+                eprintln!(
+                    "{}",
+                    crate::output::text::message(&format!(
+                        "memspy: warning: {b} was recorded {why}: differences may come from that alone"
+                    ))
+                );
+            }
+        }
+        let mut figures_of_baselines = Vec::new();
+        for (_, base) in baselines {
+            figures_of_baselines.push(figures(base, &attribute(base, &filter_of(base, None)?)));
+        }
         findings.extend(compare(
-            &figures(rec, &attr),
+            &figures(rec, &whole),
             &figures_of_baselines,
             opts.rule,
         ));

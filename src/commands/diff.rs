@@ -9,11 +9,11 @@ use std::path::PathBuf;
 use inferno::flamegraph::{self, Options};
 
 use crate::analysis::functions::by_function;
-use crate::analysis::{attribute, Filter, Metric, Naming};
+use crate::analysis::{attribute, Filter, Metric, Naming, WindowSpec};
 use crate::commands::flame::{file_name, shown, write_file};
 use crate::commands::info::open_recording;
 use crate::commands::{to_stdout, written};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::output::collapsed::{fold, Fold};
 use crate::output::flame::duration;
 use crate::output::text::{one_line, visible};
@@ -22,6 +22,8 @@ use crate::recording::Recording;
 
 #[derive(Clone, Debug)]
 pub struct DiffOptions {
+    /// The time window looked at (`--from`, `--to`, `--skip-startup`).
+    pub window: WindowSpec,
     /// OS threads only (`--tasks off`).
     pub threads_only: bool,
     pub base: PathBuf,
@@ -66,16 +68,24 @@ pub fn report(
     out: &mut dyn Write,
 ) -> Result<()> {
     let ((base_name, base), (new_name, new)) = (base, new);
-    let filter = Filter {
-        threads_only: opts.threads_only,
-        ..Filter::default()
+    let filter = |rec: &Recording| -> Result<Filter> {
+        Ok(Filter {
+            threads_only: opts.threads_only,
+            window: opts.window.resolve(rec).map_err(Error::Usage)?,
+            ..Filter::default()
+        })
     };
-    let (base_attr, new_attr) = (attribute(base, &filter), attribute(new, &filter));
+    let (base_attr, new_attr) = (
+        attribute(base, &filter(base)?),
+        attribute(new, &filter(new)?),
+    );
     // Processes differ from run to run (pids), so both sides are folded into one tree.
     let how = Fold {
         merge_processes: true,
         naming: Naming {
             functions_only: opts.functions_only,
+            // Short names also match between checkouts in different folders.
+            short_files: true,
         },
     };
     let base_folded = fold(base, &base_attr, opts.metric, how);

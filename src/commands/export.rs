@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use crate::analysis::{attribute, Filter, Metric, Naming};
+use crate::analysis::{attribute, Filter, Metric, Naming, WindowSpec};
 use crate::commands::flame::{check_pid, file_name, shown, write_file};
 use crate::commands::info::open_recording;
 use crate::commands::plot::attributed;
@@ -28,6 +28,8 @@ pub enum ExportFormat {
 
 #[derive(Clone, Debug)]
 pub struct ExportOptions {
+    /// The time window looked at (`--from`, `--to`, `--skip-startup`).
+    pub window: WindowSpec,
     /// OS threads only (`--tasks off`).
     pub threads_only: bool,
     pub output: PathBuf,
@@ -77,6 +79,7 @@ fn processes(rec: &Recording, name: &str, opts: &ExportOptions) -> Result<(Filte
     let filter = Filter {
         pid: opts.pid,
         threads_only: opts.threads_only,
+        window: opts.window.resolve(rec).map_err(Error::Usage)?,
     };
     let processes = (0..rec.processes.len() as u32)
         .filter(|&p| filter.includes(rec, p))
@@ -87,6 +90,8 @@ fn processes(rec: &Recording, name: &str, opts: &ExportOptions) -> Result<(Filte
 fn naming(opts: &ExportOptions) -> Naming {
     Naming {
         functions_only: opts.functions_only,
+        // Exports keep full paths: tools and scripts read them.
+        short_files: false,
     }
 }
 
@@ -158,7 +163,7 @@ fn export_json(
 const MPROF_FUNCTIONS: usize = 5;
 
 fn mprof(rec: &Recording, name: &str, opts: &ExportOptions, out: &mut dyn Write) -> Result<String> {
-    let (filter, attr) = attributed(rec, name, opts.pid)?;
+    let (filter, attr) = attributed(rec, name, opts.pid, &opts.window)?;
     let Some(roles) = roles(rec, &attr) else {
         return Err(Error::Other("no process has memory readings".into()));
     };

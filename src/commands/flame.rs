@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::analysis::{attribute, Filter, Metric, Naming, Site};
+use crate::analysis::{attribute, Filter, Metric, Naming, Site, WindowSpec};
 use crate::commands::info::open_recording;
 use crate::commands::written;
 use crate::error::{Error, Result};
@@ -14,6 +14,8 @@ use crate::recording::Recording;
 
 #[derive(Clone, Debug)]
 pub struct FlameOptions {
+    /// The time window looked at (`--from`, `--to`, `--skip-startup`).
+    pub window: WindowSpec,
     /// OS threads only (`--tasks off`).
     pub threads_only: bool,
     pub output: PathBuf,
@@ -50,6 +52,7 @@ pub fn report(
     let filter = Filter {
         pid: opts.pid,
         threads_only: opts.threads_only,
+        window: opts.window.resolve(rec).map_err(Error::Usage)?,
     };
     check_pid(rec, name, opts.pid)?;
     let attr = attribute(rec, &filter);
@@ -61,6 +64,7 @@ pub fn report(
             merge_processes: opts.merge_processes,
             naming: Naming {
                 functions_only: opts.functions_only,
+                short_files: true,
             },
         },
     );

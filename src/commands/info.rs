@@ -131,6 +131,11 @@ struct ProcessInfo {
     end_s: Option<f64>,
     end: Option<String>,
     exit_code: Option<i32>,
+    /// How it ended, in words ("exited, status 0", "killed by SIGKILL", "recording ended").
+    ended: Option<String>,
+    /// Its place in the recording: "launched" or "attached" (the process memspy was given),
+    /// "worker N of PID" (the Nth child of that process), "child of PID".
+    role: String,
     rss_min: u64,
     rss_max: u64,
     threads: usize,
@@ -159,6 +164,34 @@ pub fn report(file: &str, rec: &Recording, json: bool, out: &mut dyn Write) -> R
     })
 }
 
+/// The role of process `id` in `rec` (see [`ProcessInfo::role`]).
+fn role(rec: &Recording, id: usize) -> String {
+    let p = &rec.processes[id];
+    match p.parent {
+        None => {
+            let attached = rec.meta.command.iter().any(|a| a == "--pid" || a == "-p");
+            if attached { "attached" } else { "launched" }.into()
+        }
+        Some(parent) => {
+            let parent_pid = rec.processes.get(parent as usize).map_or(0, |q| q.pid);
+            let root_child = rec
+                .processes
+                .get(parent as usize)
+                .is_some_and(|q| q.parent.is_none());
+            if root_child {
+                let n = rec.processes[..id]
+                    .iter()
+                    .filter(|q| q.parent == Some(parent))
+                    .count()
+                    + 1;
+                format!("worker {n} of {parent_pid}")
+            } else {
+                format!("child of {parent_pid}")
+            }
+        }
+    }
+}
+
 fn summarize(file: &str, rec: &Recording) -> Info {
     let mut processes: Vec<ProcessInfo> = rec
         .processes
@@ -178,6 +211,8 @@ fn summarize(file: &str, rec: &Recording) -> Info {
             end_s: p.end_us.map(|t| t as f64 / 1e6),
             end: p.end_reason.map(|r| r.describe().to_string()),
             exit_code: p.exit,
+            ended: p.end_reason.map(|r| r.describe_with(p.exit)),
+            role: role(rec, id),
             rss_min: u64::MAX,
             rss_max: 0,
             threads: rec
@@ -423,10 +458,9 @@ fn write_text(i: &Info, w: &mut dyn Write) -> io::Result<()> {
         "pid", "python", "samples", "failed", "rss min", "rss max", "span (s)"
     )?;
     for p in &i.processes {
-        let end = match (&p.end, p.exit_code) {
-            (Some(e), Some(code)) => format!("  [{e}, status {code}]"),
-            (Some(e), None) => format!("  [{e}]"),
-            _ => String::new(),
+        let end = match &p.ended {
+            Some(e) => format!("  [{}; {e}]", p.role),
+            None => format!("  [{}]", p.role),
         };
         writeln!(
             w,

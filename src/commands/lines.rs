@@ -3,7 +3,7 @@
 use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 
-use crate::analysis::{attribute, Filter, Metric};
+use crate::analysis::{attribute, Filter, Metric, WindowSpec};
 use crate::commands::info::open_recording;
 use crate::commands::{to_stdout, written};
 use crate::error::{Error, Result};
@@ -19,6 +19,8 @@ pub enum Format {
 
 #[derive(Clone, Debug)]
 pub struct LinesOptions {
+    /// The time window looked at (`--from`, `--to`, `--skip-startup`).
+    pub window: WindowSpec,
     /// OS threads only (`--tasks off`).
     pub threads_only: bool,
     pub input: Option<PathBuf>,
@@ -27,24 +29,6 @@ pub struct LinesOptions {
     pub function: Option<String>,
     pub pid: Option<i32>,
     pub format: Format,
-}
-
-/// The pids of the processes that have samples, in recording order (a pid reused by a later
-/// process counts once).
-fn sampled_pids(rec: &Recording) -> Vec<i32> {
-    let mut has = vec![false; rec.processes.len()];
-    for s in &rec.samples {
-        if let Some(h) = has.get_mut(s.process as usize) {
-            *h = true;
-        }
-    }
-    let mut pids: Vec<i32> = Vec::new();
-    for (p, _) in rec.processes.iter().zip(&has).filter(|(_, &h)| h) {
-        if !pids.contains(&p.pid) {
-            pids.push(p.pid);
-        }
-    }
-    pids
 }
 
 /// Pids for a message: the first eight.
@@ -63,7 +47,7 @@ fn pid_list(pids: &[i32]) -> String {
 
 /// The processes (pids) in which `function` has samples.
 fn processes_with(rec: &Recording, opts: &LinesOptions, function: &str) -> Vec<i32> {
-    sampled_pids(rec)
+    rec.sampled_pids()
         .into_iter()
         .filter(|&pid| {
             let attr = attribute(
@@ -71,6 +55,7 @@ fn processes_with(rec: &Recording, opts: &LinesOptions, function: &str) -> Vec<i
                 &Filter {
                     pid: Some(pid),
                     threads_only: opts.threads_only,
+                    window: opts.window.resolve(rec).ok().flatten(),
                 },
             );
             !rows(rec, &attr, Metric::Wall, Some(function)).is_empty()
@@ -97,6 +82,7 @@ pub fn report(
         &Filter {
             pid: opts.pid,
             threads_only: opts.threads_only,
+            window: opts.window.resolve(rec).map_err(Error::Usage)?,
         },
     );
     let mut table = rows(rec, &attr, opts.metric, opts.function.as_deref());
@@ -120,7 +106,7 @@ pub fn report(
         }
     }
     // Several processes in one table: said, so a worker's lines are not taken for the whole.
-    let sampled = sampled_pids(rec);
+    let sampled = rec.sampled_pids();
     if opts.format == Format::Text && opts.pid.is_none() && sampled.len() > 1 {
         writeln!(
             out,

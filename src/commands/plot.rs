@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::analysis::{attribute, Attribution, Filter};
+use crate::analysis::{attribute, Attribution, Filter, WindowSpec};
 use crate::commands::flame::{check_pid, file_name, shown, write_file};
 use crate::commands::info::open_recording;
 use crate::commands::written;
@@ -14,6 +14,8 @@ use crate::recording::Recording;
 
 #[derive(Clone, Debug)]
 pub struct PlotOptions {
+    /// The time window looked at (`--from`, `--to`, `--skip-startup`).
+    pub window: WindowSpec,
     pub output: PathBuf,
     pub input: Option<PathBuf>,
     pub pid: Option<i32>,
@@ -49,7 +51,7 @@ pub fn report(
     opts: &PlotOptions,
     out: &mut dyn std::io::Write,
 ) -> Result<(usize, usize)> {
-    let (filter, attr) = attributed(rec, name, opts.pid)?;
+    let (filter, attr) = attributed(rec, name, opts.pid, &opts.window)?;
     let marked = top_functions(rec, &attr, &filter, opts.functions);
     let processes = attr.series.iter().filter(|s| !s.is_empty()).count();
     let title = format!("Memory over time — {name}");
@@ -70,10 +72,16 @@ pub fn report(
 /// Attribute a recording, for the commands that draw memory over time (plot, the mprof
 /// export). Fails with one line when `pid` is not in the recording or there is nothing to draw
 /// (no samples, or no PSS/USS readings in a recording made with `--memory pss|uss`).
-pub fn attributed(rec: &Recording, name: &str, pid: Option<i32>) -> Result<(Filter, Attribution)> {
+pub fn attributed(
+    rec: &Recording,
+    name: &str,
+    pid: Option<i32>,
+    window: &WindowSpec,
+) -> Result<(Filter, Attribution)> {
     check_pid(rec, name, pid)?;
     let filter = Filter {
         pid,
+        window: window.resolve(rec).map_err(Error::Usage)?,
         ..Filter::default()
     };
     let attr = attribute(rec, &filter);

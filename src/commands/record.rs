@@ -162,6 +162,7 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
         tasks: opts.tasks,
         max_size: opts.max_size,
         rotate: rotate.then(|| template.clone()),
+        announce: !std::io::stderr().is_terminal(),
     };
     let launched = matches!(root, Root::Launch(_));
     let resume = match &root {
@@ -177,6 +178,23 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
     };
     if let Some(pid) = resume {
         crate::target::launch::resume(pid)?;
+    }
+    if !std::io::stderr().is_terminal() {
+        eprintln!(
+            "memspy: recording to {} at {} Hz, {}{}",
+            crate::output::text::message(&output.to_string_lossy()),
+            opts.rate_hz,
+            if opts.nonblocking {
+                "non-blocking"
+            } else {
+                "blocking (threads that ran are paused for each sample)"
+            },
+            if opts.memory_events {
+                ", with memory events"
+            } else {
+                ""
+            }
+        );
     }
     let bar = progress_bar();
     let finished = sampler.run(|p| bar.set_message(progress_message(p)));

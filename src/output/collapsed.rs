@@ -38,7 +38,7 @@ pub fn fold(rec: &Recording, attr: &Attribution, metric: Metric, fold: Fold) -> 
         if !fold.merge_processes {
             path.push(process_label(rec, key.process));
         }
-        path.extend(site_path(rec, key.site, fold.naming));
+        path.extend(site_path(rec, Some(key.process), key.site, fold.naming));
         let line = path.iter().map(|l| clean(l)).collect::<Vec<_>>().join(";");
         *folded.entry(line).or_insert(0.0) += value;
     }

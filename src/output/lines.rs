@@ -20,6 +20,8 @@ use crate::recording::Recording;
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct LineRow {
     pub file: String,
+    /// The file as reports show it (see `analysis::short_file`).
+    pub short_file: String,
     pub line: i32,
     pub function: String,
     /// The chosen metric, on the line itself and including its calls.
@@ -218,6 +220,7 @@ pub fn rows(
             let (self_value, total_value) = chosen.get(&k).copied().unwrap_or_default();
             LineRow {
                 file: rec.string(k.0).to_string(),
+                short_file: crate::analysis::short_file(rec, Some(0), rec.string(k.0)).to_string(),
                 line: k.1,
                 function: rec.string(f.qualname).to_string(),
                 self_value,
@@ -290,7 +293,7 @@ pub fn write_text(rows: &[LineRow], metric: Metric, mut w: impl Write) -> io::Re
         "self", "total", "time %", "growth", "retained", "at peak", "function", "location"
     )?;
     for r in rows {
-        let file = r.file.rsplit('/').next().unwrap_or(&r.file);
+        let file = &r.short_file;
         writeln!(
             w,
             "{:>11} {:>11} {:>6.1}% {:>11} {:>11} {:>11}  {:<28} {:<30} {}",
@@ -377,6 +380,7 @@ mod tests {
                 command: "python",
                 exe: "python",
                 python: "3.12.1",
+                cwd: "",
             })
             .unwrap();
         let slot = w.thread(p, 1, Some(1), "MainThread").unwrap();

@@ -114,7 +114,7 @@ pub fn top_functions(
     for s in rec
         .samples
         .iter()
-        .filter(|s| filter.includes(rec, s.process))
+        .filter(|s| filter.includes(rec, s.process) && filter.in_window(s.time_us))
     {
         present.iter_mut().for_each(|p| *p = None);
         for t in rec.threads_of(s) {
@@ -625,6 +625,7 @@ mod drawing_tests {
                 command: "python",
                 exe: "python",
                 python: "3.12.1",
+                cwd: "",
             })
             .unwrap();
         let slot = w.thread(p, 1, Some(1), "MainThread").unwrap();

@@ -18,8 +18,8 @@
 //! | 3 | Function | id:uv name:uv qualname:uv file:uv (string ids) firstlineno:sv |
 //! | 4 | Frame | id:uv function:uv line:sv (-1 = no line) |
 //! | 5 | Stack | id:uv parent:uv (stack id + 1, 0 = none) frame:uv — stacks form a tree from the outermost frame; a stack id names the path to its innermost frame |
-//! | 6 | ProcessStart | id:uv pid:uv starttime:uv parent:uv (process id + 1, 0 = none) time:uv command:uv exe:uv python:uv (string ids) |
-//! | 7 | ProcessEnd | id:uv time:uv reason:u8 ([`EndReason`]) exit:sv (-1 unknown) |
+//! | 6 | ProcessStart | id:uv pid:uv starttime:uv parent:uv (process id + 1, 0 = none) time:uv command:uv exe:uv python:uv [cwd:uv] (string ids; cwd, the working directory when found, is a string id + 1, 0 = unknown, and absent in older files) |
+//! | 7 | ProcessEnd | id:uv time:uv reason:u8 ([`EndReason`]) exit:sv (the exit status, or with reason 4 the signal that killed it; -1 unknown) |
 //! | 8 | Thread | process:uv slot:uv tid:uv (kernel id; 0 = the id in the target's memory named no thread of the target) name:uv (string id) [claimed:uv (that id + 1, 0 = none; absent in older files)] |
 //! | 9 | Events | base_time:uv count:uv event* |
 //! | 10 | Stats | ticks:uv missed:uv late_max:uv late_total:uv busy:uv pauses:uv paused_total:uv paused_max:uv (µs; busy: the sampler's time outside its waits; pauses: how often blocking mode held threads stopped, and for how long; the last four absent in older files) |
@@ -217,6 +217,8 @@ pub enum EndReason {
     RecordingEnded = 2,
     /// It stopped being readable (permissions changed, not Python any more).
     Lost = 3,
+    /// A signal ended it; the end record's exit field holds the signal's number.
+    Killed = 4,
 }
 
 impl EndReason {
@@ -227,6 +229,19 @@ impl EndReason {
             EndReason::Exec => "exec",
             EndReason::RecordingEnded => "still running",
             EndReason::Lost => "lost",
+            EndReason::Killed => "killed",
+        }
+    }
+
+    /// How `info` and `record` say how a process ended, with its exit field: "exited, status
+    /// 0", "killed by SIGKILL", "recording ended" (it was still running), ...
+    pub fn describe_with(self, exit: Option<i32>) -> String {
+        match (self, exit) {
+            (EndReason::Killed, Some(signal)) => format!("killed by {}", signal_name(signal)),
+            (EndReason::Exited, Some(code)) => format!("exited, status {code}"),
+            (EndReason::RecordingEnded, _) => "recording ended".into(),
+            (EndReason::Exec, _) => "replaced its program (exec)".into(),
+            (reason, _) => reason.describe().into(),
         }
     }
 
@@ -236,8 +251,17 @@ impl EndReason {
             1 => EndReason::Exec,
             2 => EndReason::RecordingEnded,
             3 => EndReason::Lost,
+            4 => EndReason::Killed,
             _ => return None,
         })
+    }
+}
+
+/// A signal's name ("SIGKILL"), or its number ("signal 70") when Linux has no such signal.
+pub fn signal_name(signal: i32) -> String {
+    match nix::sys::signal::Signal::try_from(signal) {
+        Ok(s) => s.as_str().to_string(),
+        Err(_) => format!("signal {signal}"),
     }
 }
 

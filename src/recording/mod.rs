@@ -38,6 +38,7 @@ mod tests {
                 command: "python app.py",
                 exe: "/usr/bin/python3",
                 python: "3.11.2",
+                cwd: "/srv",
             })
             .unwrap();
         let main = w.thread(p, 42, Some(42), "MainThread").unwrap();

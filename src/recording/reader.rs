@@ -42,6 +42,8 @@ pub struct Process {
     pub command: u32,
     pub exe: u32,
     pub python: u32,
+    /// Its working directory when found (a string id; None in older files or when unknown).
+    pub cwd: Option<u32>,
     pub end_us: Option<u64>,
     pub end_reason: Option<EndReason>,
     pub exit: Option<i32>,
@@ -391,11 +393,18 @@ impl Recording {
                     let parent = c.uv32()?;
                     let start_us = c.uv()?;
                     let (command, exe, python) = (c.uv32()?, c.uv32()?, c.uv32()?);
-                    Some((id, pid, starttime, parent, start_us, command, exe, python))
+                    let cwd = if c.is_empty() {
+                        None
+                    } else {
+                        c.uv32()?.checked_sub(1)
+                    };
+                    Some((
+                        id, pid, starttime, parent, start_us, command, exe, python, cwd,
+                    ))
                 })()
                 .ok_or_else(|| bad("process"))?;
                 expect_next(p.0, self.processes.len(), "process")?;
-                for s in [p.5, p.6, p.7] {
+                for s in [p.5, p.6, p.7].into_iter().chain(p.8) {
                     known(s, self.strings.len(), "string")?;
                 }
                 let pid = positive_id(p.1, "pid")?;
@@ -416,6 +425,7 @@ impl Recording {
                     command: p.5,
                     exe: p.6,
                     python: p.7,
+                    cwd: p.8,
                     end_us: None,
                     end_reason: None,
                     exit: None,
@@ -884,6 +894,24 @@ impl Recording {
     }
 
     /// Time span covered by samples, µs.
+    /// The pids of the processes that have samples, in recording order (a pid that a later
+    /// process reused counts once).
+    pub fn sampled_pids(&self) -> Vec<i32> {
+        let mut has = vec![false; self.processes.len()];
+        for s in &self.samples {
+            if let Some(h) = has.get_mut(s.process as usize) {
+                *h = true;
+            }
+        }
+        let mut pids: Vec<i32> = Vec::new();
+        for (p, _) in self.processes.iter().zip(&has).filter(|(_, &h)| h) {
+            if !pids.contains(&p.pid) {
+                pids.push(p.pid);
+            }
+        }
+        pids
+    }
+
     pub fn duration_us(&self) -> u64 {
         match (self.samples.first(), self.samples.last()) {
             (Some(a), Some(b)) => b.time_us.saturating_sub(a.time_us),
@@ -1116,6 +1144,7 @@ mod tests {
                 command: "python app.py",
                 exe: "/usr/bin/python3",
                 python: "3.11.2",
+                cwd: "",
             })
             .unwrap();
         let slot = w.thread(p, 42, Some(42), "MainThread").unwrap();

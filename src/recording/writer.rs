@@ -81,6 +81,9 @@ pub struct ProcessDef<'a> {
     pub command: &'a str,
     pub exe: &'a str,
     pub python: &'a str,
+    /// Its working directory when found ("" when unknown): reports name files under it
+    /// relative to it.
+    pub cwd: &'a str,
 }
 
 #[derive(Default)]
@@ -335,6 +338,10 @@ impl Writer {
             self.string(p.exe)?,
             self.string(p.python)?,
         );
+        let cwd = match p.cwd {
+            "" => 0,
+            cwd => self.string(cwd)? + 1,
+        };
         self.flush_batch()?;
         self.begin(T_PROCESS_START);
         for v in [
@@ -346,7 +353,7 @@ impl Writer {
         ] {
             put_uv(&mut self.record, v);
         }
-        for s in [command, exe, python] {
+        for s in [command, exe, python, cwd] {
             put_uv(&mut self.record, s as u64);
         }
         self.end_record()?;

@@ -19,6 +19,7 @@ use std::time::Duration;
 use nix::time::{clock_gettime, ClockId};
 
 use crate::error::{Error, Result};
+use crate::output::text::{one_line, visible};
 use crate::python::{binary, StackReader};
 use crate::recording::writer::MemoryEventsSummary;
 use crate::recording::{EndReason, FailureKind, Writer};
@@ -68,6 +69,33 @@ pub struct Config {
     /// Instead of ending there, go on in a new file: this name with `%n` replaced by the
     /// file's number (2, 3, ...; see [`part_path`]).
     pub rotate: Option<std::path::PathBuf>,
+    /// Say on stderr, one line each, what happens: a process found, a process ended, a new
+    /// file (for a stderr that is not a terminal, where no progress line shows).
+    pub announce: bool,
+}
+
+/// Say that `p` is recorded from now on (`parent`: the pid it was found under).
+fn announce_found(p: &ProcessSampler, parent: Option<i32>) {
+    let role = match parent {
+        Some(parent) => format!("found process {}, child of {parent}", p.key.pid),
+        None => format!("recording process {}", p.key.pid),
+    };
+    eprintln!(
+        "memspy: {role} (Python {}): {}",
+        visible(&p.python),
+        one_line(&p.command, 120)
+    );
+}
+
+/// How a process ended, from its exit status when known: a signal is `Killed` with the
+/// signal's number, else `reason` with the exit code.
+fn end_of(reason: EndReason, status: Option<std::process::ExitStatus>) -> (EndReason, Option<i32>) {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Some(s) if s.signal().is_some() => (EndReason::Killed, s.signal()),
+        Some(s) => (reason, s.code()),
+        None => (reason, None),
+    }
 }
 
 /// The name of file `n` of a rotated recording whose names are `template` (`%n` stands for
@@ -274,6 +302,12 @@ impl<'a> Sampler<'a> {
 
     /// Record until done; `on_progress` is called about ten times a second.
     pub fn run(mut self, mut on_progress: impl FnMut(&Progress)) -> Finished {
+        if self.config.announce {
+            // An attached root, found before the recording started.
+            for p in &self.processes {
+                announce_found(p, None);
+            }
+        }
         let _ = nix::sys::prctl::set_timerslack(1);
         let interval = (1e9 / self.config.rate_hz).max(1.0) as u64;
         // Run as soon as a tick or memory event wakes this thread (see target::sched). Only
@@ -452,6 +486,9 @@ impl<'a> Sampler<'a> {
                     if let Err(e) = p.sample_memory_split(&mut self.writer, time_us, rollup) {
                         self.write_error.get_or_insert(e);
                     }
+                    if self.config.announce {
+                        announce_found(&p, found.parent_pid);
+                    }
                     self.recorded.insert(found.key.pid, p.id);
                     self.processes.push(p);
                     self.progress.processes_seen += 1;
@@ -506,12 +543,21 @@ impl<'a> Sampler<'a> {
         }
         for (i, reason) in ended.into_iter().rev() {
             let p = self.processes.remove(i);
-            let exit = match (&mut self.root, reason) {
-                (Root::Launch(l), EndReason::Exited) if l.pid() == p.key.pid => {
-                    l.poll().and_then(|s| s.code())
-                }
+            // The launched program's status from our wait; a worker's from its zombie, while
+            // its parent has not reaped it yet.
+            let status = match (&mut self.root, reason) {
+                (Root::Launch(l), EndReason::Exited) if l.pid() == p.key.pid => l.poll(),
+                (_, EndReason::Exited) => procfs::zombie_status(p.key.pid, p.key.starttime),
                 _ => None,
             };
+            let (reason, exit) = end_of(reason, status);
+            if self.config.announce {
+                eprintln!(
+                    "memspy: process {} {}",
+                    p.key.pid,
+                    reason.describe_with(exit)
+                );
+            }
             if let Err(e) = self.writer.process_end(p.id, time_us, reason, exit) {
                 self.write_error.get_or_insert(e);
             }
@@ -542,6 +588,13 @@ impl<'a> Sampler<'a> {
         let bytes = self.writer.bytes_written;
         match stats.and_then(|()| self.writer.rotate(&path, part)) {
             Ok(()) => {
+                if self.config.announce {
+                    eprintln!(
+                        "memspy: {} reached --max-size; going on in {}",
+                        visible(&part_path(template, self.parts).to_string_lossy()),
+                        visible(&path.to_string_lossy())
+                    );
+                }
                 self.parts = part;
                 self.bytes_before += bytes;
                 self.file_start = self.progress.clone();
@@ -607,16 +660,15 @@ impl<'a> Sampler<'a> {
                 Root::Launch(l) if l.pid() == p.key.pid => {
                     let s = l.poll();
                     exit_status = exit_status.or(s);
-                    (
-                        if s.is_some() {
-                            EndReason::Exited
-                        } else {
-                            EndReason::RecordingEnded
-                        },
-                        s.and_then(|s| s.code()),
-                    )
+                    match s {
+                        Some(_) => end_of(EndReason::Exited, s),
+                        None => (EndReason::RecordingEnded, None),
+                    }
                 }
-                _ if !p.key.alive() => (EndReason::Exited, None),
+                _ if !p.key.alive() => end_of(
+                    EndReason::Exited,
+                    procfs::zombie_status(p.key.pid, p.key.starttime),
+                ),
                 _ => (EndReason::RecordingEnded, None),
             };
             let _ = self.writer.process_end(p.id, time_us, reason, exit);

@@ -523,6 +523,9 @@ impl ProcessSampler {
                 command: &command,
                 exe: &exe,
                 python: &python,
+                cwd: &std::fs::read_link(format!("/proc/{pid}/cwd"))
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
             })
             .map_err(|e| Error::io("writing the recording", e))?;
         Ok(ProcessSampler {
@@ -610,7 +613,9 @@ impl ProcessSampler {
                 && self.counter_reads % FULL_REFRESH_TICKS != 0
                 && self.tasks.is_empty()
             {
-                return self.repeat_sample(writer, time_us, now_ns);
+                if let Some(outcome) = self.repeat_sample(writer, time_us, now_ns)? {
+                    return Ok(outcome);
+                }
             }
             if let Some(outcome) = self.read_counters(writer, time_us, cpu)? {
                 return Ok(outcome);
@@ -692,9 +697,8 @@ impl ProcessSampler {
     }
 
     /// The sample of a process that used no CPU since the previous tick (its CPU clock did
-    /// not move): none of its threads ran, so each has the stack it had, made no page faults
-    /// and used no CPU; only its RSS is read again (memory can be reclaimed from an idle
-    /// process). Fifty idle workers then cost two system calls each per tick instead of eight.
+    /// not move) and whose RSS did not change: none of its threads ran, so each has the stack
+    /// it had, made no page faults and used no CPU (None: it is to be read in full). Fifty idle workers then cost two system calls each per tick instead of eight.
     /// Every [`FULL_REFRESH_TICKS`] ticks the process is read in full all the same, and a
     /// process with greenlets or tasks always is (repeating its samples lost a third of a
     /// gevent service's waiting time in `tests/tasks.rs`, for a reason not yet found).
@@ -703,7 +707,7 @@ impl ProcessSampler {
         writer: &mut Writer,
         time_us: u64,
         now_ns: u64,
-    ) -> io::Result<Outcome> {
+    ) -> io::Result<Option<Outcome>> {
         let rss = self
             .statm
             .read()
@@ -711,8 +715,13 @@ impl ProcessSampler {
             .and_then(|b| procfs::parse_statm_rss(b, self.page_size));
         let Some(rss) = rss.filter(|&r| r > 0) else {
             let outcome = self.gone_or(Outcome::Failed(FailureKind::Exited));
-            return self.record_failure(writer, time_us, outcome);
+            return self.record_failure(writer, time_us, outcome).map(Some);
         };
+        // Memory that moved says a thread ran after all (a thread running right now has its
+        // time added to the clock only at the scheduler's next tick or switch): read in full.
+        if rss != self.last_rss {
+            return Ok(None);
+        }
         self.last_rss = rss;
         self.process_minflt_delta = 0;
         for e in &mut self.entries {
@@ -734,7 +743,7 @@ impl ProcessSampler {
         }
         writer.sample(self.id, time_us, rss, 0, &self.entries)?;
         self.samples += 1;
-        Ok(Outcome::Sampled)
+        Ok(Some(Outcome::Sampled))
     }
 
     /// Read the process's counters (RSS, faults) and its threads' (before any thread is

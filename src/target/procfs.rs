@@ -230,6 +230,23 @@ pub fn parse_stat(buf: &[u8]) -> Option<Stat> {
     (seen == 19).then_some(stat)
 }
 
+/// How a process that has exited but not been reaped yet (a zombie) ended, from the
+/// `exit_code` field of its `stat` (field 52, as waitpid(2) reports it); None while it runs,
+/// once it is reaped, or when the pid is now another process's (`starttime` differs).
+pub fn zombie_status(pid: i32, starttime: u64) -> Option<std::process::ExitStatus> {
+    use std::os::unix::process::ExitStatusExt;
+    let buf = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    let stat = parse_stat(&buf)?;
+    if stat.state != b'Z' || stat.starttime != starttime {
+        return None;
+    }
+    let close = buf.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(buf.get(close + 2..)?).ok()?;
+    // Field 52 is the 50th after the command's closing parenthesis.
+    let code: i32 = rest.split_ascii_whitespace().nth(49)?.parse().ok()?;
+    Some(std::process::ExitStatus::from_raw(code))
+}
+
 pub fn stat(pid: i32) -> io::Result<Stat> {
     let buf = std::fs::read(format!("/proc/{pid}/stat"))?;
     parse_stat(&buf).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad stat"))
