@@ -578,6 +578,9 @@ pub struct Greenlets {
     /// what it finds to `background` (record).
     finder: Option<Finder>,
     background: Option<std::sync::mpsc::Receiver<Found>>,
+    /// What the background walks sent and [`Greenlets::has_news`] took off the channel, for
+    /// the next read.
+    arrived: Vec<Found>,
     known: Vec<Known>,
     by_addr: HashMap<u64, usize>,
     type_names: HashMap<u64, std::sync::Arc<str>>,
@@ -599,6 +602,7 @@ impl Greenlets {
             module,
             finder: None,
             background: None,
+            arrived: Vec::new(),
             known: Vec::new(),
             by_addr: HashMap::new(),
             type_names: HashMap::new(),
@@ -686,7 +690,7 @@ impl Greenlets {
             }
             self.background = Some(rx);
         }
-        let mut arrived = Vec::new();
+        let mut arrived = std::mem::take(&mut self.arrived);
         if let Some(rx) = &self.background {
             while let Ok(found) = rx.try_recv() {
                 arrived.push(found);
@@ -695,6 +699,21 @@ impl Greenlets {
         for found in arrived {
             self.take(found);
         }
+    }
+
+    /// Whether the background walks found greenlets not known yet (kept for the next read).
+    /// A process that did not run can still have those: it made them before it went idle.
+    pub fn has_news(&mut self) -> bool {
+        if let Some(rx) = &self.background {
+            while let Ok(found) = rx.try_recv() {
+                self.arrived.push(found);
+            }
+        }
+        self.arrived.iter().any(|f| {
+            f.greenlets
+                .iter()
+                .any(|k| !self.by_addr.contains_key(&k.addr))
+        })
     }
 
     /// Merge what one walk found: a complete full walk replaces the greenlets known (those

@@ -177,6 +177,12 @@ impl Units {
         }
     }
 
+    /// Whether units may have appeared that the next read would find although the process did
+    /// not run since the last one: greenlets the background walks found meanwhile.
+    pub fn has_news(&mut self) -> bool {
+        self.greenlets.as_mut().is_some_and(Greenlets::has_news)
+    }
+
     /// asyncio's offsets were found: tasks are read (CPython 3.14+ with asyncio imported).
     pub fn reads_tasks(&self) -> bool {
         self.asyncio.is_some()
