@@ -292,8 +292,8 @@ fn collapsed_golden() {
 
     // The same figures, derived by hand from the rules of src/analysis/mod.rs (see
     // `golden_recording` for the samples).
-    let a = "process 4242 python app.py;";
-    let b = "process 4300 python worker.py --id 1;";
+    let a = "process 4242 (launched) python app.py;";
+    let b = "process 4300 (worker 1 of 4242) python worker.py --id 1;";
     let (l12, l14) = (
         "main (/srv/app.py:5);Loader.load (/srv/app.py:12)",
         "main (/srv/app.py:5);Loader.load (/srv/app.py:14)",

@@ -491,6 +491,30 @@ fn lines_of_several_processes() {
     );
     let worker = rec.processes[1].pid.to_string();
     assert!(err.contains(&worker), "{err}");
+    // Flamegraph roots and the plot's legend tell the supervisor from its workers.
+    let svg = dir.path().join("f.svg");
+    assert!(
+        memspy(&["flame", "-i", path.to_str().unwrap(), svg.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let flame = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        flame.contains(&format!("process {supervisor} (launched)")),
+        "no role for the supervisor"
+    );
+    assert!(flame.contains(&format!("process {worker} (worker 1 of {supervisor})")));
+    let plot = dir.path().join("p.svg");
+    assert!(
+        memspy(&["plot", "-i", path.to_str().unwrap(), plot.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let plot = std::fs::read_to_string(&plot).unwrap();
+    assert!(
+        plot.contains(&format!("pid {worker} (worker 1 of {supervisor})")),
+        "legend"
+    );
 }
 
 /// Memory grown by a thread that never runs Python is reported as such, not given to the

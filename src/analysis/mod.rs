@@ -1143,12 +1143,42 @@ pub fn frame_label(
     }
 }
 
-/// The label of a process's root node: `process 4242 gunicorn: worker [app]`.
+/// The role of process `id` in `rec`: "launched" or "attached" (the process memspy was
+/// given), "worker N of PID" (the Nth child of that process), "child of PID" (deeper).
+pub fn process_role(rec: &Recording, id: usize) -> String {
+    let p = &rec.processes[id];
+    match p.parent {
+        None => {
+            let attached = rec.meta.command.iter().any(|a| a == "--pid" || a == "-p");
+            if attached { "attached" } else { "launched" }.into()
+        }
+        Some(parent) => {
+            let parent_pid = rec.processes.get(parent as usize).map_or(0, |q| q.pid);
+            let root_child = rec
+                .processes
+                .get(parent as usize)
+                .is_some_and(|q| q.parent.is_none());
+            if root_child {
+                let n = rec.processes[..id]
+                    .iter()
+                    .filter(|q| q.parent == Some(parent))
+                    .count()
+                    + 1;
+                format!("worker {n} of {parent_pid}")
+            } else {
+                format!("child of {parent_pid}")
+            }
+        }
+    }
+}
+
+/// The label of a process's root node: `process 4243 (worker 1 of 4242) gunicorn: worker [app]`.
 pub fn process_label(rec: &Recording, process: u32) -> String {
     let p = &rec.processes[process as usize];
     format!(
-        "process {} {}",
+        "process {} ({}) {}",
         p.pid,
+        process_role(rec, process as usize),
         crate::output::text::one_line(rec.string(p.command), 60)
     )
 }

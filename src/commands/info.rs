@@ -164,34 +164,6 @@ pub fn report(file: &str, rec: &Recording, json: bool, out: &mut dyn Write) -> R
     })
 }
 
-/// The role of process `id` in `rec` (see [`ProcessInfo::role`]).
-fn role(rec: &Recording, id: usize) -> String {
-    let p = &rec.processes[id];
-    match p.parent {
-        None => {
-            let attached = rec.meta.command.iter().any(|a| a == "--pid" || a == "-p");
-            if attached { "attached" } else { "launched" }.into()
-        }
-        Some(parent) => {
-            let parent_pid = rec.processes.get(parent as usize).map_or(0, |q| q.pid);
-            let root_child = rec
-                .processes
-                .get(parent as usize)
-                .is_some_and(|q| q.parent.is_none());
-            if root_child {
-                let n = rec.processes[..id]
-                    .iter()
-                    .filter(|q| q.parent == Some(parent))
-                    .count()
-                    + 1;
-                format!("worker {n} of {parent_pid}")
-            } else {
-                format!("child of {parent_pid}")
-            }
-        }
-    }
-}
-
 fn summarize(file: &str, rec: &Recording) -> Info {
     let mut processes: Vec<ProcessInfo> = rec
         .processes
@@ -212,7 +184,7 @@ fn summarize(file: &str, rec: &Recording) -> Info {
             end: p.end_reason.map(|r| r.describe().to_string()),
             exit_code: p.exit,
             ended: p.end_reason.map(|r| r.describe_with(p.exit)),
-            role: role(rec, id),
+            role: crate::analysis::process_role(rec, id),
             rss_min: u64::MAX,
             rss_max: 0,
             threads: rec

@@ -202,7 +202,8 @@ pub fn value_at(series: &[(u64, u64)], t: u64) -> f64 {
     }
 }
 
-/// `pid 4242 python3.12 server.py`: the pid and the command with paths cut to their base names.
+/// `pid 4243 (worker 1 of 4242) python3.12 server.py`: the pid, its role, and the command with
+/// paths cut to their base names.
 pub fn process_label(rec: &Recording, process: u32) -> String {
     let p = &rec.processes[process as usize];
     let command: Vec<&str> = rec
@@ -216,7 +217,12 @@ pub fn process_label(rec: &Recording, process: u32) -> String {
             }
         })
         .collect();
-    format!("pid {} {}", p.pid, one_line(&command.join(" "), 48))
+    format!(
+        "pid {} ({}) {}",
+        p.pid,
+        crate::analysis::process_role(rec, process as usize),
+        one_line(&command.join(" "), 40)
+    )
 }
 
 // Colours: dark, muted ones for the processes' lines; bright ones for the function marks.
