@@ -299,7 +299,7 @@ impl WindowSpec {
         let to = self.to.map_or(last, at);
         if self.skip_startup {
             if let Some(end) = startup_end(rec, first + span / 2) {
-                from = from.max(end + 1);
+                from = from.max(end.saturating_add(1));
             }
         }
         if from > to || from > last {
@@ -475,6 +475,11 @@ fn faults_left_to_ticks(rec: &Recording, observations: &[Observation]) -> FxHash
             Observation::Tick(i) if !placed.is_empty() => {
                 let s = &rec.samples[i as usize];
                 for (k, t) in rec.threads_of(s).iter().enumerate() {
+                    // A tick whose counters were not read (above ~1.3 kHz) says no faults: what
+                    // events placed waits for the tick that reads them.
+                    if t.minflt == 0 {
+                        continue;
+                    }
                     if let Some(done) = placed.remove(&t.thread) {
                         let index = s.first_thread + k as u32;
                         left.insert(index, (t.minflt as f64 - done).max(0.0));
@@ -708,7 +713,7 @@ pub fn attribute(rec: &Recording, filter: &Filter) -> Attribution {
             Some(k) => rec
                 .memory
                 .iter()
-                .filter(|m| m.process == p && m.kind == k)
+                .filter(|m| m.process == p && m.kind == k && filter.in_window(m.time_us))
                 .map(|m| (m.time_us, m.bytes))
                 .collect(),
         };

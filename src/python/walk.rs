@@ -231,7 +231,26 @@ impl<M: RemoteMemory> StackReader<M> {
         } else {
             self.prefetch_tstates()
         };
-        let result = self.walk_threads(out).and_then(|()| {
+        let mut walked = self.walk_threads(out);
+        // Thread states read ahead (before the stop) hold `next` links that a thread exiting
+        // meanwhile may have changed: when the list is not the one of the previous walk, it is
+        // walked again from what the states hold now.
+        let changed = walked.is_ok()
+            && self.prepared
+            && !out
+                .threads
+                .iter()
+                .map(|t| t.tstate)
+                .eq(self.tstate_order.iter().copied());
+        if changed || (walked.is_err() && self.prepared) {
+            out.clear();
+            self.raw.clear();
+            self.pages.clear();
+            self.tstate_at.clear();
+            self.last_reused = 0;
+            walked = self.walk_threads(out);
+        }
+        let result = walked.and_then(|()| {
             syscalls += self.pages.reads;
             self.pages.used_pages(&mut self.walk_pages);
             self.resolve(out)

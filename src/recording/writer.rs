@@ -690,6 +690,12 @@ impl Writer {
         Ok(())
     }
 
+    /// The size a new file of a rotated recording starts at: the header, the description and
+    /// every definition so far.
+    pub fn rotated_start_size(&self) -> u64 {
+        HEADER_LEN as u64 + 4096 + self.definitions.len() as u64
+    }
+
     /// The file's size once what is buffered is written.
     pub fn size(&self) -> u64 {
         self.bytes_written + self.batch.len() as u64

@@ -345,9 +345,15 @@ impl<'a> Sampler<'a> {
                 .max_size
                 .is_some_and(|m| self.writer.size() >= m)
             {
+                // A new file starts with every definition so far: once those take half the
+                // size, rotating would make file after file of definitions; it ends instead.
+                let room = self
+                    .config
+                    .max_size
+                    .is_some_and(|m| self.writer.rotated_start_size() * 2 <= m);
                 match self.config.rotate.clone() {
-                    Some(template) => self.rotate(&template),
-                    None => {
+                    Some(template) if room => self.rotate(&template),
+                    _ => {
                         self.progress.max_size_reached = true;
                         break;
                     }

@@ -146,11 +146,9 @@ impl ThreadState {
             .and_then(|f| f.read().ok().and_then(procfs::parse_schedstat));
         match cpu {
             Some(_) => true,
-            // Gone: the full read says so and forgets its id.
-            None => {
-                self.refresh();
-                false
-            }
+            // No schedstat (it could not be opened), or gone: the full read, through the
+            // held stat, tells which, and forgets the id of a thread that is gone.
+            None => self.refresh(),
         }
     }
 
@@ -676,8 +674,9 @@ impl ProcessSampler {
             if let Some(stopped) = stopped {
                 let first = stopped.first_stop_ns;
                 drop(stopped);
-                let held = super::now_ns().saturating_sub(first);
-                self.pauses.add(held);
+                if first > 0 {
+                    self.pauses.add(super::now_ns().saturating_sub(first));
+                }
             }
             walked
         };

@@ -46,6 +46,7 @@ pub fn stop(pid: i32) -> Result<StoppedProcess, Error> {
 
 /// Threads stopped until this is dropped.
 pub struct StoppedThreads {
+    pid: i32,
     tids: Vec<Pid>,
     /// When the first thread was asked to stop (CLOCK_MONOTONIC, ns; 0: none was).
     pub first_stop_ns: u64,
@@ -54,9 +55,19 @@ pub struct StoppedThreads {
 impl Drop for StoppedThreads {
     fn drop(&mut self) {
         for &tid in &self.tids {
-            // ESRCH: the thread exited meanwhile; nothing to let go of.
-            let _ = ptrace::detach(tid, None);
+            release(self.pid, tid);
         }
+    }
+}
+
+/// Let go of a seized thread. PTRACE_DETACH needs the thread in a ptrace stop: one that was
+/// seized but never stopped (an error cut the stop short) answers ESRCH while it runs, and is
+/// then stopped first, or it would stay traced by memspy and hang at its next signal. ESRCH
+/// after that: the thread is gone.
+fn release(pid: i32, tid: Pid) {
+    if ptrace::detach(tid, None) == Err(Errno::ESRCH) && ptrace::interrupt(tid).is_ok() {
+        wait_for_stop(pid, tid);
+        let _ = ptrace::detach(tid, None);
     }
 }
 
@@ -80,6 +91,7 @@ pub fn stop_threads(
     mut still_ours: impl FnMut(usize) -> bool,
 ) -> Result<StoppedThreads, Error> {
     let mut stopped = StoppedThreads {
+        pid,
         tids: Vec::with_capacity(tids.len()),
         first_stop_ns: 0,
     };
@@ -101,13 +113,15 @@ pub fn stop_threads(
             }
         }
         if !still_ours(i) {
-            let _ = ptrace::detach(tid, None);
+            release(pid, tid);
             continue;
         }
         // From here on the guard detaches it, whatever happens.
         stopped.tids.push(tid);
     }
-    stopped.first_stop_ns = crate::sample::now_ns();
+    if !stopped.tids.is_empty() {
+        stopped.first_stop_ns = crate::sample::now_ns();
+    }
     let mut asked = 0;
     for i in 0..stopped.tids.len() {
         // A thread that cannot be interrupted (it is exiting) is not waited for.
