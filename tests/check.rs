@@ -244,22 +244,7 @@ fn diff_names_the_biggest_change() {
 fn budgets_per_process() {
     let py = common::interpreter_from((3, 11));
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("w.msp");
-    let out = memspy(&[
-        "record",
-        "--subprocesses",
-        "-o",
-        path.to_str().unwrap(),
-        "--",
-        py.exe.to_str().unwrap(),
-        fixtures_dir().join("workers.py").to_str().unwrap(),
-        "2",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let path = common::record_workers(&py, dir.path(), "w.msp");
     let budget = [
         "--max-growth",
         "serve=25MiB",

@@ -443,18 +443,7 @@ fn lines_of_one_function() {
 fn lines_of_several_processes() {
     let py = common::interpreter_from((3, 11));
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("w.msp");
-    let out = memspy(&[
-        "record",
-        "--subprocesses",
-        "-o",
-        path.to_str().unwrap(),
-        "--",
-        py.exe.to_str().unwrap(),
-        fixtures_dir().join("workers.py").to_str().unwrap(),
-        "2",
-    ]);
-    assert!(out.status.success());
+    let path = common::record_workers(&py, dir.path(), "w.msp");
     let rec = memspy::recording::Recording::open(&path).unwrap();
     let supervisor = rec.processes[0].pid;
     let text = memspy(&["lines", "-i", path.to_str().unwrap()]);

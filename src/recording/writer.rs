@@ -181,12 +181,7 @@ impl Writer {
     /// its own. Per-file state starts again: the sample count, and the deltas samples are
     /// written against (RSS, each thread's previous stack).
     pub fn rotate(&mut self, path: &Path, part: u32) -> io::Result<()> {
-        self.flush_batch()?;
-        self.begin(T_END);
-        put_uv(&mut self.record, self.samples);
-        self.end_record()?;
-        self.out.flush()?;
-        self.out.get_ref().sync_all()?;
+        self.end_file()?;
         let file = File::create(path)?;
         if self.private {
             use std::os::unix::fs::PermissionsExt;
@@ -668,13 +663,18 @@ impl Writer {
 
     /// Write the end record and close the file (synced to disk).
     pub fn finish(mut self) -> io::Result<u64> {
+        self.end_file()?;
+        Ok(self.bytes_written)
+    }
+
+    /// Write what is batched and the end record, and sync the file to disk.
+    fn end_file(&mut self) -> io::Result<()> {
         self.flush_batch()?;
         self.begin(T_END);
         put_uv(&mut self.record, self.samples);
         self.end_record()?;
         self.out.flush()?;
-        self.out.get_ref().sync_all()?;
-        Ok(self.bytes_written)
+        self.out.get_ref().sync_all()
     }
 
     /// Make the file readable by its owner only (it is about to hold another user's code and

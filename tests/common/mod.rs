@@ -102,6 +102,29 @@ pub fn record_python(py: &Interpreter, dir: &Path, name: &str, args: &[&str]) ->
     path
 }
 
+/// Record `workers.py 2` (a supervisor and its short- and long-lived workers, each growing
+/// its own amount) with `--subprocesses` into `dir/name`.
+pub fn record_workers(py: &Interpreter, dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    let out = Command::new(memspy_bin())
+        .args(["record", "--subprocesses", "-o"])
+        .arg(&path)
+        .arg("--")
+        .arg(&py.exe)
+        .arg(fixtures_dir().join("workers.py"))
+        .arg("2")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run memspy record");
+    assert!(
+        out.status.success(),
+        "{}: memspy record workers.py: {}",
+        py.label,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path
+}
+
 /// Interpreters whose (major, minor) is at least `min`.
 pub fn interpreters_from(min: (u32, u32)) -> Vec<Interpreter> {
     interpreters()
