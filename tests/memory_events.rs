@@ -313,3 +313,69 @@ fn refused_memory_events_fall_back_to_ticks() {
     assert!(rec.memory_events.is_empty());
     assert!(rec.samples.len() > 100, "{} samples", rec.samples.len());
 }
+
+/// Memory the interpreter frees as it shuts down is `[interpreter shutdown]`'s, even when a
+/// `__del__` runs Python code during the teardown (after the frees): the recording marks the
+/// moment `_PyRuntime._finalizing` is set, on every version.
+#[test]
+fn frees_during_finalization_are_the_interpreters() {
+    for py in common::interpreters() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec_path = dir.path().join("fin.msp");
+        let status = Command::new(memspy_bin())
+            .args(["record", "-o"])
+            .arg(&rec_path)
+            .arg("--")
+            .arg(&py.exe)
+            .arg(fixtures_dir().join("finalize_del.py"))
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "{}", py.label);
+        let rec = Recording::open(&rec_path).unwrap();
+        assert!(
+            rec.processes[0].finalizing_us.is_some(),
+            "{}: the shutdown was not seen",
+            py.label
+        );
+        let attr = attribute(&rec, &Filter::default());
+        let total = |metric: Metric, name: &str| -> f64 {
+            by_function(&rec, &attr, metric)
+                .iter()
+                .filter(|f| f.qualname == name)
+                .map(|f| f.total_value)
+                .sum()
+        };
+        let (grew, kept) = (
+            total(Metric::Growth, "keep"),
+            total(Metric::Retained, "keep"),
+        );
+        let shutdown: f64 = attr
+            .values(Metric::Freed)
+            .iter()
+            .filter(|(k, _)| k.site == memspy::analysis::Site::Shutdown)
+            .map(|(_, v)| v)
+            .sum();
+        eprintln!(
+            "{}: keep grew {:.1} MiB, retained {:.1} MiB; shutdown freed {:.1} MiB",
+            py.label,
+            grew / MIB,
+            kept / MIB,
+            shutdown / MIB
+        );
+        assert!(grew >= 40.0 * MIB, "{}: keep grew {grew}", py.label);
+        assert!(
+            kept >= 0.9 * grew,
+            "{}: keep retained {:.1} of {:.1} MiB",
+            py.label,
+            kept / MIB,
+            grew / MIB
+        );
+        assert!(
+            shutdown >= 60.0 * MIB,
+            "{}: shutdown freed {:.1} MiB",
+            py.label,
+            shutdown / MIB
+        );
+    }
+}

@@ -388,6 +388,7 @@ mod tests {
             exe: 0,
             python: 0,
             cwd: None,
+            finalizing_us: None,
             end_us,
             end_reason: None,
             exit: None,

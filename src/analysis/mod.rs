@@ -45,9 +45,10 @@
 //!    each stack; what is left when the process reaches its highest reading is its part of the
 //!    *peak*. A decrease with no growth left to cancel freed memory from before the recording
 //!    and is counted, negative, as `[memory from before the recording]`. Memory released after
-//!    the process's last Python frame (the interpreter freeing everything as it exits) is not
-//!    a free of the program's: it is `[interpreter shutdown]`'s and cancels nothing, so a
-//!    program's retained memory is what it held while it ran.
+//!    the process's last Python frame, or once its interpreter was seen finalizing
+//!    (`_PyRuntime._finalizing` set: the modules are being torn down, even if a `__del__` runs
+//!    Python code then), is not a free of the program's: it is `[interpreter shutdown]`'s and
+//!    cancels nothing, so a program's retained memory is what it held while it ran.
 //!
 //! Positive changes sum to *growth* (by the stack that grew), negative ones, as positive
 //! numbers, to *freed* (by the stack that freed); *retained* is what rule 5
@@ -694,6 +695,12 @@ pub fn attribute(rec: &Recording, filter: &Filter) -> Attribution {
                 }
             })
             .map_or(0, |o| o.time(rec));
+        // Once the interpreter was seen finalizing, what the process frees is the
+        // interpreter's, even while a `__del__` runs Python code during the teardown.
+        let python_until = match rec.processes[p as usize].finalizing_us {
+            Some(f) => python_until.min(f.saturating_sub(1)),
+            None => python_until,
+        };
         let before_events = stacks_before_events(rec, observations);
         let before_ticks = event_stacks_before_ticks(rec, observations);
         let split = Split {
@@ -1224,6 +1231,7 @@ mod tests {
             exe: 0,
             python: 0,
             cwd: Some(0),
+            finalizing_us: None,
             end_us: None,
             end_reason: None,
             exit: None,

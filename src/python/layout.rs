@@ -274,6 +274,9 @@ pub struct Layout {
     pub interpreters_head: u64,
     pub interpreters_main: u64,
     pub tstate_current: Option<u64>,
+    /// `_PyRuntime._finalizing`: set (the finalizing thread state) once `Py_FinalizeEx` has
+    /// run the atexit callbacks and begins to tear the modules down.
+    pub runtime_finalizing: Option<u64>,
     pub interp_next: u64,
     pub interp_threads_head: u64,
     pub interp_id: u64,
@@ -357,6 +360,7 @@ impl Layout {
             interpreters_head: t.need("runtime", "interpreters_head")?,
             interpreters_main: t.need("runtime", "interpreters_main")?,
             tstate_current: t.get("runtime", "tstate_current"),
+            runtime_finalizing: t.get("runtime", "finalizing"),
             interp_next: t.need("interpreter", "next")?,
             interp_threads_head: t.need("interpreter", "threads_head")?,
             interp_id: t.need("interpreter", "id")?,
@@ -483,6 +487,9 @@ impl Layout {
             &mut self.interpreters_head,
             "runtime_state.interpreters_head",
         );
+        if let Some(f) = self.runtime_finalizing.as_mut() {
+            o.set(f, "runtime_state.finalizing");
+        }
         o.set(&mut self.interp_next, "interpreter_state.next");
         o.set(
             &mut self.interp_threads_head,

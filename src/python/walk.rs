@@ -104,12 +104,15 @@ pub struct ThreadStack {
 pub struct Snapshot {
     pub threads: Vec<ThreadStack>,
     pub frames: Vec<Frame>,
+    /// The interpreter was shutting down (`_PyRuntime._finalizing` set) when this was read.
+    pub finalizing: bool,
 }
 
 impl Snapshot {
     pub fn clear(&mut self) {
         self.threads.clear();
         self.frames.clear();
+        self.finalizing = false;
     }
 
     pub fn frames_of(&self, thread: &ThreadStack) -> &[Frame] {
@@ -321,6 +324,10 @@ impl<M: RemoteMemory> StackReader<M> {
         self.raw.clear();
         // The thread is running (it just faulted): walked, whatever the last tick said.
         let was_unchanged = self.unchanged.remove(&tstate);
+        if let Some(off) = self.layout.runtime_finalizing {
+            let runtime = self.binary.runtime_addr;
+            out.finalizing = self.word(runtime.wrapping_add(off))? != 0;
+        }
         let result = self
             .walk_thread(out, 0, tstate, 0)
             .and_then(|_next| self.resolve(out));
@@ -380,6 +387,9 @@ impl<M: RemoteMemory> StackReader<M> {
             (GilModel::Runtime, Some(off)) => self.word(runtime.wrapping_add(off))?,
             _ => 0,
         };
+        if let Some(off) = self.layout.runtime_finalizing {
+            out.finalizing = self.word(runtime.wrapping_add(off))? != 0;
+        }
         let mut interp = self.word(runtime.wrapping_add(head_off))?;
         let mut interpreters = 0;
         // Threads of all interpreters together (a recording's sample holds at most twice

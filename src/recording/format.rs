@@ -57,6 +57,9 @@
 //!           after a sample of the process and holding from that sample on: state 0 = ended,
 //!           1 = running (its thread's stack is its own), 2 = waiting with no Python frames,
 //!           3 + s = waiting at stack s
+//!   kind 2, finalizing: (no body) — the process's interpreter had begun to shut down
+//!           (`_PyRuntime._finalizing` set) when memspy read it at this time; what it frees
+//!           from then on is the interpreter's, not the program's
 //! ```
 //!
 //! A repeated stack thus costs a few bytes: a sample of a one-thread process is typically 8 to
@@ -136,6 +139,7 @@ pub const E_EXTENDED: u8 = 3;
 /// Kinds of extended events.
 pub const X_MEMORY_EVENT: u8 = 0;
 pub const X_TASKS: u8 = 1;
+pub const X_FINALIZING: u8 = 2;
 /// Task states in a tasks event.
 pub const TASK_ENDED: u64 = 0;
 pub const TASK_RUNNING: u64 = 1;

@@ -44,6 +44,8 @@ pub struct Process {
     pub python: u32,
     /// Its working directory when found (a string id; None in older files or when unknown).
     pub cwd: Option<u32>,
+    /// When its interpreter was first seen shutting down (µs), if it was.
+    pub finalizing_us: Option<u64>,
     pub end_us: Option<u64>,
     pub end_reason: Option<EndReason>,
     pub exit: Option<i32>,
@@ -426,6 +428,7 @@ impl Recording {
                     exe: p.6,
                     python: p.7,
                     cwd: p.8,
+                    finalizing_us: None,
                     end_us: None,
                     end_reason: None,
                     exit: None,
@@ -824,6 +827,10 @@ impl Recording {
                                 state: task_state,
                             });
                         }
+                    }
+                    X_FINALIZING => {
+                        let p = &mut self.processes[process as usize];
+                        p.finalizing_us.get_or_insert(time);
                     }
                     kind => return Some(Err(format!("unknown extended event kind {kind}"))),
                 },

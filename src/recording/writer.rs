@@ -701,6 +701,13 @@ impl Writer {
         self.bytes_written + self.batch.len() as u64
     }
 
+    /// The interpreter of `process` was seen shutting down at `time_us` (written once).
+    pub fn finalizing(&mut self, process: u32, time_us: u64) -> io::Result<()> {
+        self.event(E_EXTENDED, process, time_us);
+        self.batch.push(X_FINALIZING);
+        self.flush_if_due(time_us)
+    }
+
     /// The first write error, if any.
     pub fn failed(&self) -> Option<io::ErrorKind> {
         self.failed.as_ref().map(|f| f.0)

@@ -399,6 +399,8 @@ pub struct ProcessSampler {
     counter_reads: u64,
     /// The previous tick was a sample (its entries stand for the threads as they are).
     sampled_last_tick: bool,
+    /// Its interpreter was seen shutting down (said once in the recording).
+    said_finalizing: bool,
     /// Why greenlets cannot be read here, once known (said once by the recorder).
     pub units_refused: Option<String>,
     /// How long its threads were held stopped at each tick (blocking mode).
@@ -579,6 +581,7 @@ impl ProcessSampler {
             counters_due_ns: 0,
             counter_reads: 0,
             sampled_last_tick: false,
+            said_finalizing: false,
             pauses: Pauses::default(),
             other_cpu_per_tick: 0,
             units_refused: None,
@@ -689,6 +692,10 @@ impl ProcessSampler {
             return self.record_failure(writer, time_us, outcome);
         }
         self.consecutive_fatal = 0;
+        if self.snapshot.finalizing && !self.said_finalizing {
+            self.said_finalizing = true;
+            writer.finalizing(self.id, time_us)?;
+        }
         self.join(writer, time_us, ctx)?;
         self.samples += 1;
         self.sampled_last_tick = true;
@@ -1278,6 +1285,10 @@ impl ProcessSampler {
                 t.thread_id == key.ident
                     && t.native_id.map_or(-(t.thread_id as i64), |n| n as i64) == key.claimed
             });
+        if self.event_snapshot.finalizing && !self.said_finalizing {
+            self.said_finalizing = true;
+            writer.finalizing(self.id, time_us)?;
+        }
         let stack = if same {
             let frames = self
                 .event_snapshot
