@@ -736,6 +736,35 @@ fn process_roles_and_ends_are_told() {
     );
 }
 
+/// A rotated recording whose definitions alone (here the source text of the stdlib modules
+/// sampled while importing) take half of --max-size ends instead of making file after file.
+#[test]
+fn rotation_ends_when_definitions_fill_the_size() {
+    let py = interpreters().into_iter().next().expect("interpreter");
+    let dir = tempfile::tempdir().unwrap();
+    let template = dir.path().join("run-%n.msp");
+    let script = "import time\n\
+        import decimal, json, http.client, email.parser, xml.dom.minidom, unittest, argparse\n\
+        t = time.time()\n\
+        while time.time() - t < 2:\n    pass\n";
+    let out = Command::new(memspy_bin())
+        .args(["record", "-r", "2000", "--max-size", "64KiB", "-o"])
+        .arg(&template)
+        .arg("--")
+        .arg(&py.exe)
+        .args(["-c", script])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("reached --max-size (64.0 KiB) and ended there"),
+        "{err}"
+    );
+    assert!(dir.path().join("run-1.msp").exists());
+    assert!(!dir.path().join("run-2.msp").exists(), "{err}");
+}
+
 /// Bad arguments and targets: one clear line, status 2.
 #[test]
 fn record_bad_input() {
