@@ -539,6 +539,31 @@ fn duration_and_default_output() {
     );
 }
 
+/// `memspy record --pid PID -r 500 -d SECONDS --max-size SIZE -o OUTPUT`: its output and stderr.
+fn record_capped(
+    pid: u32,
+    seconds: &str,
+    size: &str,
+    output: &Path,
+) -> (std::process::Output, String) {
+    let out = Command::new(memspy_bin())
+        .args([
+            "record",
+            "--pid",
+            &pid.to_string(),
+            "-r",
+            "500",
+            "-d",
+            seconds,
+        ])
+        .args(["--max-size", size, "-o"])
+        .arg(output)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out, err)
+}
+
 /// `--max-size` ends a recording cleanly once its file reaches the size (at the batch that
 /// crosses it: within about a second's worth of data), and the target runs on.
 #[test]
@@ -548,21 +573,7 @@ fn max_size_ends_the_recording_cleanly() {
     let (target, _) = start_fixture(&py, "many_threads.py", &["200", "4"]);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("capped.msp");
-    let out = Command::new(memspy_bin())
-        .args([
-            "record",
-            "--pid",
-            &target.pid().to_string(),
-            "-r",
-            "500",
-            "-d",
-            "30",
-        ])
-        .args(["--max-size", "256KiB", "-o"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (out, err) = record_capped(target.pid(), "30", "256KiB", &file);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("reached --max-size (256.0 KiB)"), "{err}");
     let rec = memspy::recording::Recording::open(&file).unwrap();
@@ -601,21 +612,7 @@ fn max_size_with_numbered_files_rotates() {
     let (target, _) = start_fixture(&py, "many_threads.py", &["200", "4"]);
     let dir = tempfile::tempdir().unwrap();
     let template = dir.path().join("run-%n.msp");
-    let out = Command::new(memspy_bin())
-        .args([
-            "record",
-            "--pid",
-            &target.pid().to_string(),
-            "-r",
-            "500",
-            "-d",
-            "4",
-        ])
-        .args(["--max-size", "128KiB", "-o"])
-        .arg(&template)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (out, err) = record_capped(target.pid(), "4", "128KiB", &template);
     assert!(out.status.success(), "{err}");
     let files: Vec<_> = (1..)
         .map(|n| dir.path().join(format!("run-{n}.msp")))
