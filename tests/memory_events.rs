@@ -339,12 +339,8 @@ fn frees_during_finalization_are_the_interpreters() {
             py.label
         );
         let attr = attribute(&rec, &Filter::default());
-        let total = |metric: Metric, name: &str| -> f64 {
-            by_function(&rec, &attr, metric)
-                .iter()
-                .filter(|f| f.qualname == name)
-                .map(|f| f.total_value)
-                .sum()
+        let total = |metric: Metric, name: &str| {
+            common::function_total(&rec, &Filter::default(), metric, name)
         };
         let (grew, kept) = (
             total(Metric::Growth, "keep"),

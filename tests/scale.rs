@@ -7,18 +7,11 @@
 mod common;
 
 use common::{interpreter_from, memspy, start_fixture};
-use memspy::analysis::functions::by_function;
-use memspy::analysis::{attribute, Filter, Metric};
+use memspy::analysis::{Filter, Metric};
 use memspy::recording::Recording;
 
 fn total(rec: &Recording, metric: Metric, qualname: &str) -> f64 {
-    let attr = attribute(rec, &Filter::default());
-    by_function(rec, &attr, metric)
-        .iter()
-        .filter(|f| f.qualname == qualname)
-        .map(|f| f.total_value)
-        .sum::<f64>()
-        / 1e6
+    common::function_total(rec, &Filter::default(), metric, qualname) / 1e6
 }
 
 fn check(blocking: bool) {

@@ -9,26 +9,17 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{fixtures_dir, get, memspy};
-use memspy::analysis::functions::by_function;
-use memspy::analysis::{attribute, Filter, Metric};
+use memspy::analysis::{Filter, Metric};
 use memspy::recording::reader::TaskState;
 use memspy::recording::Recording;
 
 /// The total (self and callees) of `metric` for the function named `qualname`, in seconds.
 fn total_s(rec: &Recording, threads_only: bool, metric: Metric, qualname: &str) -> f64 {
-    let attr = attribute(
-        rec,
-        &Filter {
-            threads_only,
-            ..Filter::default()
-        },
-    );
-    by_function(rec, &attr, metric)
-        .iter()
-        .filter(|f| f.qualname == qualname)
-        .map(|f| f.total_value)
-        .sum::<f64>()
-        / 1e6
+    let filter = Filter {
+        threads_only,
+        ..Filter::default()
+    };
+    common::function_total(rec, &filter, metric, qualname) / 1e6
 }
 
 /// Record gunicorn with one gevent worker serving fixtures/web/app.py while `clients` clients

@@ -377,3 +377,19 @@ pub fn cpu_of_children() -> f64 {
     let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
     t(u.user_time()) + t(u.system_time())
 }
+
+/// The total (self and callees) of `metric` for the functions named `qualname`, attributed
+/// under `filter` (µs or bytes).
+pub fn function_total(
+    rec: &memspy::recording::Recording,
+    filter: &memspy::analysis::Filter,
+    metric: memspy::analysis::Metric,
+    qualname: &str,
+) -> f64 {
+    let attr = memspy::analysis::attribute(rec, filter);
+    memspy::analysis::functions::by_function(rec, &attr, metric)
+        .iter()
+        .filter(|f| f.qualname == qualname)
+        .map(|f| f.total_value)
+        .sum()
+}
