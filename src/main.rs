@@ -18,6 +18,7 @@ use memspy::commands::info;
 use memspy::commands::lines::{self, Format, LinesOptions};
 use memspy::commands::plot::{self, PlotOptions};
 use memspy::commands::record::{self, RecordOptions};
+use memspy::commands::report::{self, ReportOptions};
 use memspy::output::text::message;
 use memspy::output::units::{parse_duration, parse_size, Amount};
 use memspy::sample::MemoryMode;
@@ -42,6 +43,11 @@ enum Command {
     Record(RecordArgs),
     /// Print every Python thread's stack of a running process
     Dump(DumpArgs),
+    /// Write the interactive HTML report of a recording: one file to open first
+    #[command(
+        after_help = "Examples:\n  memspy report                          # newest recording -> memspy-report.html\n  memspy report -i run.msp -o run.html --open\n  memspy report --skip-startup           # the page opens on the time after start-up"
+    )]
+    Report(ReportArgs),
     /// Draw a flamegraph SVG of a recording (time or memory)
     Flame(FlameArgs),
     /// Per-line table of a recording, with source text
@@ -256,6 +262,21 @@ impl MetricArg {
 }
 
 #[derive(Args)]
+struct ReportArgs {
+    /// The recording [default: the newest *.msp in the current folder]
+    #[arg(long, short)]
+    input: Option<PathBuf>,
+    /// The HTML file to write
+    #[arg(long, short, default_value = "memspy-report.html")]
+    output: PathBuf,
+    /// Open the report in the browser ($BROWSER, else xdg-open) once written
+    #[arg(long)]
+    open: bool,
+    #[command(flatten)]
+    window: WindowArgs,
+}
+
+#[derive(Args)]
 struct FlameArgs {
     /// The SVG file to write
     output: PathBuf,
@@ -438,6 +459,9 @@ struct ExportArgs {
 struct InfoArgs {
     /// The recording [default: the newest *.msp in the current folder]
     file: Option<PathBuf>,
+    /// The recording, named as the other commands name it
+    #[arg(long, short, conflicts_with = "file")]
+    input: Option<PathBuf>,
     /// Print JSON instead of text
     #[arg(long)]
     json: bool,
@@ -496,7 +520,7 @@ fn main() -> ExitCode {
             tasks: !a.no_tasks,
             max_size: a.max_size,
         }),
-        Command::Info(a) => info::run(a.file.as_deref(), a.json).map(|()| 0),
+        Command::Info(a) => info::run(a.file.or(a.input).as_deref(), a.json).map(|()| 0),
         Command::Check(a) => {
             let mut budgets = Vec::new();
             if let Some(limit) = a.max_peak {
@@ -561,6 +585,13 @@ fn main() -> ExitCode {
             top: a.top,
             functions_only: a.function,
             normalize: a.normalize,
+        })
+        .map(|()| 0),
+        Command::Report(a) => report::run(&ReportOptions {
+            input: a.input,
+            output: a.output,
+            window: a.window.spec(),
+            open: a.open,
         })
         .map(|()| 0),
         Command::Flame(a) => flame::run(&FlameOptions {

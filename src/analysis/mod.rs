@@ -61,7 +61,9 @@
 //! caller, so the top function by net was not the leak.
 
 pub mod check;
+pub mod findings;
 pub mod functions;
+pub mod timeline;
 
 use std::collections::HashMap;
 
@@ -69,6 +71,7 @@ use rustc_hash::FxHashMap;
 
 use crate::recording::reader::{Sample, TaskState, ThreadSample};
 use crate::recording::{MemoryKind, Recording};
+use timeline::Timeline;
 
 /// What a report measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -377,7 +380,8 @@ impl Table {
 /// newest last (rule 5 of the module documentation).
 #[derive(Default)]
 struct Ledger {
-    chunks: Vec<(Key, f64)>,
+    /// (owner, amount, timeline bucket it was grown in: 0 without a timeline).
+    chunks: Vec<(Key, f64, u32)>,
     /// Decreases beyond everything grown during the recording: memory from before it.
     freed_from_before: f64,
     /// Memory released at interpreter shutdown (it cancels nothing).
@@ -388,30 +392,58 @@ struct Ledger {
 const RESIDUE: f64 = 1e-6;
 
 impl Ledger {
-    /// `key` grew memory by `amount`.
-    fn grow(&mut self, table: &mut Table, key: Key, amount: f64) {
+    /// `key` grew memory by `amount` at `time_us`.
+    fn grow(
+        &mut self,
+        table: &mut Table,
+        timeline: Option<&mut Timeline>,
+        time_us: u64,
+        key: Key,
+        amount: f64,
+    ) {
         table.row(key)[GROWTH] += amount;
+        let bucket = match timeline {
+            Some(t) => {
+                t.grow(time_us, key, amount);
+                t.bucket(time_us)
+            }
+            None => 0,
+        };
         match self.chunks.last_mut() {
-            Some((k, v)) if *k == key => *v += amount,
-            _ => self.chunks.push((key, amount)),
+            Some((k, v, b)) if *k == key && *b == bucket => *v += amount,
+            _ => self.chunks.push((key, amount, bucket)),
         }
     }
 
-    /// Memory shrank by `amount` while `key` ran: freed there; it cancels the newest growth.
-    fn free(&mut self, table: &mut Table, key: Key, amount: f64) {
+    /// Memory shrank by `amount` at `time_us` while `key` ran: freed there; it cancels the
+    /// newest growth.
+    fn free(
+        &mut self,
+        table: &mut Table,
+        mut timeline: Option<&mut Timeline>,
+        time_us: u64,
+        key: Key,
+        amount: f64,
+    ) {
         table.row(key)[FREED] += amount;
+        if let Some(t) = timeline.as_deref_mut() {
+            t.add(time_us, key, timeline::FREED, amount);
+        }
         if key.site == Site::Shutdown {
             self.freed_at_shutdown += amount;
             return;
         }
         let mut left = amount;
         while left > RESIDUE {
-            let Some((_, v)) = self.chunks.last_mut() else {
+            let Some((owner, v, made)) = self.chunks.last_mut() else {
                 break;
             };
             let take = v.min(left);
             *v -= take;
             left -= take;
+            if let Some(t) = timeline.as_deref_mut() {
+                t.cancel(*made, *owner, time_us, take);
+            }
             if *v <= RESIDUE {
                 self.chunks.pop();
             }
@@ -423,7 +455,7 @@ impl Ledger {
 
     /// What each stack holds now: its contribution to the peak, when this is the peak.
     fn held(&self, table: &mut Table, metric: usize, process: u32) {
-        for &(key, v) in &self.chunks {
+        for &(key, v, _) in &self.chunks {
             table.row(key)[metric] += v;
         }
         for (site, amount) in [
@@ -558,6 +590,7 @@ fn event_stacks_before_ticks(
 /// sample of a change to the sample of its next change (`elapsed`: the wall time charged
 /// before each sample; `end`: all of it), and is charged that time there, as a thread at
 /// that stack would be. A running unit's time is its thread's, counted already.
+#[allow(clippy::too_many_arguments)]
 fn waiting_wall(
     rec: &Recording,
     window: Option<(u64, u64)>,
@@ -565,15 +598,29 @@ fn waiting_wall(
     elapsed: &FxHashMap<u32, f64>,
     end: f64,
     table: &mut Table,
+    mut timeline: Option<&mut Timeline>,
+    clock: &[(f64, u64)],
 ) {
     // Per task: where it waits and since when (wall charged before that sample).
     let mut since: FxHashMap<u32, (u32, f64)> = FxHashMap::default();
-    let charge = |table: &mut Table, stack: u32, from: f64, to: f64| {
+    // The recording time at which `charged` of wall time had been charged (`clock`: the wall
+    // charged before each tick, and its time).
+    let time_at = |charged: f64| -> u64 {
+        let i = clock.partition_point(|c| c.0 <= charged);
+        clock
+            .get(i.saturating_sub(1))
+            .map_or(0, |&(c, t)| t + (charged - c).max(0.0) as u64)
+    };
+    let mut charge = |table: &mut Table, stack: u32, from: f64, to: f64| {
         if to > from {
-            table.row(Key {
+            let key = Key {
                 process: p,
                 site: Site::Stack(stack),
-            })[WALL] += to - from;
+            };
+            table.row(key)[WALL] += to - from;
+            if let Some(t) = timeline.as_deref_mut() {
+                t.spread(time_at(from), time_at(to), key, timeline::WALL, to - from);
+            }
         }
     };
     for c in &rec.task_changes {
@@ -606,6 +653,15 @@ fn waiting_wall(
 
 /// Attribute a whole recording (see the module documentation for the rules).
 pub fn attribute(rec: &Recording, filter: &Filter) -> Attribution {
+    attribute_over_time(rec, filter, None)
+}
+
+/// [`attribute`], also keeping the values per time bucket in `timeline`.
+pub fn attribute_over_time(
+    rec: &Recording,
+    filter: &Filter,
+    mut timeline: Option<&mut Timeline>,
+) -> Attribution {
     let n = rec.processes.len();
     let mut a = Attribution {
         series: vec![Vec::new(); n],
@@ -649,6 +705,7 @@ pub fn attribute(rec: &Recording, filter: &Filter) -> Attribution {
         let mut previous_time: Option<u64> = None;
         let mut elapsed: FxHashMap<u32, f64> = FxHashMap::default();
         let mut charged = 0.0;
+        let mut clock: Vec<(f64, u64)> = Vec::new();
         for &o in observations {
             let Observation::Tick(i) = o else {
                 continue;
@@ -664,19 +721,36 @@ pub fn attribute(rec: &Recording, filter: &Filter) -> Attribution {
             previous_time = Some(s.time_us);
             if tasks {
                 elapsed.insert(i, charged);
+                if timeline.is_some() {
+                    clock.push((charged, s.time_us));
+                }
             }
             charged += dt;
             for t in rec.threads_of(s) {
-                let row = table.row(Key {
+                let key = Key {
                     process: p,
                     site: site_of(t),
-                });
+                };
+                let row = table.row(key);
                 row[WALL] += dt;
                 row[CPU] += t.cpu_us as f64;
+                if let Some(tl) = timeline.as_deref_mut() {
+                    tl.add(s.time_us, key, timeline::WALL, dt);
+                    tl.add(s.time_us, key, timeline::CPU, t.cpu_us as f64);
+                }
             }
         }
         if tasks {
-            waiting_wall(rec, filter.window, p, &elapsed, charged, &mut table);
+            waiting_wall(
+                rec,
+                filter.window,
+                p,
+                &elapsed,
+                charged,
+                &mut table,
+                timeline.as_deref_mut(),
+                &clock,
+            );
         }
         let faults_left = faults_left_to_ticks(rec, observations);
         // The process ran Python code until its last observation with a Python frame; what
@@ -764,9 +838,9 @@ pub fn attribute(rec: &Recording, filter: &Filter) -> Attribution {
             }
             for &(key, amount) in &shares {
                 if amount > 0.0 {
-                    ledger.grow(&mut table, key, amount);
+                    ledger.grow(&mut table, timeline.as_deref_mut(), t1, key, amount);
                 } else if amount < 0.0 {
-                    ledger.free(&mut table, key, -amount);
+                    ledger.free(&mut table, timeline.as_deref_mut(), t1, key, -amount);
                 }
             }
             if kind.is_none() {

@@ -61,7 +61,7 @@ pub fn damage_warning(file: &str, rec: &Recording) -> Option<String> {
 }
 
 #[derive(Serialize)]
-struct Info {
+pub(crate) struct Info {
     file: String,
     bytes: u64,
     complete: bool,
@@ -164,7 +164,7 @@ pub fn report(file: &str, rec: &Recording, json: bool, out: &mut dyn Write) -> R
     })
 }
 
-fn summarize(file: &str, rec: &Recording) -> Info {
+pub(crate) fn summarize(file: &str, rec: &Recording) -> Info {
     let mut processes: Vec<ProcessInfo> = rec
         .processes
         .iter()

@@ -13,6 +13,7 @@ pub mod info;
 pub mod lines;
 pub mod plot;
 pub mod record;
+pub mod report;
 
 use std::io;
 

@@ -98,7 +98,7 @@ impl<'a> Sources<'a> {
 /// decorator): the lines after the `def` that are blank, comments, or indented deeper than it
 /// (a closing `)` of its parameters too). None when `first` is not a `def` (module code,
 /// lambdas, classes' bodies: their end is not told by indentation).
-fn function_end(text: &[&str], first: i32) -> Option<i32> {
+pub(crate) fn function_end(text: &[&str], first: i32) -> Option<i32> {
     let start = usize::try_from(first).ok()?.checked_sub(1)?;
     let indent = |l: &str| l.len() - l.trim_start().len();
     let base = indent(text.get(start)?);

@@ -7,6 +7,7 @@ pub mod lines;
 pub mod mprof;
 pub mod plot;
 pub mod pstree;
+pub mod report;
 pub mod speedscope;
 pub mod text;
 pub mod units;
