@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh machine: provision the CPython interpreters and the Python
-# packages the tests run against (cached outside the clone), then check formatting and lints,
-# then run every test.
+# The whole test suite, from a fresh machine: provision the CPython interpreters, the Python
+# packages and the browser the tests run against (cached outside the clone), then check
+# formatting and lints, then run every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/provision-pythons.sh >/dev/null
 scripts/provision-venvs.sh
+# Debian's Chromium, for the HTML report's tests (tests/html_report.rs); its last line is the path.
+MEMSPY_CHROMIUM=$(scripts/provision-chromium.sh | tail -n 1)
+export MEMSPY_CHROMIUM
 
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings

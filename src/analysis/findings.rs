@@ -75,91 +75,157 @@ fn per_line(rec: &Recording, attr: &Attribution) -> LineValues {
     out
 }
 
+/// A source line: function name, file (string ids) and line number.
+type SourceLine = (u32, u32, i32);
+
+/// A line's value, and each process's part of it, largest first.
+struct Found {
+    line: SourceLine,
+    value: f64,
+    parts: Vec<(u32, f64)>,
+}
+
 /// Up to `max` findings, most important first.
 pub fn findings(rec: &Recording, attr: &Attribution, max: usize) -> Vec<String> {
-    let lines = per_line(rec, attr);
+    // The same line in several processes (every worker runs the same code) is one finding.
+    let mut lines: FxHashMap<SourceLine, Vec<(u32, [f64; 4])>> = FxHashMap::default();
+    for ((process, name, file, line), v) in per_line(rec, attr) {
+        lines
+            .entry((name, file, line))
+            .or_default()
+            .push((process, v));
+    }
     let several = rec.processes.len() > 1;
-    let at = |k: &(u32, u32, u32, i32)| -> String {
-        let file = short_file(rec, Some(k.0), rec.string(k.2));
-        if k.3 > 0 {
-            format!("{}, {}:{}", rec.string(k.1), file, k.3)
+    let at = |k: &Found| -> String {
+        let (name, file, line) = k.line;
+        let file = short_file(rec, k.parts.first().map(|p| p.0), rec.string(file));
+        if line > 0 {
+            format!("{}, {}:{}", rec.string(name), file, line)
         } else {
-            format!("{}, {}", rec.string(k.1), file)
+            format!("{}, {}", rec.string(name), file)
         }
     };
-    let who = |k: &(u32, u32, u32, i32)| -> String {
-        if several {
-            process_name(rec, k.0 as usize)
-        } else {
-            "the program".into()
+    // Who: the program, one process, or how many share the finding, and their parts
+    // (" (worker 1: 3.0 MiB, worker 2: 2.0 MiB)").
+    let who = |k: &Found, amount: &dyn Fn(f64) -> String| -> (String, String) {
+        if !several {
+            return ("the program".into(), String::new());
         }
+        if k.parts.len() == 1 || k.parts[0].1 >= 0.9 * k.value {
+            return (process_name(rec, k.parts[0].0 as usize), String::new());
+        }
+        let mut parts: Vec<String> = k
+            .parts
+            .iter()
+            .take(3)
+            .map(|(p, v)| {
+                let name = process_name(rec, *p as usize);
+                let short = name.rsplit_once(" (pid").map_or(name.as_str(), |n| n.0);
+                format!("{short}: {}", amount(*v))
+            })
+            .collect();
+        if k.parts.len() > 3 {
+            parts.push(format!("{} more", k.parts.len() - 3));
+        }
+        (
+            format!("{} processes", k.parts.len()),
+            format!(" ({})", parts.join(", ")),
+        )
     };
-    let top = |column: usize, value: &dyn Fn(&[f64; 4]) -> f64| {
+    let top = |value: &dyn Fn(&[f64; 4]) -> f64| -> Option<Found> {
         lines
             .iter()
-            .map(|(k, v)| (k, value(v), v[column]))
-            .filter(|e| e.1 > 0.0)
-            .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(a.0)))
-            .map(|(k, v, _)| (*k, v))
+            .filter_map(|(k, per)| {
+                let mut parts: Vec<(u32, f64)> = per
+                    .iter()
+                    .map(|(p, v)| (*p, value(v)))
+                    .filter(|e| e.1 > 0.0)
+                    .collect();
+                parts.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                let total: f64 = parts.iter().map(|e| e.1).sum();
+                (total > 0.0).then_some(Found {
+                    line: *k,
+                    value: total,
+                    parts,
+                })
+            })
+            .max_by(|a, b| a.value.total_cmp(&b.value).then(b.line.cmp(&a.line)))
     };
+    let mem = |v: f64| bytes(v);
+    let time = |v: f64| duration(v as u64);
     let mut out: Vec<(f64, String)> = Vec::new();
     // Memory that stayed: the line holding the most of it.
     let growth_total = attr.total(Metric::Growth).max(1.0);
-    if let Some((k, v)) = top(3, &|v| v[3]) {
+    let held: f64 = attr
+        .retained
+        .values()
+        .filter(|v| **v > 0.0)
+        .sum::<f64>()
+        .max(1.0);
+    if let Some(k) = top(&|v| v[3]) {
+        let v = k.value;
         if v >= MEMORY_WORTH {
             out.push((
-                3.0 + v / growth_total,
-                format!(
-                    "{} retained {} in {} ({:.0}% of all memory growth, never freed)",
-                    who(&k),
-                    bytes(v),
-                    at(&k),
-                    100.0 * v / growth_total
-                ),
+                3.0 + v / held,
+                {
+                    let (subject, parts) = who(&k, &mem);
+                    format!(
+                        "{subject} retained {} in {}{parts}: never freed ({:.0}% of the memory held at the end)",
+                        bytes(v),
+                        at(&k),
+                        100.0 * v / held
+                    )
+                },
             ));
         }
     }
     // CPU: the hottest line.
     let cpu_total = attr.total(Metric::Cpu).max(1.0);
-    if let Some((k, v)) = top(1, &|v| v[1]) {
-        out.push((
-            2.0 + v / cpu_total,
+    if let Some(k) = top(&|v| v[1]) {
+        let v = k.value;
+        out.push((2.0 + v / cpu_total, {
+            let (subject, parts) = who(&k, &time);
             format!(
-                "{} spent the most CPU time in {}: {} ({:.0}% of all CPU time)",
-                who(&k),
+                "{subject} spent the most CPU time in {}: {}{parts}, {:.0}% of all CPU time",
                 at(&k),
                 duration(v as u64),
                 100.0 * v / cpu_total
-            ),
-        ));
+            )
+        }));
     }
     // Churn: grown and freed again.
-    if let Some((k, v)) = top(2, &|v| v[2] - v[3].max(0.0)) {
+    if let Some(k) = top(&|v| v[2] - v[3].max(0.0)) {
+        let v = k.value;
         if v >= MEMORY_WORTH {
             out.push((
                 1.5 + v / growth_total,
-                format!(
-                    "{} made {} of memory that was freed again in {} (temporary memory: {:.0}% of all growth)",
-                    who(&k),
-                    bytes(v),
-                    at(&k),
-                    100.0 * v / growth_total
-                ),
+                {
+                    let (subject, parts) = who(&k, &mem);
+                    format!(
+                        "{subject} made {} of memory that was freed again in {}{parts}: temporary memory, {:.0}% of all growth",
+                        bytes(v),
+                        at(&k),
+                        100.0 * v / growth_total
+                    )
+                },
             ));
         }
     }
     // Wall time: where the threads were.
     let wall_total = attr.total(Metric::Wall).max(1.0);
-    if let Some((k, v)) = top(0, &|v| v[0]) {
+    if let Some(k) = top(&|v| v[0]) {
+        let v = k.value;
         out.push((
             1.0 + v / wall_total,
-            format!(
-                "{}'s threads spent the most wall time in {}: {} ({:.0}% of all wall time)",
-                who(&k),
-                at(&k),
-                duration(v as u64),
-                100.0 * v / wall_total
-            ),
+            {
+                let (subject, parts) = who(&k, &time);
+                format!(
+                    "{subject}: the threads spent the most wall time in {}: {}{parts}, {:.0}% of all wall time",
+                    at(&k),
+                    duration(v as u64),
+                    100.0 * v / wall_total
+                )
+            },
         ));
     }
     out.sort_by(|a, b| b.0.total_cmp(&a.0));

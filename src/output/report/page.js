@@ -299,9 +299,16 @@
     const m = metricOf(state.metric);
     info.push(m.title + " in view: " + fmtValue(state.metric, tree.value));
     if (state.metric === "retained") {
-      let before = 0;
-      for (let s = 0; s < S; s++) if (inView(s) && values[s] < 0) before += values[s];
-      if (before < 0) info.push("freed memory that the window did not grow: " + fmtBytes(-before) + " (not drawn)");
+      // Negative retained memory (frees of memory grown before the window, and what the
+      // interpreter released at shutdown) is said, not drawn.
+      const negative = new Map();
+      for (let s = 0; s < S; s++) {
+        if (!inView(s) || !(values[s] < 0)) continue;
+        const node = D.sites[s][1];
+        const label = node < 0 ? D.pseudo[-node - 1] : "frees of other code";
+        negative.set(label, (negative.get(label) || 0) - values[s]);
+      }
+      for (const [label, v] of negative) info.push(label + ": " + fmtBytes(v) + " released (not drawn)");
     }
     if (state.search) info.push("search matches " + pct(matched, tree.value) + " (" + fmtValue(state.metric, matched) + ")");
     if (tree.value === 0) info.push(m.memory ? "no memory of this kind in the window" : "no samples in the window");
