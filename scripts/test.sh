@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: provision the CPython interpreters, the Python
-# packages and the browser the tests run against (cached outside the clone), then check
+# packages, the browser and the Go toolchain the tests run against (cached outside the clone), then check
 # formatting and lints, then run every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +10,9 @@ scripts/provision-venvs.sh
 # Debian's Chromium, for the HTML report's tests (tests/html_report.rs); its last line is the path.
 MEMSPY_CHROMIUM=$(scripts/provision-chromium.sh | tail -n 1)
 export MEMSPY_CHROMIUM
+# Debian's Go, for `go tool pprof`, the reference reader of the pprof export (tests/pprof.rs).
+MEMSPY_GO=$(scripts/provision-go.sh | tail -n 1)
+export MEMSPY_GO
 
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings

@@ -422,6 +422,9 @@ enum ExportFormatArg {
     Json,
     /// memory_profiler's mprof .dat file, for `mprof plot`
     Mprof,
+    /// A gzipped pprof profile (go tool pprof, Grafana Pyroscope, Parca): every metric in one
+    /// profile, or the one --metric names
+    Pprof,
 }
 
 #[derive(Args)]
@@ -435,9 +438,9 @@ struct ExportArgs {
     /// Output format
     #[arg(long, short, value_enum)]
     format: ExportFormatArg,
-    /// What to measure (collapsed)
-    #[arg(long, short, value_enum, default_value = "wall")]
-    metric: MetricArg,
+    /// What to measure (collapsed: default wall; pprof: default every metric, each a sample type)
+    #[arg(long, short, value_enum)]
+    metric: Option<MetricArg>,
     /// Only this process
     #[arg(long, short)]
     pid: Option<i32>,
@@ -623,8 +626,9 @@ fn main() -> ExitCode {
                 ExportFormatArg::Collapsed => ExportFormat::Collapsed,
                 ExportFormatArg::Json => ExportFormat::Json,
                 ExportFormatArg::Mprof => ExportFormat::Mprof,
+                ExportFormatArg::Pprof => ExportFormat::Pprof,
             },
-            metric: a.metric.metric(),
+            metric: a.metric.map(MetricArg::metric),
             pid: a.pid,
             merge_processes: a.merge_processes,
             functions_only: a.function,

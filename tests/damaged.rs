@@ -36,6 +36,7 @@ use memspy::commands::flame::{self, FlameOptions};
 use memspy::commands::info;
 use memspy::commands::lines::{self, Format, LinesOptions};
 use memspy::commands::plot::{self, PlotOptions};
+use memspy::commands::report::{self, ReportOptions};
 use memspy::output::units::Amount;
 use memspy::recording::format::*;
 use memspy::recording::Recording;
@@ -616,6 +617,8 @@ const REPORTS: &[&str] = &[
     "check --baseline (mutant as baseline)",
     "check --baseline --format markdown",
     "check --format json budgets and baseline",
+    "export --format pprof",
+    "report (html)",
     "diff (svg)",
 ];
 
@@ -657,7 +660,7 @@ fn export_opts(format: ExportFormat, metric: Metric) -> ExportOptions {
         output: PathBuf::new(),
         input: None,
         format,
-        metric,
+        metric: Some(metric),
         pid: None,
         merge_processes: false,
         functions_only: false,
@@ -820,6 +823,22 @@ fn run_report(which: usize, base: &Recording, m: &Recording, out: &mut Vec<u8>, 
             out,
         )
         .map(|_| ()),
+        22 => export::report(
+            m,
+            "m.msp",
+            &export_opts(ExportFormat::Pprof, Metric::Wall),
+            out,
+        )
+        .map(|_| ()),
+        23 => {
+            let opts = ReportOptions {
+                input: None,
+                output: PathBuf::new(),
+                window: Default::default(),
+                open: false,
+            };
+            report::report(m, "m.msp", &opts, out).map(|_| ())
+        }
         _ => {
             let opts = DiffOptions {
                 window: Default::default(),
@@ -869,7 +888,7 @@ fn check_svg(svg: &[u8]) -> Result<(), String> {
 
 /// Reports whose output is text that must hold no raw control character.
 fn is_text_report(which: usize) -> bool {
-    matches!(which, 0 | 9 | 10 | 12 | 15 | 17 | 18..=20 | 22)
+    matches!(which, 0 | 9 | 10 | 12 | 15 | 17 | 18..=20 | 24)
 }
 
 // --- The test -----------------------------------------------------------------------------------
@@ -1217,6 +1236,13 @@ fn in_process(
             if matches!(which, 1 | 11 | 14 | 16 | 21) && !out.is_empty() {
                 if let Err(e) = serde_json::from_slice::<serde_json::Value>(&out) {
                     fail(format!("wrote JSON that does not parse: {e}"));
+                }
+            }
+            // The page's own two scripts, and no other: a name cannot close them.
+            if which == 23 && !out.is_empty() {
+                let page = String::from_utf8_lossy(&out);
+                if page.matches("<script").count() != 2 {
+                    fail("wrote an HTML page with a script of the recording's".into());
                 }
             }
             if is_text_report(which) {

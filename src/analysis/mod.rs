@@ -71,7 +71,7 @@ use rustc_hash::FxHashMap;
 
 use crate::recording::reader::{Sample, TaskState, ThreadSample};
 use crate::recording::{MemoryKind, Recording};
-use timeline::Timeline;
+use timeline::{Timeline, Who};
 
 /// What a report measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -611,7 +611,7 @@ fn waiting_wall(
             .get(i.saturating_sub(1))
             .map_or(0, |&(c, t)| t + (charged - c).max(0.0) as u64)
     };
-    let mut charge = |table: &mut Table, stack: u32, from: f64, to: f64| {
+    let mut charge = |table: &mut Table, task: u32, stack: u32, from: f64, to: f64| {
         if to > from {
             let key = Key {
                 process: p,
@@ -619,7 +619,7 @@ fn waiting_wall(
             };
             table.row(key)[WALL] += to - from;
             if let Some(t) = timeline.as_deref_mut() {
-                t.spread(time_at(from), time_at(to), key, timeline::WALL, to - from);
+                t.spread_wall(time_at(from), time_at(to), key, Who::Task(task), to - from);
             }
         }
     };
@@ -640,14 +640,14 @@ fn waiting_wall(
             },
         };
         if let Some((stack, from)) = since.remove(&c.task) {
-            charge(table, stack, from, at);
+            charge(table, c.task, stack, from, at);
         }
         if let TaskState::Waiting(Some(stack)) = c.state {
             since.insert(c.task, (stack, at));
         }
     }
-    for (_, (stack, from)) in since {
-        charge(table, stack, from, end);
+    for (task, (stack, from)) in since {
+        charge(table, task, stack, from, end);
     }
 }
 
@@ -737,6 +737,7 @@ pub fn attribute_over_time(
                 if let Some(tl) = timeline.as_deref_mut() {
                     tl.add(s.time_us, key, timeline::WALL, dt);
                     tl.add(s.time_us, key, timeline::CPU, t.cpu_us as f64);
+                    tl.add_time_of(s.time_us, key, Who::Thread(t.thread), dt, t.cpu_us as f64);
                 }
             }
         }

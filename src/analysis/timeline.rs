@@ -22,6 +22,14 @@ pub const CPU: usize = 1;
 pub const GROWTH: usize = 2;
 pub const FREED: usize = 3;
 
+/// Whose time a value is: a thread's (index into `Recording::threads`) or a waiting greenlet's
+/// or task's (index into `Recording::tasks`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Who {
+    Thread(u32),
+    Task(u32),
+}
+
 /// The growth one stack made in one bucket, and what later frees cancelled of it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Chunk {
@@ -42,6 +50,9 @@ pub struct Timeline {
     pub cells: FxHashMap<(u32, Key), [f64; 4]>,
     /// Growth per (bucket made, key).
     pub chunks: FxHashMap<(u32, Key), Chunk>,
+    /// Wall and CPU time (µs) per (bucket, key, whose), when asked for
+    /// ([`Timeline::with_threads`]). Memory is a process's, so it has no such split.
+    pub threads: Option<FxHashMap<(u32, Key, Who), [f64; 2]>>,
 }
 
 impl Timeline {
@@ -55,6 +66,23 @@ impl Timeline {
             buckets,
             cells: FxHashMap::default(),
             chunks: FxHashMap::default(),
+            threads: None,
+        }
+    }
+
+    /// Also keep time per thread and waiting task.
+    pub fn with_threads(mut self) -> Timeline {
+        self.threads = Some(FxHashMap::default());
+        self
+    }
+
+    /// Time of `who` at `key` (after [`Timeline::add`] of the same values).
+    pub fn add_time_of(&mut self, time_us: u64, key: Key, who: Who, wall: f64, cpu: f64) {
+        let b = self.bucket(time_us);
+        if let Some(threads) = &mut self.threads {
+            let cell = threads.entry((b, key, who)).or_default();
+            cell[0] += wall;
+            cell[1] += cpu;
         }
     }
 
@@ -71,20 +99,23 @@ impl Timeline {
         }
     }
 
-    /// `value` over `[from_us, to_us]`, each bucket its share of the span.
-    pub fn spread(&mut self, from_us: u64, to_us: u64, key: Key, column: usize, value: f64) {
+    /// Wall time `value` of `who` over `[from_us, to_us]`, each bucket its share of the span.
+    pub fn spread_wall(&mut self, from_us: u64, to_us: u64, key: Key, who: Who, value: f64) {
         let (first, last) = (self.bucket(from_us), self.bucket(to_us));
         if first == last || to_us <= from_us {
-            self.add(from_us, key, column, value);
+            self.add(from_us, key, WALL, value);
+            self.add_time_of(from_us, key, who, value, 0.0);
             return;
         }
         let span = (to_us - from_us) as f64;
         for b in first..=last {
-            let lo = (self.start_us + u64::from(b) * self.bucket_us).max(from_us);
-            let hi = (self.start_us + u64::from(b + 1) * self.bucket_us).min(to_us);
+            let start = self.start_us + u64::from(b) * self.bucket_us;
+            let lo = start.max(from_us);
+            let hi = (start + self.bucket_us).min(to_us);
             let share = value * hi.saturating_sub(lo) as f64 / span;
             if share != 0.0 {
-                self.cells.entry((b, key)).or_default()[column] += share;
+                self.cells.entry((b, key)).or_default()[WALL] += share;
+                self.add_time_of(start, key, who, share, 0.0);
             }
         }
     }
@@ -136,6 +167,15 @@ impl Timeline {
                 }
                 same
             });
+        }
+        if let Some(threads) = self.threads.take() {
+            let mut coarse: FxHashMap<(u32, Key, Who), [f64; 2]> = FxHashMap::default();
+            for ((b, key, who), v) in threads {
+                let cell = coarse.entry((b / factor, key, who)).or_default();
+                cell[0] += v[0];
+                cell[1] += v[1];
+            }
+            self.threads = Some(coarse);
         }
         self.cells = cells;
         self.chunks = chunks;

@@ -3,7 +3,8 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use crate::analysis::{attribute, Filter, Metric, Naming, WindowSpec};
+use crate::analysis::timeline::Timeline;
+use crate::analysis::{attribute, attribute_over_time, Filter, Metric, Naming, WindowSpec};
 use crate::commands::flame::{check_pid, file_name, shown, write_file};
 use crate::commands::info::open_recording;
 use crate::commands::plot::attributed;
@@ -11,7 +12,7 @@ use crate::commands::written;
 use crate::error::{Error, Result};
 use crate::output::mprof::{roles, write_dat};
 use crate::output::plot::top_functions;
-use crate::output::{collapsed, json, speedscope};
+use crate::output::{collapsed, json, pprof, speedscope};
 use crate::recording::Recording;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +25,8 @@ pub enum ExportFormat {
     Json,
     /// memory_profiler's `mprof` .dat file (MEM, CHLD, FUNC lines), for `mprof plot`.
     Mprof,
+    /// A gzipped pprof profile (`go tool pprof`, Pyroscope, Parca): every metric, or one.
+    Pprof,
 }
 
 #[derive(Clone, Debug)]
@@ -35,7 +38,8 @@ pub struct ExportOptions {
     pub output: PathBuf,
     pub input: Option<PathBuf>,
     pub format: ExportFormat,
-    pub metric: Metric,
+    /// The metric (collapsed: wall time when not given; pprof: every metric when not given).
+    pub metric: Option<Metric>,
     pub pid: Option<i32>,
     pub merge_processes: bool,
     pub functions_only: bool,
@@ -69,6 +73,7 @@ pub fn report(
         ExportFormat::Speedscope => export_speedscope(rec, name, opts, out),
         ExportFormat::Json => export_json(rec, name, opts, out),
         ExportFormat::Mprof => mprof(rec, name, opts, out),
+        ExportFormat::Pprof => export_pprof(rec, name, opts, out),
     }
 }
 
@@ -103,10 +108,11 @@ fn export_collapsed(
 ) -> Result<String> {
     let (filter, _) = processes(rec, name, opts)?;
     let attr = attribute(rec, &filter);
+    let metric = opts.metric.unwrap_or(Metric::Wall);
     let folded = collapsed::fold(
         rec,
         &attr,
-        opts.metric,
+        metric,
         collapsed::Fold {
             merge_processes: opts.merge_processes,
             naming: naming(opts),
@@ -115,7 +121,7 @@ fn export_collapsed(
     written(collapsed::write(&folded, out))?;
     Ok(format!(
         "folded stacks of {}, {} stacks",
-        opts.metric.title().to_lowercase(),
+        metric.title().to_lowercase(),
         folded.len()
     ))
 }
@@ -177,5 +183,48 @@ fn mprof(rec: &Recording, name: &str, opts: &ExportOptions, out: &mut dyn Write)
             1 => " and 1 child".to_string(),
             n => format!(" and {n} children"),
         }
+    ))
+}
+
+fn export_pprof(
+    rec: &Recording,
+    name: &str,
+    opts: &ExportOptions,
+    out: &mut dyn Write,
+) -> Result<String> {
+    let (filter, _) = processes(rec, name, opts)?;
+    let (first, last) = match (rec.samples.first(), rec.samples.last()) {
+        (Some(a), Some(b)) => (a.time_us, b.time_us),
+        _ => return Err(Error::Usage(format!("{name} has no samples to export"))),
+    };
+    let (from_us, to_us) = filter.window.unwrap_or((first, last));
+    // One bucket: the attribution of the window, with each thread's and task's time.
+    let mut timeline = Timeline::new(from_us, to_us.max(from_us), 1).with_threads();
+    let attr = attribute_over_time(rec, &filter, Some(&mut timeline));
+    let mut time_of = std::collections::HashMap::new();
+    for ((_, key, who), v) in timeline.threads.unwrap_or_default() {
+        time_of.insert((key, who), v);
+    }
+    let metrics: Vec<Metric> = match opts.metric {
+        Some(m) => vec![m],
+        None => Metric::ALL.to_vec(),
+    };
+    let profile = pprof::profile(
+        rec,
+        &attr,
+        &time_of,
+        &metrics,
+        pprof::Span { from_us, to_us },
+    );
+    written(pprof::write_gzipped(&profile, out))?;
+    Ok(format!(
+        "pprof profile of {}: {} samples, {} locations",
+        metrics
+            .iter()
+            .map(|m| m.name())
+            .collect::<Vec<_>>()
+            .join(", "),
+        profile.sample.len(),
+        profile.location.len()
     ))
 }

@@ -6,8 +6,9 @@ use crate::analysis::WindowSpec;
 use crate::commands::flame::{file_name, shown, write_file};
 use crate::commands::info::{open_recording, summarize};
 use crate::error::{Error, Result};
-use crate::output::report::write_report;
+use crate::output::report::{write_report, Written};
 use crate::output::units::bytes;
+use crate::recording::Recording;
 
 #[derive(Clone, Debug)]
 pub struct ReportOptions {
@@ -22,27 +23,8 @@ pub struct ReportOptions {
 
 pub fn run(opts: &ReportOptions) -> Result<()> {
     let (path, rec) = open_recording(opts.input.as_deref())?;
-    if rec.samples.is_empty() {
-        return Err(Error::Usage(format!(
-            "{} has no samples to report on: record for longer, or check `memspy info`",
-            shown(&path)
-        )));
-    }
-    let window = opts.window.resolve(&rec).map_err(Error::Usage)?;
-    let startup = WindowSpec {
-        skip_startup: true,
-        ..WindowSpec::default()
-    }
-    .resolve(&rec)
-    .ok()
-    .flatten()
-    .map(|w| w.0)
-    .filter(|&t| rec.samples.first().is_some_and(|s| t > s.time_us));
-    let info = serde_json::to_value(summarize(&path.display().to_string(), &rec))
-        .map_err(|e| Error::Usage(format!("cannot describe the recording: {e}")))?;
     let mut page = Vec::new();
-    let written = write_report(&rec, &file_name(&path), info, window, startup, &mut page)
-        .map_err(|e| Error::io("building the report", e))?;
+    let written = report(&rec, &file_name(&path), opts, &mut page)?;
     write_file(&opts.output, |w| w.write_all(&page))?;
     eprintln!(
         "memspy: wrote {} ({}, {} stacks over {} time steps)",
@@ -55,6 +37,35 @@ pub fn run(opts: &ReportOptions) -> Result<()> {
         open_in_browser(&opts.output);
     }
     Ok(())
+}
+
+/// Write the page of `rec` (its file is named `name`) as `opts` say (`input`, `output` and
+/// `open` are not used).
+pub fn report(
+    rec: &Recording,
+    name: &str,
+    opts: &ReportOptions,
+    out: &mut dyn std::io::Write,
+) -> Result<Written> {
+    if rec.samples.is_empty() {
+        return Err(Error::Usage(format!(
+            "{name} has no samples to report on: record for longer, or check `memspy info`"
+        )));
+    }
+    let window = opts.window.resolve(rec).map_err(Error::Usage)?;
+    let startup = WindowSpec {
+        skip_startup: true,
+        ..WindowSpec::default()
+    }
+    .resolve(rec)
+    .ok()
+    .flatten()
+    .map(|w| w.0)
+    .filter(|&t| rec.samples.first().is_some_and(|s| t > s.time_us));
+    let info = serde_json::to_value(summarize(name, rec))
+        .map_err(|e| Error::Usage(format!("cannot describe the recording: {e}")))?;
+    write_report(rec, name, info, window, startup, out)
+        .map_err(|e| Error::io("writing the report", e))
 }
 
 /// Hand the page to the desktop's opener; a machine without one gets a note, not an error

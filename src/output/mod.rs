@@ -6,6 +6,7 @@ pub mod json;
 pub mod lines;
 pub mod mprof;
 pub mod plot;
+pub mod pprof;
 pub mod pstree;
 pub mod report;
 pub mod speedscope;
