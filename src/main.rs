@@ -78,6 +78,16 @@ fn byte_size_arg(text: &str) -> Result<u64, String> {
     }
 }
 
+/// Whole seconds, at least one (Pyroscope's windows are whole seconds).
+fn seconds_arg(text: &str) -> Result<f64, String> {
+    match parse_duration(text)? {
+        Amount::Absolute(us) if us >= 1e6 && (us / 1e6).fract() == 0.0 => Ok(us / 1e6),
+        _ => Err(format!(
+            "{text:?} is not a whole number of seconds, at least 1 (try 15s)"
+        )),
+    }
+}
+
 fn percent_arg(text: &str) -> Result<f64, String> {
     let t = text.trim().trim_end_matches('%');
     t.parse::<f64>()
@@ -390,6 +400,17 @@ struct RecordArgs {
     /// alone)
     #[arg(long, value_name = "SIZE", value_parser = byte_size_arg)]
     max_size: Option<u64>,
+    /// Send the pprof profile of every window to this Pyroscope-compatible backend while
+    /// recording (http://pyroscope:4040); with `-o none`, keep no recording
+    #[arg(long, value_name = "URL")]
+    push: Option<String>,
+    /// The window of each push
+    #[arg(long, value_name = "TIME", default_value = "15s", value_parser = seconds_arg, requires = "push")]
+    push_every: f64,
+    /// Labels of the pushed profiles: k=v, comma-separated or repeated (`service` names the
+    /// series; `host` is this machine's name unless given)
+    #[arg(long, value_name = "K=V,...", requires = "push")]
+    label: Vec<String>,
     /// The program to launch and record (after --)
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
@@ -522,6 +543,11 @@ fn main() -> ExitCode {
             fault_period: a.fault_period,
             tasks: !a.no_tasks,
             max_size: a.max_size,
+            push: a.push.map(|url| record::PushOptions {
+                url,
+                every: std::time::Duration::from_secs_f64(a.push_every),
+                labels: a.label,
+            }),
         }),
         Command::Info(a) => info::run(a.file.or(a.input).as_deref(), a.json).map(|()| 0),
         Command::Check(a) => {

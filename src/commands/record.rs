@@ -37,6 +37,59 @@ pub struct RecordOptions {
     pub tasks: bool,
     /// End the recording when its file reaches this many bytes.
     pub max_size: Option<u64>,
+    /// Push a pprof profile of every window to a backend (`--push`).
+    pub push: Option<PushOptions>,
+}
+
+/// `--push URL --push-every T --label k=v,...`.
+#[derive(Clone, Debug)]
+pub struct PushOptions {
+    pub url: String,
+    pub every: Duration,
+    /// As given: `k=v` items, comma-separated or one per flag.
+    pub labels: Vec<String>,
+}
+
+/// A `-o none` recording (with `--push`) rotates in files this large, of which the pusher
+/// keeps the newest two.
+const NONE_PART_SIZE: u64 = 16 << 20;
+
+/// The pushed series' labels from `--label` items, `host` added; and its name (the `service`
+/// label, else the program's name).
+fn push_labels(opts: &PushOptions, program: &str) -> Result<(String, Vec<(String, String)>)> {
+    let mut labels: Vec<(String, String)> = Vec::new();
+    for item in opts.labels.iter().flat_map(|l| l.split(',')) {
+        let item = item.trim();
+        if item.is_empty() {
+            continue;
+        }
+        let Some((k, v)) = item.split_once('=') else {
+            return Err(Error::Usage(format!(
+                "--label takes k=v items (service=checkout,env=prod), not {item:?}"
+            )));
+        };
+        let ok = |t: &str| {
+            !t.is_empty()
+                && t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/' | ':'))
+        };
+        if !ok(k.trim()) || !ok(v.trim()) {
+            return Err(Error::Usage(format!(
+                "--label {item:?}: names and values are letters, digits and _-./: only"
+            )));
+        }
+        labels.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    if !labels.iter().any(|(k, _)| k == "host") {
+        if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+            labels.push(("host".into(), host.trim().to_string()));
+        }
+    }
+    let name = match labels.iter().position(|(k, _)| k == "service") {
+        Some(i) => labels.remove(i).1,
+        None => program.to_string(),
+    };
+    Ok((name, labels))
 }
 
 /// Page faults per fault sample by default: 64 KiB of 4 KiB pages (see `cargo bench --bench
@@ -78,14 +131,34 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
             "--max-size must be at least 64KiB (a recording's description alone takes some)".into(),
         ));
     }
-    let template = opts.output.clone().unwrap_or_else(default_output);
+    // `-o none` with --push: a private folder of rotated files that the pusher deletes once
+    // sent, so an attach can run for weeks.
+    let no_file = opts.output.as_deref() == Some(std::path::Path::new("none"));
+    if no_file && opts.push.is_none() {
+        return Err(Error::Usage(
+            "-o none keeps no recording: it is for --push (give a file name otherwise)".into(),
+        ));
+    }
+    let scratch = if no_file {
+        Some(scratch_folder()?)
+    } else {
+        None
+    };
+    let template = match &scratch {
+        Some(dir) => dir.join("run-%n.msp"),
+        None => opts.output.clone().unwrap_or_else(default_output),
+    };
+    let max_size = match (&scratch, opts.max_size) {
+        (Some(_), None) => Some(NONE_PART_SIZE),
+        (_, m) => m,
+    };
     // `-o run-%n.msp`: a rotated recording, files 1, 2, ... of at most --max-size each.
     let rotate = template
         .as_os_str()
         .as_encoded_bytes()
         .windows(2)
         .any(|w| w == b"%n");
-    if rotate && opts.max_size.is_none() {
+    if rotate && max_size.is_none() {
         return Err(Error::Usage(
             "%n in -o numbers the files of a rotated recording: give --max-size too".into(),
         ));
@@ -160,7 +233,7 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
         memory_events: opts.memory_events,
         fault_period: opts.fault_period,
         tasks: opts.tasks,
-        max_size: opts.max_size,
+        max_size,
         rotate: rotate.then(|| template.clone()),
         announce: !std::io::stderr().is_terminal(),
     };
@@ -196,9 +269,61 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
             }
         );
     }
+    let pusher = match &opts.push {
+        Some(push) => {
+            let program = opts
+                .command
+                .first()
+                .and_then(|c| std::path::Path::new(c).file_name())
+                .map_or("python".into(), |n| n.to_string_lossy().into_owned());
+            let (name, labels) = push_labels(push, &program)?;
+            if !std::io::stderr().is_terminal() {
+                eprintln!(
+                    "memspy: pushing a profile every {:.0} s to {} as {}",
+                    push.every.as_secs_f64(),
+                    crate::output::text::message(&push.url),
+                    crate::output::text::message(&crate::output::push::series_name(&name, &labels))
+                );
+            }
+            Some(crate::output::push::Pusher::start(
+                crate::output::push::PushConfig {
+                    url: push.url.clone(),
+                    every: push.every,
+                    name,
+                    labels,
+                    template: template.clone(),
+                    rotated: rotate,
+                    delete_parts: scratch.is_some(),
+                },
+                meta.start_unix_ns,
+                opts.rate_hz,
+            ))
+        }
+        None => None,
+    };
     let bar = progress_bar();
     let finished = sampler.run(|p| bar.set_message(progress_message(p)));
     bar.finish_and_clear();
+    if let Some(pusher) = pusher {
+        let r = pusher.finish();
+        eprintln!(
+            "memspy: pushed {} window(s){}{}",
+            r.sent,
+            if r.failed > 0 {
+                format!(", {} failed", r.failed)
+            } else {
+                String::new()
+            },
+            if r.dropped > 0 {
+                format!(", {} dropped (the backend was too slow)", r.dropped)
+            } else {
+                String::new()
+            }
+        );
+    }
+    if let Some(dir) = &scratch {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     let p = &finished.progress;
     let mut failures: Vec<String> = p
@@ -210,6 +335,7 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
         failures.push("none".into());
     }
     let written = match &finished.write_error {
+        None if scratch.is_some() => "pushed (-o none: no file kept)".to_string(),
         None if finished.parts > 1 => format!(
             "written to {} files, {} to {} ({})",
             finished.parts,
@@ -284,6 +410,29 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
 
 /// Remove a recording that holds nothing yet. Only a regular file: `-o /dev/null` (or any other
 /// device) is not memspy's to remove.
+/// A new folder only root (or this user) can enter, for a `-o none` recording's files.
+fn scratch_folder() -> Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let base = std::env::temp_dir();
+    for attempt in 0..16u32 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir = base.join(format!(
+            "memspy-push-{}-{nanos:x}{attempt}",
+            std::process::id()
+        ));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io(format!("cannot create {}", dir.display()), e)),
+        }
+    }
+    Err(Error::Usage(
+        "cannot create a private folder for -o none".into(),
+    ))
+}
+
 fn discard(path: &std::path::Path) {
     if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
         let _ = std::fs::remove_file(path);

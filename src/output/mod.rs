@@ -8,6 +8,7 @@ pub mod mprof;
 pub mod plot;
 pub mod pprof;
 pub mod pstree;
+pub mod push;
 pub mod report;
 pub mod speedscope;
 pub mod text;
