@@ -411,9 +411,35 @@ struct RecordArgs {
     /// series; `host` is this machine's name unless given)
     #[arg(long, value_name = "K=V,...", requires = "push")]
     label: Vec<String>,
+    /// When a process's RSS reaches SIZE (e.g. 1.5GiB): write a dump of its stacks and its top
+    /// functions by retained memory to memspy-trigger-PID-TIME.json, mark the recording, go on
+    #[arg(long, value_name = "SIZE", value_parser = byte_size_arg)]
+    trigger_rss: Option<u64>,
+    /// The same when a process grows by SIZE within TIME (e.g. 200MiB/30s)
+    #[arg(long, value_name = "SIZE/TIME", value_parser = growth_arg)]
+    trigger_growth: Option<(u64, f64)>,
+    /// Run this shell command at each crossing, with MEMSPY_PID, MEMSPY_DUMP, MEMSPY_REASON and
+    /// MEMSPY_BYTES set
+    #[arg(long, value_name = "CMD")]
+    trigger_exec: Option<String>,
+    /// Where trigger dumps are written [default: the current folder]
+    #[arg(long, value_name = "DIR")]
+    trigger_dir: Option<PathBuf>,
     /// The program to launch and record (after --)
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
+}
+
+/// `200MiB/30s`: a size and a time.
+fn growth_arg(text: &str) -> Result<(u64, f64), String> {
+    let (size, time) = text
+        .split_once('/')
+        .ok_or_else(|| format!("{text:?} is not SIZE/TIME (try 200MiB/30s)"))?;
+    let size = byte_size_arg(size)?;
+    match parse_duration(time)? {
+        Amount::Absolute(us) if us >= 1e3 => Ok((size, us / 1e6)),
+        _ => Err(format!("{time:?} is not a time (try 30s)")),
+    }
 }
 
 #[derive(Args)]
@@ -543,6 +569,14 @@ fn main() -> ExitCode {
             fault_period: a.fault_period,
             tasks: !a.no_tasks,
             max_size: a.max_size,
+            triggers: record::TriggerOptions {
+                rss: a.trigger_rss,
+                growth: a
+                    .trigger_growth
+                    .map(|(size, s)| (size, std::time::Duration::from_secs_f64(s))),
+                exec: a.trigger_exec,
+                dir: a.trigger_dir,
+            },
             push: a.push.map(|url| record::PushOptions {
                 url,
                 every: std::time::Duration::from_secs_f64(a.push_every),

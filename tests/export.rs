@@ -790,7 +790,7 @@ fn export_bad_input() {
     let dir = tempfile::tempdir().unwrap();
     let rec = golden_recording(dir.path());
     let rec = rec.to_str().unwrap();
-    for format in ["collapsed", "speedscope", "json"] {
+    for format in ["collapsed", "speedscope", "json", "pprof"] {
         let out = memspy(&[
             "export",
             "-i",
@@ -808,9 +808,9 @@ fn export_bad_input() {
     let out_path = dir.path().join("out");
     let out_path = out_path.to_str().unwrap();
     // An unknown format is refused by the argument parser.
-    let out = memspy(&["export", "-i", rec, "-o", out_path, "--format", "pprof"]);
+    let out = memspy(&["export", "-i", rec, "-o", out_path, "--format", "pprof3"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'pprof'"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'pprof3'"));
     // A pid that is not in the recording.
     let out = memspy(&[
         "export", "-i", rec, "-o", out_path, "--format", "json", "--pid", "1",

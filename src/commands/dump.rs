@@ -148,6 +148,23 @@ pub fn run(opts: &DumpOptions) -> Result<()> {
     }
 }
 
+/// What `memspy dump --json --nonblocking --pid PID` prints, as a value (for
+/// `record --trigger-*`, which reads a process it records without pausing it again).
+pub fn dump_json(pid: i32) -> Result<serde_json::Value> {
+    let opts = DumpOptions {
+        pid,
+        subprocesses: false,
+        json: true,
+        nonblocking: true,
+        verbose: false,
+        pstree: false,
+    };
+    let out = DumpOutput {
+        processes: vec![dump_process(pid, &opts)?],
+    };
+    serde_json::to_value(&out).map_err(|e| Error::Usage(format!("describing the stacks: {e}")))
+}
+
 /// The await tree of every process's asyncio tasks, as `python -m asyncio pstree` prints it;
 /// an await graph with a cycle is an error, as there.
 fn print_pstree(processes: &[ProcessDump]) -> Result<()> {

@@ -39,6 +39,16 @@ pub struct RecordOptions {
     pub max_size: Option<u64>,
     /// Push a pprof profile of every window to a backend (`--push`).
     pub push: Option<PushOptions>,
+    pub triggers: TriggerOptions,
+}
+
+/// `--trigger-rss`, `--trigger-growth`, `--trigger-exec`, `--trigger-dir`.
+#[derive(Clone, Debug, Default)]
+pub struct TriggerOptions {
+    pub rss: Option<u64>,
+    pub growth: Option<(u64, Duration)>,
+    pub exec: Option<String>,
+    pub dir: Option<PathBuf>,
 }
 
 /// `--push URL --push-every T --label k=v,...`.
@@ -236,6 +246,7 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
         max_size,
         rotate: rotate.then(|| template.clone()),
         announce: !std::io::stderr().is_terminal(),
+        triggers: triggers_config(&opts.triggers, &template, rotate)?,
     };
     let launched = matches!(root, Root::Launch(_));
     let resume = match &root {
@@ -410,6 +421,37 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
 
 /// Remove a recording that holds nothing yet. Only a regular file: `-o /dev/null` (or any other
 /// device) is not memspy's to remove.
+/// The sampler's trigger settings, if any trigger is asked for.
+fn triggers_config(
+    t: &TriggerOptions,
+    template: &std::path::Path,
+    rotated: bool,
+) -> Result<Option<crate::sample::trigger::TriggerConfig>> {
+    if t.rss.is_none() && t.growth.is_none() {
+        if t.exec.is_some() || t.dir.is_some() {
+            return Err(Error::Usage(
+                "--trigger-exec and --trigger-dir go with --trigger-rss or --trigger-growth".into(),
+            ));
+        }
+        return Ok(None);
+    }
+    let dir = t.dir.clone().unwrap_or_else(|| PathBuf::from("."));
+    if !dir.is_dir() {
+        return Err(Error::Usage(format!(
+            "--trigger-dir {} is not a folder",
+            dir.display()
+        )));
+    }
+    Ok(Some(crate::sample::trigger::TriggerConfig {
+        rss: t.rss,
+        growth: t.growth,
+        exec: t.exec.clone(),
+        dir,
+        recording: template.to_path_buf(),
+        rotated,
+    }))
+}
+
 /// A new folder only root (or this user) can enter, for a `-o none` recording's files.
 fn scratch_folder() -> Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;

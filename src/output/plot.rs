@@ -424,6 +424,28 @@ pub fn write_svg(
                 .draw_series(LineSeries::new(points, color_of[&p].stroke_width(2)))
                 .map_err(err)?;
         }
+        // Where a process crossed a `record --trigger-*` limit: a red line, named.
+        for t in &rec.triggers {
+            let x = t.time_us as f64 / 1e6;
+            if !processes.contains(&t.process) || x > x_max {
+                continue;
+            }
+            let red = RGBColor(200, 30, 30);
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    vec![(x, 0.0), (x, y_max)],
+                    red.stroke_width(1),
+                )))
+                .map_err(err)?;
+            let pid = rec.processes.get(t.process as usize).map_or(0, |p| p.pid);
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    format!("trigger: {pid}"),
+                    (x, y_max * 0.98),
+                    ("sans-serif", 12).into_font().color(&red),
+                )))
+                .map_err(err)?;
+        }
         // Brackets at both ends of each span, as mprof plot draws them; only on spans wide
         // enough to read, since a function called again and again (a request handler) would
         // bury the curve under brackets: its short spans show as bands only.

@@ -16,7 +16,8 @@
 //! - `series`: each process's memory readings (ms from the first sample, bytes), thinned to
 //!   what a chart can show, and `total`, their sum;
 //! - `sources`: the source lines of the functions a person is likely to open;
-//! - `info`: what `memspy info --json` says, and `findings`, in words.
+//! - `info`: what `memspy info --json` says, and `findings`, in words;
+//! - `triggers`: where a process crossed a `record --trigger-*` limit.
 //!
 //! All text from the recording is escaped for the page: the JSON is in a `<script
 //! type="application/json">` element with every `<` written `\u003c`, and the page's code puts
@@ -96,6 +97,16 @@ pub fn write_report(
         "series": series(rec, &attr.series, start_us),
         "total": total_series(rec, &attr.series, start_us),
         "sources": data.sources,
+        "triggers": rec.triggers.iter().map(|t| json!({
+            "process": t.process,
+            "t_ms": ms(t.time_us, start_us),
+            "reason": match t.reason {
+                crate::recording::reader::TriggerReason::Rss => "rss",
+                crate::recording::reader::TriggerReason::Growth => "growth",
+            },
+            "bytes": t.bytes,
+            "limit": t.limit,
+        })).collect::<Vec<_>>(),
     });
     let json = serde_json::to_string(&doc)
         .map_err(std::io::Error::other)?

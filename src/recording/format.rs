@@ -60,6 +60,9 @@
 //!   kind 2, finalizing: (no body) — the process's interpreter had begun to shut down
 //!           (`_PyRuntime._finalizing` set) when memspy read it at this time; what it frees
 //!           from then on is the interpreter's, not the program's
+//!   kind 3, trigger: reason:u8 (0 = --trigger-rss, 1 = --trigger-growth) bytes:uv (the RSS,
+//!           or the growth over the trigger's span, when crossed) limit:uv (bytes) — the
+//!           process crossed a `record --trigger-*` limit at this time
 //! ```
 //!
 //! A repeated stack thus costs a few bytes: a sample of a one-thread process is typically 8 to
@@ -140,6 +143,7 @@ pub const E_EXTENDED: u8 = 3;
 pub const X_MEMORY_EVENT: u8 = 0;
 pub const X_TASKS: u8 = 1;
 pub const X_FINALIZING: u8 = 2;
+pub const X_TRIGGER: u8 = 3;
 /// Task states in a tasks event.
 pub const TASK_ENDED: u64 = 0;
 pub const TASK_RUNNING: u64 = 1;

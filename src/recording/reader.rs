@@ -17,6 +17,24 @@ pub struct Function {
     pub firstlineno: i32,
 }
 
+/// Why a trigger fired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TriggerReason {
+    Rss,
+    Growth,
+}
+
+/// A process crossed a `record --trigger-*` limit: its RSS (or growth over the trigger's span)
+/// was `bytes`, the limit `limit`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TriggerMark {
+    pub process: u32,
+    pub time_us: u64,
+    pub reason: TriggerReason,
+    pub bytes: u64,
+    pub limit: u64,
+}
+
 /// A (function, line) pair.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FrameDef {
@@ -217,6 +235,8 @@ pub struct Recording {
     pub memory: Vec<MemoryReading>,
     /// Memory events, in time order (interleaved with `samples` in the file).
     pub memory_events: Vec<MemoryEvent>,
+    /// The moments a process crossed a `record --trigger-*` limit.
+    pub triggers: Vec<TriggerMark>,
     /// What the memory events were (the last summary the recorder wrote).
     pub memory_events_summary: Option<crate::recording::writer::MemoryEventsSummary>,
     pub stats: Stats,
@@ -831,6 +851,21 @@ impl Recording {
                     X_FINALIZING => {
                         let p = &mut self.processes[process as usize];
                         p.finalizing_us.get_or_insert(time);
+                    }
+                    X_TRIGGER => {
+                        let reason = match c.u8()? {
+                            0 => TriggerReason::Rss,
+                            1 => TriggerReason::Growth,
+                            r => return Some(Err(format!("unknown trigger reason {r}"))),
+                        };
+                        let (bytes, limit) = (c.uv()?, c.uv()?);
+                        self.triggers.push(TriggerMark {
+                            process,
+                            time_us: time,
+                            reason,
+                            bytes,
+                            limit,
+                        });
                     }
                     kind => return Some(Err(format!("unknown extended event kind {kind}"))),
                 },

@@ -708,6 +708,24 @@ impl Writer {
         self.flush_if_due(time_us)
     }
 
+    /// Process `process` crossed a trigger's limit (`reason`: 0 RSS, 1 growth) at `time_us`,
+    /// at `bytes`.
+    pub fn trigger(
+        &mut self,
+        process: u32,
+        time_us: u64,
+        reason: u8,
+        bytes: u64,
+        limit: u64,
+    ) -> io::Result<()> {
+        self.event(E_EXTENDED, process, time_us);
+        self.batch.push(X_TRIGGER);
+        self.batch.push(reason);
+        put_uv(&mut self.batch, bytes);
+        put_uv(&mut self.batch, limit);
+        self.flush_if_due(time_us)
+    }
+
     /// The first write error, if any.
     pub fn failed(&self) -> Option<io::ErrorKind> {
         self.failed.as_ref().map(|f| f.0)

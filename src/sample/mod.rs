@@ -8,6 +8,7 @@ pub mod discovery;
 pub mod events;
 pub mod process;
 pub mod sources;
+pub mod trigger;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -72,6 +73,8 @@ pub struct Config {
     /// Say on stderr, one line each, what happens: a process found, a process ended, a new
     /// file (for a stderr that is not a terminal, where no progress line shows).
     pub announce: bool,
+    /// `--trigger-rss`, `--trigger-growth`: what to watch and do.
+    pub triggers: Option<trigger::TriggerConfig>,
 }
 
 /// Say that `p` is recorded from now on (`parent`: the pid it was found under).
@@ -205,6 +208,8 @@ pub struct Sampler<'a> {
     memory_events: MemoryEvents,
     /// Keeps the kernel's memory events switched on for the whole recording.
     _warm: Option<crate::target::perf::Warm>,
+    /// Memory limits to act on.
+    triggers: Option<trigger::Triggers>,
 }
 
 /// What a finished recording run reports.
@@ -221,6 +226,8 @@ pub struct Finished {
     /// The launched program, when the recording ended before it did (a write error): the
     /// caller still waits for it.
     pub running: Option<Launched>,
+    /// Trigger crossings (each with its dump file written).
+    pub triggered: u64,
 }
 
 impl<'a> Sampler<'a> {
@@ -296,6 +303,7 @@ impl<'a> Sampler<'a> {
                 .memory_events
                 .then(crate::target::perf::keep_warm)
                 .flatten(),
+            triggers: config.triggers.clone().map(trigger::Triggers::new),
             config,
         })
     }
@@ -537,6 +545,11 @@ impl<'a> Sampler<'a> {
                     }
                 }
             }
+            if let (Ok(Outcome::Sampled), Some(t)) = (&sampled, self.triggers.as_mut()) {
+                if let Err(e) = t.check(&mut self.writer, p.id, p.key.pid, time_us, p.last_rss) {
+                    self.write_error.get_or_insert(e);
+                }
+            }
             match sampled {
                 Ok(Outcome::Sampled) => self.progress.samples += 1,
                 Ok(Outcome::Failed(kind)) => *self.progress.failures.entry(kind).or_insert(0) += 1,
@@ -698,6 +711,8 @@ impl<'a> Sampler<'a> {
             Root::Launch(l) if exit_status.is_none() => Some(l),
             _ => None,
         };
+        // The dumps of the last crossings (they read the finished file).
+        let triggered = self.triggers.map_or(0, trigger::Triggers::finish);
         Finished {
             parts: self.parts,
             progress: self.progress,
@@ -706,6 +721,7 @@ impl<'a> Sampler<'a> {
             write_error,
             processes: self.finished,
             running,
+            triggered,
         }
     }
 }

@@ -457,6 +457,14 @@
       const chosen = typeof state.process !== "number" || state.process === p;
       line(s, { stroke: procColour(p), "stroke-width": chosen ? 2 : 1, opacity: chosen ? 1 : 0.3, "data-process": p });
     });
+    // Where a process crossed a `record --trigger-*` limit.
+    for (const t of D.triggers || []) {
+      const x = xOf(t.t_ms);
+      const mark = sv("line", { x1: x, x2: x, y1: chart.top, y2: chart.top + plotH, stroke: "#c81e1e", "stroke-width": 1.5, class: "trigger" });
+      mark.append(sv("title", {}, P[t.process].name + " crossed --trigger-" + t.reason + " " + fmtBytes(t.limit) + " at " + fmtBytes(t.bytes) + " (" + fmtSeconds(t.t_ms) + ")"));
+      svg.append(mark);
+      svg.append(sv("text", { x: x + 3, y: chart.top + 22, "font-size": 10, fill: "#c81e1e" }, "trigger"));
+    }
     const cursor = sv("line", { y1: chart.top, y2: chart.top + plotH, stroke: "#202124", "stroke-width": 0.5, visibility: "hidden" });
     svg.append(cursor);
     const drag = sv("rect", { y: chart.top, height: plotH, fill: "#2d6cdf", opacity: 0.18, visibility: "hidden" });
