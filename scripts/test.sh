@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: provision the CPython interpreters, the Python
-# packages, the browser and the Go toolchain the tests run against (cached outside the clone), then check
+# packages, the browser, the Go toolchain and tmux the tests run against (cached outside the clone), then check
 # formatting and lints, then run every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,9 @@ export MEMSPY_CHROMIUM
 # Debian's Go, for `go tool pprof`, the reference reader of the pprof export (tests/pprof.rs).
 MEMSPY_GO=$(scripts/provision-go.sh | tail -n 1)
 export MEMSPY_GO
+# tmux, for the full-screen `memspy top` tests (tests/top.rs).
+MEMSPY_TMUX=$(scripts/provision-tmux.sh | tail -n 1)
+export MEMSPY_TMUX
 
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings

@@ -19,6 +19,7 @@ use memspy::commands::lines::{self, Format, LinesOptions};
 use memspy::commands::plot::{self, PlotOptions};
 use memspy::commands::record::{self, RecordOptions};
 use memspy::commands::report::{self, ReportOptions};
+use memspy::commands::top::{self, Column, TopOptions};
 use memspy::output::text::message;
 use memspy::output::units::{parse_duration, parse_size, Amount};
 use memspy::sample::MemoryMode;
@@ -43,6 +44,11 @@ enum Command {
     Record(RecordArgs),
     /// Print every Python thread's stack of a running process
     Dump(DumpArgs),
+    /// A live table of the functions using CPU and growing memory, refreshed every second
+    #[command(
+        after_help = "Examples:\n  memspy top --pid 1234 --subprocesses\n  memspy top --pid 1234 --once --duration 5 --sort growth   # one plain table\n\nKeys: s or 1-5 sort by a column, m wall/CPU shares, p next process, space pause, q quit."
+    )]
+    Top(TopArgs),
     /// Write the interactive HTML report of a recording: one file to open first
     #[command(
         after_help = "Examples:\n  memspy report                          # newest recording -> memspy-report.html\n  memspy report -i run.msp -o run.html --open\n  memspy report --skip-startup           # the page opens on the time after start-up"
@@ -269,6 +275,46 @@ impl MetricArg {
             MetricArg::Peak => Metric::Peak,
         }
     }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SortArg {
+    Own,
+    Total,
+    Cpu,
+    Growth,
+    Retained,
+}
+
+#[derive(Args)]
+struct TopArgs {
+    /// Attach to this running process
+    #[arg(long, short, value_parser = clap::value_parser!(i32).range(1..), conflicts_with = "command")]
+    pid: Option<i32>,
+    /// Also every child process (workers), including ones started later
+    #[arg(long, short)]
+    subprocesses: bool,
+    /// Samples per second
+    #[arg(long, short, default_value_t = 100.0)]
+    rate: f64,
+    /// Each refresh shows the last this many seconds
+    #[arg(long, value_name = "TIME", default_value = "10s", value_parser = seconds_arg)]
+    window: f64,
+    /// Print one plain table after --duration and exit (also when stdout is not a terminal)
+    #[arg(long)]
+    once: bool,
+    /// How long --once samples
+    #[arg(long, short, value_name = "SECONDS", default_value_t = 3.0)]
+    duration: f64,
+    /// The column to sort by
+    #[arg(long, value_enum, default_value = "own")]
+    sort: SortArg,
+    /// Own and total shares of wall time (every thread) instead of CPU time
+    #[arg(long)]
+    wall: bool,
+    /// The program to launch and watch (after --)
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<String>,
 }
 
 #[derive(Args)]
@@ -650,6 +696,29 @@ fn main() -> ExitCode {
             normalize: a.normalize,
         })
         .map(|()| 0),
+        Command::Top(a) => {
+            if !(a.duration > 0.0 && a.duration.is_finite() && a.rate > 0.0 && a.rate <= 10_000.0) {
+                eprintln!("memspy: error: --duration must be positive and --rate at most 10000");
+                return ExitCode::from(2);
+            }
+            top::run(&TopOptions {
+                pid: a.pid,
+                command: a.command,
+                subprocesses: a.subprocesses,
+                rate_hz: a.rate,
+                window: std::time::Duration::from_secs_f64(a.window),
+                once: a.once,
+                duration: std::time::Duration::from_secs_f64(a.duration),
+                sort: match a.sort {
+                    SortArg::Own => Column::Own,
+                    SortArg::Total => Column::Total,
+                    SortArg::Cpu => Column::Cpu,
+                    SortArg::Growth => Column::Growth,
+                    SortArg::Retained => Column::Retained,
+                },
+                wall: a.wall,
+            })
+        }
         Command::Report(a) => report::run(&ReportOptions {
             input: a.input,
             output: a.output,

@@ -14,6 +14,7 @@ pub mod lines;
 pub mod plot;
 pub mod record;
 pub mod report;
+pub mod top;
 
 use std::io;
 

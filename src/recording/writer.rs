@@ -99,8 +99,9 @@ pub struct Writer {
     batch_events: u32,
     batch_base_us: u64,
     last_event_us: u64,
-    /// When records were last handed to the kernel.
+    /// When records were last handed to the kernel, and how often they are.
     last_flush_us: u64,
+    flush_interval_us: u64,
     strings: FastMap<Arc<str>, u32>,
     functions: FastMap<(u32, u32, u32, i32), u32>,
     frames: FastMap<(u32, i32), u32>,
@@ -141,6 +142,7 @@ impl Writer {
             batch_base_us: 0,
             last_event_us: 0,
             last_flush_us: 0,
+            flush_interval_us: FLUSH_INTERVAL_US,
             strings: FastMap::default(),
             functions: FastMap::default(),
             frames: FastMap::default(),
@@ -615,8 +617,14 @@ impl Writer {
         self.end_record()
     }
 
+    /// Hand records to the kernel at least every `us` (default [`FLUSH_INTERVAL_US`]): `top`
+    /// reads the file as it is written.
+    pub fn set_flush_interval(&mut self, us: u64) {
+        self.flush_interval_us = us.max(1);
+    }
+
     fn flush_if_due(&mut self, now_us: u64) -> io::Result<()> {
-        if now_us.saturating_sub(self.last_flush_us) >= FLUSH_INTERVAL_US {
+        if now_us.saturating_sub(self.last_flush_us) >= self.flush_interval_us {
             self.last_flush_us = now_us;
             self.flush()?;
         } else if self.batch.len() >= MAX_BATCH {
