@@ -245,6 +245,23 @@ fn top_once_prints_a_stable_table() {
         first.contains("grow (") && first.contains("MiB/s"),
         "{by_growth}"
     );
+    // A program top starts ends when top does.
+    let py = interpreter_from((3, 12));
+    let t0 = Instant::now();
+    let out = Command::new(memspy_bin())
+        .args(["top", "--once", "--duration", "1", "--"])
+        .arg(&py.exe)
+        .arg(fixtures_dir().join("live.py"))
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("burn"));
+    assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
     // Bad input: no target, one line, exit 2.
     let out = Command::new(memspy_bin()).args(["top"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));

@@ -36,10 +36,19 @@ fn record(dir: &Path, trigger: &[&str]) -> (String, Vec<Value>, std::path::PathB
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{stderr}");
-    let mut files: Vec<Value> = std::fs::read_dir(&dumps)
+    let paths: Vec<std::path::PathBuf> = std::fs::read_dir(&dumps)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    for p in &paths {
+        // A dump holds what a private recording holds: its owner's only.
+        let mode =
+            std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o600, "{}", p.display());
+    }
+    let mut files: Vec<Value> = paths
+        .iter()
         .map(|p| serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap())
         .collect();
     files.sort_by_key(|d| d["time"].as_str().unwrap_or("").to_string());

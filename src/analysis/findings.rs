@@ -111,8 +111,15 @@ pub fn findings(rec: &Recording, attr: &Attribution, max: usize) -> Vec<String> 
         if !several {
             return ("the program".into(), String::new());
         }
-        if k.parts.len() == 1 || k.parts[0].1 >= 0.9 * k.value {
+        if k.parts.len() == 1 {
             return (process_name(rec, k.parts[0].0 as usize), String::new());
+        }
+        if k.parts[0].1 >= 0.9 * k.value {
+            // Named alone, but the value is everyone's: say how much is its own.
+            return (
+                process_name(rec, k.parts[0].0 as usize),
+                format!(" ({} of it its own)", amount(k.parts[0].1)),
+            );
         }
         let mut parts: Vec<String> = k
             .parts

@@ -101,6 +101,13 @@ impl Timeline {
 
     /// Wall time `value` of `who` over `[from_us, to_us]`, each bucket its share of the span.
     pub fn spread_wall(&mut self, from_us: u64, to_us: u64, key: Key, who: Who, value: f64) {
+        // Within the timeline's range, so that all of `value` lands somewhere (a wait can run
+        // past the last sample: the last bucket takes that part).
+        let end = self.start_us + u64::from(self.buckets) * self.bucket_us - 1;
+        let (from_us, to_us) = (
+            from_us.clamp(self.start_us, end),
+            to_us.clamp(self.start_us, end),
+        );
         let (first, last) = (self.bucket(from_us), self.bucket(to_us));
         if first == last || to_us <= from_us {
             self.add(from_us, key, WALL, value);

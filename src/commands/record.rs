@@ -288,6 +288,11 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
                 .and_then(|c| std::path::Path::new(c).file_name())
                 .map_or("python".into(), |n| n.to_string_lossy().into_owned());
             let (name, labels) = push_labels(push, &program)?;
+            if scratch.is_none() && max_size.is_none() {
+                eprintln!(
+                    "memspy: note: --push reads the recording again at every window; for a long run, bound it with --max-size (and -o run-%n.msp) or keep none with -o none"
+                );
+            }
             if !std::io::stderr().is_terminal() {
                 eprintln!(
                     "memspy: pushing a profile every {:.0} s to {} as {}",

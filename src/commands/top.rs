@@ -6,7 +6,8 @@
 //! and every refresh reads the newest file, attributes its last `--window` seconds as `lines
 //! --from` would, and ranks the functions. On a terminal the table fills the screen (ratatui;
 //! works over SSH and in tmux); with `--once`, or when stdout is not a terminal, it samples
-//! for `--duration` seconds, prints one plain table and exits.
+//! for `--duration` seconds, prints one plain table and exits. A program `top` started (after
+//! `--`) is sent SIGTERM when it quits.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -194,16 +195,19 @@ fn session(opts: &TopOptions, dir: &Path) -> Result<u8> {
         let finished = sampling
             .join()
             .map_err(|_| Error::Other("the sampler panicked".into()))?;
+        // A program top started ends with it.
         if let Some(mut l) = finished.running {
+            let pid = nix::unistd::Pid::from_raw(l.pid());
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
             let _ = l.wait();
         }
         shown.map(|()| 0)
     })
 }
 
-/// The newest files of the session (the newest two: a window can span a rotation), deleting
-/// older ones.
-fn newest(template: &Path) -> Option<Recording> {
+/// The session's newest file, or the one before it while the newest, just begun after a
+/// rotation, covers less than half the window; older files are deleted.
+fn newest(template: &Path, window: Duration) -> Option<Recording> {
     let mut n = 1;
     while crate::sample::part_path(template, n + 1).exists() {
         n += 1;
@@ -211,9 +215,20 @@ fn newest(template: &Path) -> Option<Recording> {
     for old in 1..n.saturating_sub(1) {
         let _ = std::fs::remove_file(crate::sample::part_path(template, old));
     }
-    let data =
-        crate::recording::reader::read_regular_file(&crate::sample::part_path(template, n)).ok()?;
-    Recording::parse(&data).ok()
+    let read = |n: u32| {
+        let path = crate::sample::part_path(template, n);
+        let data = crate::recording::reader::read_regular_file(&path).ok()?;
+        Recording::parse(&data).ok()
+    };
+    let rec = read(n)?;
+    let span = match (rec.samples.first(), rec.samples.last()) {
+        (Some(a), Some(b)) => b.time_us - a.time_us,
+        _ => 0,
+    };
+    if n > 1 && span < window.as_micros() as u64 / 2 {
+        return read(n - 1).or(Some(rec));
+    }
+    Some(rec)
 }
 
 /// The table of the last `window` of the recording, for one process (pid) or all.
@@ -351,7 +366,7 @@ fn once(opts: &TopOptions, template: &Path, stop: &AtomicBool) -> Result<()> {
     }
     // What the sampler wrote last is on disk within the flush interval.
     std::thread::sleep(Duration::from_micros(2 * FLUSH_US));
-    let Some(rec) = newest(template) else {
+    let Some(rec) = newest(template, opts.window) else {
         return Err(Error::Other("nothing was recorded".into()));
     };
     let mut v = view(&rec, opts.window, None, opts.wall);
@@ -413,7 +428,7 @@ fn live_loop(
         if now >= next {
             next = now + REFRESH;
             if !paused {
-                rec = newest(template).or(rec);
+                rec = newest(template, opts.window).or(rec);
             }
             redraw = true;
         }

@@ -76,6 +76,8 @@ pub struct Pusher {
 
 #[derive(Default)]
 struct Counts {
+    /// Queued or being sent.
+    pending: AtomicU64,
     sent: AtomicU64,
     dropped: AtomicU64,
     failed: AtomicU64,
@@ -134,8 +136,8 @@ impl Pusher {
             empty: c.empty.load(Ordering::SeqCst),
         };
         if !self.sender.is_finished() {
-            // Still trying a slow backend: what it holds is not sent.
-            report.dropped += 1;
+            // Still trying a slow backend: what it holds and what waits is not sent.
+            report.dropped += c.pending.load(Ordering::SeqCst);
         }
         report
     }
@@ -181,26 +183,53 @@ fn window_loop(
     let mut boundary_s = (start_s / every_s + 1) * every_s;
     // The writer hands records to the file at least once per flush interval.
     let lag_us = 2 * FLUSH_INTERVAL_US;
+    // Recording time now, on a monotonic clock (a step of the wall clock moves no window).
+    let (t0, base_us) = (
+        Instant::now(),
+        now_unix_ns().saturating_sub(start_unix_ns) / 1000,
+    );
+    let now_us = || base_us + t0.elapsed().as_micros() as u64;
     let mut from_us = 0u64;
     let mut from_s = start_s;
     let mut dropping = false;
     let mut first_part = 1u32;
+    let mut stopped_at: Option<Instant> = None;
     loop {
         let until_us = (boundary_s * 1_000_000).saturating_sub(start_us);
         // Wait for the window to be on disk, or for the end.
         let mut ended = false;
-        loop {
+        let mut waited = 0;
+        let files = loop {
             if stop.load(Ordering::SeqCst) {
                 ended = true;
-                break;
             }
-            let now_us = now_unix_ns().saturating_sub(start_unix_ns) / 1000;
-            if now_us >= until_us + lag_us {
-                break;
+            if ended || now_us() >= until_us + lag_us {
+                let files = parts(config, &mut first_part);
+                // The samples' clock starts a little after the recording's: the window is
+                // complete once a sample after it is on disk (waiting at most 3 s more).
+                let done = ended
+                    || waited >= 15
+                    || files
+                        .last()
+                        .and_then(|p| read(p))
+                        .and_then(|r| r.samples.last().map(|s| s.time_us))
+                        .is_some_and(|t| t >= until_us);
+                if done {
+                    break files;
+                }
+                waited += 1;
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
             }
             std::thread::sleep(Duration::from_millis(50));
+        };
+        if ended {
+            // The last windows, for a bounded time.
+            let since = *stopped_at.get_or_insert_with(Instant::now);
+            if since.elapsed() > FINAL_WAIT {
+                return;
+            }
         }
-        let files = parts(config, &mut first_part);
         let mut last_sample = 0;
         let mut in_window = false;
         for (i, path) in files.iter().enumerate() {
@@ -224,7 +253,10 @@ fn window_loop(
                 body,
             };
             match tx.try_send(window) {
-                Ok(()) => dropping = false,
+                Ok(()) => {
+                    counts.pending.fetch_add(1, Ordering::SeqCst);
+                    dropping = false;
+                }
                 Err(TrySendError::Full(_)) => {
                     counts.dropped.fetch_add(1, Ordering::SeqCst);
                     if !dropping {
@@ -354,6 +386,7 @@ fn send_loop(
                 break;
             }
         }
+        counts.pending.fetch_sub(1, Ordering::SeqCst);
         match outcome {
             Ok(()) => {
                 counts.sent.fetch_add(1, Ordering::SeqCst);

@@ -546,7 +546,7 @@ impl<'a> Sampler<'a> {
                 }
             }
             if let (Ok(Outcome::Sampled), Some(t)) = (&sampled, self.triggers.as_mut()) {
-                if let Err(e) = t.check(&mut self.writer, p.id, p.key.pid, time_us, p.last_rss) {
+                if let Err(e) = t.check(&mut self.writer, p.id, p.key, time_us, p.last_rss) {
                     self.write_error.get_or_insert(e);
                 }
             }
@@ -562,6 +562,9 @@ impl<'a> Sampler<'a> {
         }
         for (i, reason) in ended.into_iter().rev() {
             let p = self.processes.remove(i);
+            if let Some(t) = self.triggers.as_mut() {
+                t.forget(p.id);
+            }
             // The launched program's status from our wait; a worker's from its zombie, while
             // its parent has not reaped it yet.
             let status = match (&mut self.root, reason) {

@@ -14,8 +14,10 @@
 //!   the current folder), prints one line, and runs `--trigger-exec CMD` (with `sh -c`) with
 //!   `MEMSPY_PID`, `MEMSPY_DUMP`, `MEMSPY_REASON` and `MEMSPY_BYTES` in its environment.
 //!
-//! The pid acted on is one the sampler proved to be a recorded process, never a value read
-//! from the target's memory.
+//! The process acted on is one the sampler proved to be a recorded process (never a pid read
+//! from the target's memory), and it is checked again (pid and start time) right before the
+//! dump and right before the command: a process that ended meanwhile, its pid maybe reused,
+//! gets neither. Dump files are readable by their owner only, as private recordings are.
 
 use std::collections::VecDeque;
 use std::io;
@@ -31,6 +33,7 @@ use crate::analysis::{attribute, Filter, Metric};
 use crate::output::text::message;
 use crate::output::units::bytes;
 use crate::recording::{Recording, Writer};
+use crate::target::family::ProcessKey;
 use crate::FastMap;
 
 /// What to watch and what to do.
@@ -52,16 +55,18 @@ pub struct TriggerConfig {
 struct Watch {
     rss_armed: bool,
     growth_armed: bool,
-    /// (time µs, RSS) over the growth span, oldest first.
-    history: VecDeque<(u64, u64)>,
+    /// The candidates for the lowest RSS of the growth span: (time µs, RSS), times and RSS
+    /// both increasing, so the front is the lowest (a sliding minimum, O(1) per tick).
+    lows: VecDeque<(u64, u64)>,
 }
 
-/// At most this many readings per process for the growth span.
-const MAX_HISTORY: usize = 100_000;
+/// At most this many candidates per process; past it, a reading no lower than the newest
+/// candidate and close to it in time is left out (the lowest RSS then shows a little late).
+const MAX_LOWS: usize = 4096;
 
 /// One crossing, for the dump thread.
 struct Crossing {
-    pid: i32,
+    key: ProcessKey,
     process: u32,
     reason: &'static str,
     bytes: u64,
@@ -99,19 +104,19 @@ impl Triggers {
         }
     }
 
-    /// Process `process` (`pid`) had `rss` bytes at `time_us`.
+    /// Process `process` (`key`) had `rss` bytes at `time_us`.
     pub fn check(
         &mut self,
         writer: &mut Writer,
         process: u32,
-        pid: i32,
+        key: ProcessKey,
         time_us: u64,
         rss: u64,
     ) -> io::Result<()> {
         let w = self.watches.entry(process).or_insert_with(|| Watch {
             rss_armed: true,
             growth_armed: true,
-            history: VecDeque::new(),
+            lows: VecDeque::new(),
         });
         let mut fire: Vec<(u8, &'static str, u64, u64, Option<Duration>)> = Vec::new();
         if let Some(limit) = self.config.rss {
@@ -124,16 +129,20 @@ impl Triggers {
         }
         if let Some((size, span)) = self.config.growth {
             let span_us = span.as_micros() as u64;
-            w.history.push_back((time_us, rss));
-            while w
-                .history
-                .front()
-                .is_some_and(|&(t, _)| t + span_us < time_us)
-                || w.history.len() > MAX_HISTORY
-            {
-                w.history.pop_front();
+            let crowded = w.lows.len() >= MAX_LOWS
+                && w.lows
+                    .back()
+                    .is_some_and(|&(t, v)| v <= rss && time_us < t + span_us / MAX_LOWS as u64);
+            if !crowded {
+                while w.lows.back().is_some_and(|&(_, v)| v >= rss) {
+                    w.lows.pop_back();
+                }
+                w.lows.push_back((time_us, rss));
             }
-            let low = w.history.iter().map(|h| h.1).min().unwrap_or(rss);
+            while w.lows.len() > 1 && w.lows.front().is_some_and(|&(t, _)| t + span_us < time_us) {
+                w.lows.pop_front();
+            }
+            let low = w.lows.front().map_or(rss, |l| l.1);
             let grown = rss.saturating_sub(low);
             if w.growth_armed && grown >= size {
                 w.growth_armed = false;
@@ -149,7 +158,7 @@ impl Triggers {
             self.fired += 1;
             if let Some(tx) = &self.tx {
                 let _ = tx.send(Crossing {
-                    pid,
+                    key,
                     process,
                     reason,
                     bytes: value,
@@ -159,6 +168,11 @@ impl Triggers {
             }
         }
         Ok(())
+    }
+
+    /// Process `process` ended: nothing more to watch.
+    pub fn forget(&mut self, process: u32) {
+        self.watches.remove(&process);
     }
 
     /// Wait for the dumps of crossings already seen.
@@ -171,7 +185,7 @@ impl Triggers {
     }
 }
 
-/// The newest file of the recording.
+/// The newest file of the recording (the current part of a rotated one).
 fn newest_file(config: &TriggerConfig) -> PathBuf {
     if !config.rotated {
         return config.recording.clone();
@@ -183,7 +197,7 @@ fn newest_file(config: &TriggerConfig) -> PathBuf {
     crate::sample::part_path(&config.recording, n)
 }
 
-/// The process's top functions by retained memory in the recording so far.
+/// The process's top functions by retained memory in the recording's current file so far.
 fn top_retained(config: &TriggerConfig, pid: i32) -> Value {
     let path = newest_file(config);
     let rec = match crate::recording::reader::read_regular_file(&path)
@@ -216,34 +230,20 @@ fn top_retained(config: &TriggerConfig, pid: i32) -> Value {
 
 /// Write the dump file of a crossing, say so, run the command.
 fn act(config: &TriggerConfig, c: &Crossing) {
+    let pid = c.key.pid;
     let now = chrono::Local::now();
     let stamp = now.format("%Y%m%d-%H%M%S").to_string();
     let mut path = config
         .dir
-        .join(format!("memspy-trigger-{}-{stamp}.json", c.pid));
+        .join(format!("memspy-trigger-{pid}-{stamp}.json"));
     for n in 2.. {
         if !path.exists() {
             break;
         }
         path = config
             .dir
-            .join(format!("memspy-trigger-{}-{stamp}-{n}.json", c.pid));
+            .join(format!("memspy-trigger-{pid}-{stamp}-{n}.json"));
     }
-    let dump = match crate::commands::dump::dump_json(c.pid) {
-        Ok(v) => v,
-        Err(e) => json!({"error": e.to_string()}),
-    };
-    let doc = json!({
-        "pid": c.pid,
-        "time": now.to_rfc3339(),
-        "reason": c.reason,
-        "bytes": c.bytes,
-        "limit": c.limit,
-        "span_s": c.span.map(|s| s.as_secs_f64()),
-        "recording_process": c.process,
-        "top_retained": top_retained(config, c.pid),
-        "dump": dump,
-    });
     let what = match c.reason {
         "rss" => format!(
             "--trigger-rss {} at {}",
@@ -257,7 +257,39 @@ fn act(config: &TriggerConfig, c: &Crossing) {
             bytes(c.bytes as f64)
         ),
     };
-    let written = std::fs::File::create_new(&path).and_then(|f| {
+    if !c.key.alive() {
+        eprintln!(
+            "{}",
+            message(&format!(
+                "memspy: process {pid} crossed {what}, but ended before its stacks could be read: no dump"
+            ))
+        );
+        return;
+    }
+    let dump = match crate::commands::dump::dump_json(pid) {
+        Ok(v) => v,
+        Err(e) => json!({"error": e.to_string()}),
+    };
+    let doc = json!({
+        "pid": pid,
+        "time": now.to_rfc3339(),
+        "reason": c.reason,
+        "bytes": c.bytes,
+        "limit": c.limit,
+        "span_s": c.span.map(|s| s.as_secs_f64()),
+        "recording_process": c.process,
+        "top_retained": top_retained(config, pid),
+        "dump": dump,
+    });
+    let written = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+    }
+    .and_then(|f| {
         let mut w = io::BufWriter::new(f);
         serde_json::to_writer_pretty(&mut w, &doc)?;
         io::Write::flush(&mut w)
@@ -266,22 +298,29 @@ fn act(config: &TriggerConfig, c: &Crossing) {
         Ok(()) => eprintln!(
             "{}",
             message(&format!(
-                "memspy: process {} crossed {what}: wrote {}",
-                c.pid,
+                "memspy: process {pid} crossed {what}: wrote {}",
                 path.display()
             ))
         ),
         Err(e) => eprintln!(
             "{}",
             message(&format!(
-                "memspy: process {} crossed {what}, but {} could not be written: {e}",
-                c.pid,
+                "memspy: process {pid} crossed {what}, but {} could not be written: {e}",
                 path.display()
             ))
         ),
     }
     if let Some(cmd) = &config.exec {
-        run_exec(cmd, c, &path);
+        if c.key.alive() {
+            run_exec(cmd, c, &path);
+        } else {
+            eprintln!(
+                "{}",
+                message(&format!(
+                    "memspy: process {pid} ended before --trigger-exec could run: not run"
+                ))
+            );
+        }
     }
 }
 
@@ -289,7 +328,7 @@ fn run_exec(cmd: &str, c: &Crossing, dump: &Path) {
     let spawned = std::process::Command::new("/bin/sh")
         .arg("-c")
         .arg(cmd)
-        .env("MEMSPY_PID", c.pid.to_string())
+        .env("MEMSPY_PID", c.key.pid.to_string())
         .env("MEMSPY_DUMP", dump)
         .env("MEMSPY_REASON", c.reason)
         .env("MEMSPY_BYTES", c.bytes.to_string())
