@@ -450,6 +450,10 @@ struct RecordArgs {
     /// recording (http://pyroscope:4040); with `-o none`, keep no recording
     #[arg(long, value_name = "URL")]
     push: Option<String>,
+    /// Serve pprof profiles over HTTP at this address while recording (127.0.0.1:7071):
+    /// GET /debug/pprof/profile?seconds=N, for Parca's scrapes and `go tool pprof URL`
+    #[arg(long, value_name = "ADDR")]
+    serve: Option<std::net::SocketAddr>,
     /// The window of each push
     #[arg(long, value_name = "TIME", default_value = "15s", value_parser = seconds_arg, requires = "push")]
     push_every: f64,
@@ -615,6 +619,7 @@ fn main() -> ExitCode {
             fault_period: a.fault_period,
             tasks: !a.no_tasks,
             max_size: a.max_size,
+            serve: a.serve,
             triggers: record::TriggerOptions {
                 rss: a.trigger_rss,
                 growth: a

@@ -272,3 +272,72 @@ fn pprof_of_workers() {
         "a window has less wall time: {window:?} vs {whole:?}"
     );
 }
+
+/// `record --serve`: `go tool pprof URL` fetches the profile of the next seconds while the
+/// recording runs; a bad request gets 400.
+#[test]
+fn served_profiles_are_fetched_by_the_reference_reader() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let py = interpreter_from((3, 12));
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("served.msp");
+    let mut child = Command::new(memspy_bin())
+        .args([
+            "record",
+            "-o",
+            rec.to_str().unwrap(),
+            "--serve",
+            "127.0.0.1:0",
+            "--",
+        ])
+        .arg(&py.exe)
+        .arg(fixtures_dir().join("leak.py"))
+        .arg("150")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let url = loop {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "memspy said nothing of serving"
+        );
+        if let Some(rest) = line
+            .trim()
+            .strip_prefix("memspy: serving pprof profiles at ")
+        {
+            break rest.split('?').next().unwrap().to_string();
+        }
+    };
+    let out = Command::new(go())
+        .args(["tool", "pprof", "-raw"])
+        .arg(format!("{url}?seconds=1"))
+        .env("PPROF_TMPDIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let raw = String::from_utf8(out.stdout).unwrap();
+    let (types, sums) = raw_totals(&raw);
+    assert_eq!(types, METRICS);
+    assert!(sums[0] > 0, "no wall time in {raw}");
+    // A second request, asking for nothing sensible.
+    let addr = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.write_all(b"GET /debug/pprof/profile?seconds=0 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(child.wait().unwrap().success());
+}

@@ -40,6 +40,8 @@ pub struct RecordOptions {
     /// Push a pprof profile of every window to a backend (`--push`).
     pub push: Option<PushOptions>,
     pub triggers: TriggerOptions,
+    /// Serve pprof profiles over HTTP here (`--serve`).
+    pub serve: Option<std::net::SocketAddr>,
 }
 
 /// `--trigger-rss`, `--trigger-growth`, `--trigger-exec`, `--trigger-dir`.
@@ -202,7 +204,7 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
     };
     // The file first: if it cannot be written (a full disk, a folder that is not writable),
     // nothing is started and no empty file is left behind.
-    let writer = Writer::create(&output, &meta).map_err(|e| {
+    let mut writer = Writer::create(&output, &meta).map_err(|e| {
         discard(&output);
         Error::io(
             format!(
@@ -217,6 +219,35 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
             e,
         )
     })?;
+    // Pulled profiles end where the file does: hand records to it every 200 ms.
+    if opts.serve.is_some() {
+        writer.set_flush_interval(200_000);
+    }
+    let server = match opts.serve {
+        Some(addr) => Some(
+            crate::output::serve::Server::start(crate::output::serve::ServeConfig {
+                addr,
+                template: template.clone(),
+                rotated: rotate,
+            })
+            .map_err(|e| {
+                discard(&output);
+                Error::Usage(format!("--serve {addr}: cannot listen there: {e}"))
+            })?,
+        ),
+        None => None,
+    };
+    if let Some(s) = &server {
+        eprintln!(
+            "memspy: serving pprof profiles at http://{}/debug/pprof/profile?seconds=N{}",
+            s.addr,
+            if s.addr.ip().is_loopback() {
+                ""
+            } else {
+                " (not a loopback address: anyone who can reach it reads the profiles)"
+            }
+        );
+    }
     let root = match opts.pid {
         Some(pid) => Root::Attach(pid),
         None => match Launched::spawn(&opts.command) {
@@ -320,6 +351,9 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
     let bar = progress_bar();
     let finished = sampler.run(|p| bar.set_message(progress_message(p)));
     bar.finish_and_clear();
+    if let Some(s) = server {
+        s.finish();
+    }
     if let Some(pusher) = pusher {
         let r = pusher.finish();
         eprintln!(

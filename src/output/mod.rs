@@ -10,6 +10,7 @@ pub mod pprof;
 pub mod pstree;
 pub mod push;
 pub mod report;
+pub mod serve;
 pub mod speedscope;
 pub mod text;
 pub mod units;

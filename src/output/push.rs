@@ -285,14 +285,14 @@ fn window_loop(
     }
 }
 
-fn read(path: &Path) -> Option<Recording> {
+pub(crate) fn read(path: &Path) -> Option<Recording> {
     let data = crate::recording::reader::read_regular_file(path).ok()?;
     Recording::parse(&data).ok()
 }
 
 /// The gzipped pprof profile of `[from_us, to_us]` of `rec` (every metric), if it has samples
 /// there.
-fn window_profile(rec: &Recording, from_us: u64, to_us: u64) -> Option<Vec<u8>> {
+pub(crate) fn window_profile(rec: &Recording, from_us: u64, to_us: u64) -> Option<Vec<u8>> {
     if !rec
         .samples
         .iter()
