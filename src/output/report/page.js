@@ -375,7 +375,7 @@
     const names = { wall: "wall time", cpu: "CPU", growth: "growth", freed: "freed", retained: "retained" };
     for (const c of cols) head.append(el("th", { title: "the line and the calls it makes" }, names[c]));
     head.append(el("th", { title: "on the line itself, " + metricOf(state.metric).title.toLowerCase() }, "own"));
-    head.append(el("th", { class: "src" }, src ? "source" : "source (not in the recording)"));
+    head.append(el("th", { class: "src" }, src ? "source" : "source (not in this page)"));
     table.append(head);
     const ci = cols.indexOf(state.metric);
     let max = 0;
