@@ -149,6 +149,7 @@ fn main() {
     );
     let wall_svg = out("wall.svg");
     let growth_svg = out("growth.svg");
+    let (page, pprof) = (out("report.html"), out("run.pb.gz"));
     for (name, args) in [
         ("info (reading the file: baseline)", vec!["info", r]),
         ("flame (wall)", vec!["flame", "-i", r, &wall_svg]),
@@ -159,6 +160,14 @@ fn main() {
         (
             "lines --metric growth",
             vec!["lines", "-i", r, "--metric", "growth", "--top", "20"],
+        ),
+        (
+            "report (the HTML page)",
+            vec!["report", "-i", r, "-o", &page],
+        ),
+        (
+            "export --format pprof",
+            vec!["export", "-i", r, "-o", &pprof, "--format", "pprof"],
         ),
     ] {
         let t = time(&args);

@@ -735,8 +735,7 @@ pub fn attribute_over_time(
                 row[WALL] += dt;
                 row[CPU] += t.cpu_us as f64;
                 if let Some(tl) = timeline.as_deref_mut() {
-                    tl.add(s.time_us, key, timeline::WALL, dt);
-                    tl.add(s.time_us, key, timeline::CPU, t.cpu_us as f64);
+                    tl.add_tick(s.time_us, key, dt, t.cpu_us as f64);
                     tl.add_time_of(s.time_us, key, Who::Thread(t.thread), dt, t.cpu_us as f64);
                 }
             }

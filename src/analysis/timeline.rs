@@ -76,6 +76,14 @@ impl Timeline {
         self
     }
 
+    /// A tick's wall and CPU time at `key` (one lookup for both).
+    pub fn add_tick(&mut self, time_us: u64, key: Key, wall: f64, cpu: f64) {
+        let b = self.bucket(time_us);
+        let cell = self.cells.entry((b, key)).or_default();
+        cell[WALL] += wall;
+        cell[CPU] += cpu;
+    }
+
     /// Time of `who` at `key` (after [`Timeline::add`] of the same values).
     pub fn add_time_of(&mut self, time_us: u64, key: Key, who: Who, wall: f64, cpu: f64) {
         let b = self.bucket(time_us);

@@ -71,6 +71,12 @@ pub fn write_report(
     };
     let mut tl = Timeline::new(first, last, BUCKETS);
     let attr = attribute_over_time(rec, &Filter::default(), Some(&mut tl));
+    // Longer buckets until the page is small enough: first by the factor the size says,
+    // then by halves (sparse cells shrink less than the factor).
+    let factor = size(&tl).div_ceil(MAX_CELLS).next_power_of_two() as u32;
+    if factor > 1 {
+        tl.coarsen(factor.min(tl.buckets / 25).max(1));
+    }
     while size(&tl) > MAX_CELLS && tl.buckets > 25 {
         tl.coarsen(2);
     }
