@@ -39,7 +39,7 @@ struct Cli {
 enum Command {
     /// Sample a Python program's stacks and memory into a recording
     #[command(
-        after_help = "Examples:\n  memspy record -- python server.py\n  memspy record --pid 1234 -d 30\n  memspy record --subprocesses -- gunicorn -w 4 app:app\n  memspy record -o run.msp -r 1000 --pid 1234\n  memspy record --blocking --pid 1234          # pause the target for exact stacks"
+        after_help = "Examples:\n  memspy record -- python server.py\n  memspy record --pid 1234 -d 30\n  memspy record --subprocesses -- gunicorn -w 4 app:app\n  memspy record -o run.msp -r 1000 --pid 1234\n  memspy record --blocking --pid 1234          # pause the target for exact stacks\n  memspy record --pid 1234 --subprocesses --push http://pyroscope:4040 --label service=checkout\n  memspy record --pid 1234 --trigger-rss 1.5GiB --trigger-exec 'page-me \"$MEMSPY_DUMP\"'"
     )]
     Record(RecordArgs),
     /// Print every Python thread's stack of a running process

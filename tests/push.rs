@@ -391,3 +391,33 @@ fn push_without_a_recording_leaves_no_file() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// A --push that is not a URL is refused before anything starts.
+#[test]
+fn a_push_that_is_not_a_url_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = dir.path().join("started");
+    let rec = dir.path().join("r.msp");
+    let py = interpreter_from((3, 12));
+    let out = Command::new(memspy_bin())
+        .args([
+            "record",
+            "-o",
+            rec.to_str().unwrap(),
+            "--push",
+            "pyroscope:4040",
+            "--",
+        ])
+        .arg(&py.exe)
+        .arg("-c")
+        .arg(format!("open({:?}, 'w')", started.to_str().unwrap()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("http://") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+    assert!(!started.exists() && !rec.exists());
+}

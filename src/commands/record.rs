@@ -69,6 +69,12 @@ const NONE_PART_SIZE: u64 = 16 << 20;
 /// The pushed series' labels from `--label` items, `host` added; and its name (the `service`
 /// label, else the program's name).
 fn push_labels(opts: &PushOptions, program: &str) -> Result<(String, Vec<(String, String)>)> {
+    if !(opts.url.starts_with("http://") || opts.url.starts_with("https://")) {
+        return Err(Error::Usage(format!(
+            "--push takes a URL starting with http:// or https:// (http://pyroscope:4040), not {:?}",
+            opts.url
+        )));
+    }
     let mut labels: Vec<(String, String)> = Vec::new();
     for item in opts.labels.iter().flat_map(|l| l.split(',')) {
         let item = item.trim();
@@ -143,6 +149,18 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
             "--max-size must be at least 64KiB (a recording's description alone takes some)".into(),
         ));
     }
+    // The pushed series (checked before anything starts).
+    let push_series = match &opts.push {
+        Some(push) => {
+            let program = opts
+                .command
+                .first()
+                .and_then(|c| std::path::Path::new(c).file_name())
+                .map_or("python".into(), |n| n.to_string_lossy().into_owned());
+            Some(push_labels(push, &program)?)
+        }
+        None => None,
+    };
     // `-o none` with --push: a private folder of rotated files that the pusher deletes once
     // sent, so an attach can run for weeks.
     let no_file = opts.output.as_deref() == Some(std::path::Path::new("none"));
@@ -180,6 +198,7 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
     } else {
         template.clone()
     };
+    let triggers = triggers_config(&opts.triggers, &template, rotate)?;
     let (attach, launch) = (opts.pid.is_some(), !opts.command.is_empty());
     if attach == launch {
         return Err(Error::Usage(
@@ -277,7 +296,7 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
         max_size,
         rotate: rotate.then(|| template.clone()),
         announce: !std::io::stderr().is_terminal(),
-        triggers: triggers_config(&opts.triggers, &template, rotate)?,
+        triggers,
     };
     let launched = matches!(root, Root::Launch(_));
     let resume = match &root {
@@ -311,14 +330,8 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
             }
         );
     }
-    let pusher = match &opts.push {
-        Some(push) => {
-            let program = opts
-                .command
-                .first()
-                .and_then(|c| std::path::Path::new(c).file_name())
-                .map_or("python".into(), |n| n.to_string_lossy().into_owned());
-            let (name, labels) = push_labels(push, &program)?;
+    let pusher = match (&opts.push, push_series) {
+        (Some(push), Some((name, labels))) => {
             if scratch.is_none() && max_size.is_none() {
                 eprintln!(
                     "memspy: note: --push reads the recording again at every window; for a long run, bound it with --max-size (and -o run-%n.msp) or keep none with -o none"
@@ -346,7 +359,7 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
                 opts.rate_hz,
             ))
         }
-        None => None,
+        _ => None,
     };
     let bar = progress_bar();
     let finished = sampler.run(|p| bar.set_message(progress_message(p)));
