@@ -1402,3 +1402,43 @@ fn through_binary(bases: &[Vec<u8>], dir: &Path) -> (u64, Vec<String>, Duration)
     }
     (spawned, failures, started.elapsed())
 }
+
+/// A recording read while it is written (`LiveRecording`, for top, --push and --serve) ends up
+/// the same as the whole file parsed at once, whatever sizes the writes came in: records cut
+/// anywhere wait for their end.
+#[test]
+fn a_recording_read_while_written_is_the_whole_file() {
+    use memspy::recording::reader::LiveRecording;
+    let py = common::interpreter_from((3, 12));
+    let dir = tempfile::tempdir().unwrap();
+    for (n, whole) in base_recordings(&py, dir.path()).iter().enumerate() {
+        let expected = Recording::parse(whole).unwrap();
+        let path = dir.path().join(format!("live-{n}.msp"));
+        let mut file = std::fs::File::create(&path).unwrap();
+        let mut live = LiveRecording::new(&path);
+        let mut at = 0;
+        let mut step = 1usize;
+        while at < whole.len() {
+            // 1, 2, 4, ... bytes, then a few KiB: cuts inside headers, lengths and bodies.
+            let end = (at + step).min(whole.len());
+            std::io::Write::write_all(&mut file, &whole[at..end]).unwrap();
+            at = end;
+            step = if step < 4096 {
+                step * 2
+            } else {
+                1 + (at * 7919) % 9000
+            };
+            live.update();
+        }
+        let got = live.update().expect("the description was read");
+        assert_eq!(got.samples.len(), expected.samples.len());
+        assert_eq!(got.thread_samples.len(), expected.thread_samples.len());
+        assert_eq!(got.memory_events.len(), expected.memory_events.len());
+        assert_eq!(got.stacks.len(), expected.stacks.len());
+        assert_eq!(got.strings, expected.strings);
+        assert_eq!(got.complete, expected.complete);
+        assert!(got.damage.is_none());
+        let rss = |r: &Recording| r.samples.iter().map(|s| s.rss_bytes).sum::<u64>();
+        assert_eq!(rss(got), rss(&expected));
+    }
+}

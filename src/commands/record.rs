@@ -334,7 +334,7 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
         (Some(push), Some((name, labels))) => {
             if scratch.is_none() && max_size.is_none() {
                 eprintln!(
-                    "memspy: note: --push reads the recording again at every window; for a long run, bound it with --max-size (and -o run-%n.msp) or keep none with -o none"
+                    "memspy: note: --push holds the recording's samples in memory to attribute each window; for a long run, bound it with --max-size (and -o run-%n.msp) or keep none with -o none"
                 );
             }
             if !std::io::stderr().is_terminal() {

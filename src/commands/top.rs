@@ -3,8 +3,8 @@
 //!
 //! It is `record` and a report at once, with no second code path: the sampler records (never
 //! pausing the target) into rotated files in a private temporary folder, flushed every 200 ms,
-//! and every refresh reads the newest file, attributes its last `--window` seconds as `lines
-//! --from` would, and ranks the functions. On a terminal the table fills the screen (ratatui;
+//! and every refresh reads what was appended to the newest file, attributes its last
+//! `--window` seconds as `lines --from` would, and ranks the functions. On a terminal the table fills the screen (ratatui;
 //! works over SSH and in tmux); with `--once`, or when stdout is not a terminal, it samples
 //! for `--duration` seconds, prints one plain table and exits. A program `top` started (after
 //! `--`) is sent SIGTERM when it quits.
@@ -27,6 +27,7 @@ use crate::analysis::{attribute, short_file, Filter, Metric};
 use crate::error::{Error, Result};
 use crate::output::text::one_line;
 use crate::output::units::bytes;
+use crate::recording::reader::LiveRecording;
 use crate::recording::{Meta, Recording, Writer};
 use crate::sample::{Config, MemoryMode, Root, Sampler};
 use crate::target::launch::Launched;
@@ -103,6 +104,8 @@ struct View {
     rows: Vec<FunctionRow>,
     window_s: f64,
     recorded_s: f64,
+    /// The end of the window (recording time, µs).
+    last_us: u64,
 }
 
 pub fn run(opts: &TopOptions) -> Result<u8> {
@@ -205,39 +208,72 @@ fn session(opts: &TopOptions, dir: &Path) -> Result<u8> {
     })
 }
 
-/// The session's newest file, or the one before it while the newest, just begun after a
-/// rotation, covers less than half the window; older files are deleted.
-fn newest(template: &Path, window: Duration) -> Option<Recording> {
-    let mut n = 1;
-    while crate::sample::part_path(template, n + 1).exists() {
-        n += 1;
+/// The session's files, each read as it grows (an update parses what was appended).
+struct Files {
+    template: PathBuf,
+    lives: std::collections::HashMap<u32, LiveRecording>,
+}
+
+impl Files {
+    fn new(template: &Path) -> Files {
+        Files {
+            template: template.to_path_buf(),
+            lives: Default::default(),
+        }
     }
-    for old in 1..n.saturating_sub(1) {
-        let _ = std::fs::remove_file(crate::sample::part_path(template, old));
+
+    fn live(&mut self, n: u32) -> &mut LiveRecording {
+        let path = crate::sample::part_path(&self.template, n);
+        self.lives
+            .entry(n)
+            .or_insert_with(|| LiveRecording::new(&path))
     }
-    let read = |n: u32| {
-        let path = crate::sample::part_path(template, n);
-        let data = crate::recording::reader::read_regular_file(&path).ok()?;
-        Recording::parse(&data).ok()
-    };
-    let rec = read(n)?;
-    let span = match (rec.samples.first(), rec.samples.last()) {
-        (Some(a), Some(b)) => b.time_us - a.time_us,
-        _ => 0,
-    };
-    if n > 1 && span < window.as_micros() as u64 / 2 {
-        return read(n - 1).or(Some(rec));
+
+    /// The newest file, or the one before it while the newest, just begun after a rotation,
+    /// covers less than half the window; older files are deleted.
+    fn newest(&mut self, window: Duration) -> Option<&Recording> {
+        let mut n = 1;
+        while crate::sample::part_path(&self.template, n + 1).exists() {
+            n += 1;
+        }
+        for old in 1..n.saturating_sub(1) {
+            let _ = std::fs::remove_file(crate::sample::part_path(&self.template, old));
+            self.lives.remove(&old);
+        }
+        let span = self
+            .live(n)
+            .update()
+            .map(|r| match (r.samples.first(), r.samples.last()) {
+                (Some(a), Some(b)) => b.time_us - a.time_us,
+                _ => 0,
+            });
+        let young = span.is_none_or(|s| s < window.as_micros() as u64 / 2);
+        let which = if n > 1 && young && self.live(n - 1).update().is_some() {
+            n - 1
+        } else {
+            n
+        };
+        self.lives.get_mut(&which)?.update()
     }
-    Some(rec)
 }
 
 /// The table of the last `window` of the recording, for one process (pid) or all.
-fn view(rec: &Recording, window: Duration, pid: Option<i32>, wall: bool) -> View {
+fn view(
+    rec: &Recording,
+    window: Duration,
+    pid: Option<i32>,
+    wall: bool,
+    until: Option<u64>,
+) -> View {
     let mut v = View::default();
     let (Some(first), Some(last)) = (rec.samples.first(), rec.samples.last()) else {
         return v;
     };
-    let (first, last) = (first.time_us, last.time_us);
+    let (first, last) = (
+        first.time_us,
+        until.map_or(last.time_us, |u| u.min(last.time_us)),
+    );
+    v.last_us = last;
     let from = last.saturating_sub(window.as_micros() as u64).max(first);
     v.window_s = (last - from) as f64 / 1e6;
     v.recorded_s = last as f64 / 1e6;
@@ -366,10 +402,11 @@ fn once(opts: &TopOptions, template: &Path, stop: &AtomicBool) -> Result<()> {
     }
     // What the sampler wrote last is on disk within the flush interval.
     std::thread::sleep(Duration::from_micros(2 * FLUSH_US));
-    let Some(rec) = newest(template, opts.window) else {
+    let mut files = Files::new(template);
+    let Some(rec) = files.newest(opts.window) else {
         return Err(Error::Other("nothing was recorded".into()));
     };
-    let mut v = view(&rec, opts.window, None, opts.wall);
+    let mut v = view(rec, opts.window, None, opts.wall, None);
     sort(&mut v.rows, opts.sort);
     let mut out = String::new();
     for l in header(&v, opts.window, opts.wall, opts.sort, "all processes") {
@@ -417,7 +454,9 @@ fn live_loop(
     // None: all processes; else one pid.
     let mut pick: Option<i32> = None;
     let mut shown = View::default();
-    let mut rec: Option<Recording> = None;
+    let mut files = Files::new(template);
+    // While paused, the window ends where it did.
+    let mut paused_at: Option<u64> = None;
     let mut next = Instant::now();
     loop {
         if stop.load(Ordering::SeqCst) {
@@ -427,9 +466,6 @@ fn live_loop(
         let mut redraw = false;
         if now >= next {
             next = now + REFRESH;
-            if !paused {
-                rec = newest(template, opts.window).or(rec);
-            }
             redraw = true;
         }
         if event::poll(Duration::from_millis(100)).map_err(|e| Error::io("reading keys", e))? {
@@ -448,7 +484,10 @@ fn live_loop(
                             sort_by = Column::ALL[(d as u8 - b'1') as usize];
                         }
                         KeyCode::Char('m') => wall = !wall,
-                        KeyCode::Char(' ') => paused = !paused,
+                        KeyCode::Char(' ') => {
+                            paused = !paused;
+                            paused_at = paused.then_some(shown.last_us);
+                        }
                         KeyCode::Char('p') => {
                             let pids: Vec<i32> = shown.processes.iter().map(|p| p.0).collect();
                             pick = match pick.and_then(|p| pids.iter().position(|&q| q == p)) {
@@ -466,8 +505,8 @@ fn live_loop(
         if !redraw {
             continue;
         }
-        if let Some(r) = &rec {
-            shown = view(r, opts.window, pick, wall);
+        if let Some(r) = files.newest(opts.window) {
+            shown = view(r, opts.window, pick, wall, paused_at);
         }
         sort(&mut shown.rows, sort_by);
         let pick_text = match pick {

@@ -10,8 +10,9 @@
 //!
 //! Two threads, so that a slow or unreachable backend never holds up sampling:
 //! - the *window* thread wakes after each window (plus the writer's flush interval, so the
-//!   window's samples are on disk), reads the recording file the sampler writes, attributes
-//!   the window as `memspy export --format pprof --from --to` would, and queues the profile;
+//!   window's samples are on disk), reads what the sampler appended to the recording file
+//!   since the last window, attributes the window as `memspy export --format pprof --from
+//!   --to` would, and queues the profile;
 //! - the *sender* thread posts queued profiles, retrying a failure three times with backoff.
 //!   The queue holds a few windows; when it is full, a window is dropped and counted.
 //!
@@ -29,6 +30,7 @@ use crate::analysis::timeline::Timeline;
 use crate::analysis::{attribute_over_time, Filter, Metric};
 use crate::output::pprof;
 use crate::output::text::message;
+use crate::recording::reader::LiveRecording;
 use crate::recording::writer::FLUSH_INTERVAL_US;
 use crate::recording::Recording;
 
@@ -194,6 +196,8 @@ fn window_loop(
     let mut dropping = false;
     let mut first_part = 1u32;
     let mut stopped_at: Option<Instant> = None;
+    // Each file, read as it grows (only what was appended is parsed at each window).
+    let mut lives: std::collections::HashMap<PathBuf, LiveRecording> = Default::default();
     loop {
         let until_us = (boundary_s * 1_000_000).saturating_sub(start_us);
         // Wait for the window to be on disk, or for the end.
@@ -211,7 +215,7 @@ fn window_loop(
                     || waited >= 15
                     || files
                         .last()
-                        .and_then(|p| read(p))
+                        .and_then(|p| live(&mut lives, p).update())
                         .and_then(|r| r.samples.last().map(|s| s.time_us))
                         .is_some_and(|t| t >= until_us);
                 if done {
@@ -233,9 +237,11 @@ fn window_loop(
         let mut last_sample = 0;
         let mut in_window = false;
         for (i, path) in files.iter().enumerate() {
-            let Some(rec) = read(path) else { continue };
+            let Some(rec) = live(&mut lives, path).update() else {
+                continue;
+            };
             last_sample = last_sample.max(rec.samples.last().map_or(0, |s| s.time_us));
-            let Some(body) = window_profile(&rec, from_us, until_us - 1) else {
+            let Some(body) = window_profile(rec, from_us, until_us - 1) else {
                 // The oldest part, ending before the window with a newer part after it, is
                 // done with: it is not read again (and -o none deletes it).
                 let done = i == 0
@@ -243,6 +249,7 @@ fn window_loop(
                     && rec.samples.last().is_none_or(|s| s.time_us < from_us);
                 if done && (!config.delete_parts || std::fs::remove_file(path).is_ok()) {
                     first_part += 1;
+                    lives.remove(path);
                 }
                 continue;
             };
@@ -283,6 +290,16 @@ fn window_loop(
             return;
         }
     }
+}
+
+/// The live reader of `path`, made on first use.
+fn live<'a>(
+    lives: &'a mut std::collections::HashMap<PathBuf, LiveRecording>,
+    path: &Path,
+) -> &'a mut LiveRecording {
+    lives
+        .entry(path.to_path_buf())
+        .or_insert_with(|| LiveRecording::new(path))
 }
 
 pub(crate) fn read(path: &Path) -> Option<Recording> {

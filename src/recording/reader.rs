@@ -274,56 +274,8 @@ impl Recording {
             ..Recording::default()
         };
         let mut state = ReadState::default();
-        let mut pos = HEADER_LEN;
         let mut saw_meta = false;
-        while pos < data.len() {
-            let offset = pos as u64;
-            let Some(len_bytes) = data.get(pos..pos + 4) else {
-                rec.damage = Some(Damage::Truncated { offset });
-                break;
-            };
-            let len = u32::from_le_bytes(len_bytes.try_into().unwrap_or_default()) as usize;
-            if len == 0 || len > MAX_RECORD {
-                rec.damage = Some(Damage::Corrupt {
-                    offset,
-                    what: format!("impossible record length {len}"),
-                });
-                break;
-            }
-            let Some(body) = data.get(pos + 4..pos + 4 + len) else {
-                rec.damage = Some(Damage::Truncated { offset });
-                break;
-            };
-            let Some(crc) = data.get(pos + 4 + len..pos + 8 + len) else {
-                rec.damage = Some(Damage::Truncated { offset });
-                break;
-            };
-            if u32::from_le_bytes(crc.try_into().unwrap_or_default()) != crc32fast::hash(body) {
-                rec.damage = Some(Damage::Corrupt {
-                    offset,
-                    what: "checksum mismatch".into(),
-                });
-                break;
-            }
-            if !saw_meta {
-                // The description: without a sound one nothing else can be read.
-                if body[0] != T_META {
-                    return Err("the first record is not the recording's description".into());
-                }
-                rec.meta = parse_meta(&body[1..])
-                    .map_err(|what| format!("damaged recording: its description {what}"))?;
-                saw_meta = true;
-            } else {
-                let before = rec.event_counts();
-                if let Err(what) = rec.apply(&mut state, body) {
-                    // Nothing of a record that lies is kept, not even its first events.
-                    rec.truncate_events(before);
-                    rec.damage = Some(Damage::Corrupt { offset, what });
-                    break;
-                }
-            }
-            pos += 8 + len;
-        }
+        rec.read_records(&mut state, &mut saw_meta, data, HEADER_LEN, true)?;
         if !saw_meta {
             return Err(match rec.damage {
                 Some(Damage::Corrupt { what, .. }) => {
@@ -335,6 +287,74 @@ impl Recording {
             });
         }
         Ok(rec)
+    }
+
+    /// Read the records of `data` from `pos` on (the header read already); `whole`: `data` is
+    /// the whole file, so a record cut short is damage (else it is still being written, and
+    /// waits). Returns where reading stopped: the end of the last whole record read.
+    fn read_records(
+        &mut self,
+        state: &mut ReadState,
+        saw_meta: &mut bool,
+        data: &[u8],
+        mut pos: usize,
+        whole: bool,
+    ) -> std::result::Result<usize, String> {
+        let rec = self;
+        while pos < data.len() {
+            let offset = pos as u64;
+            let cut = |rec: &mut Recording| {
+                if whole {
+                    rec.damage = Some(Damage::Truncated { offset });
+                }
+            };
+            let Some(len_bytes) = data.get(pos..pos + 4) else {
+                cut(rec);
+                break;
+            };
+            let len = u32::from_le_bytes(len_bytes.try_into().unwrap_or_default()) as usize;
+            if len == 0 || len > MAX_RECORD {
+                rec.damage = Some(Damage::Corrupt {
+                    offset,
+                    what: format!("impossible record length {len}"),
+                });
+                break;
+            }
+            let Some(body) = data.get(pos + 4..pos + 4 + len) else {
+                cut(rec);
+                break;
+            };
+            let Some(crc) = data.get(pos + 4 + len..pos + 8 + len) else {
+                cut(rec);
+                break;
+            };
+            if u32::from_le_bytes(crc.try_into().unwrap_or_default()) != crc32fast::hash(body) {
+                rec.damage = Some(Damage::Corrupt {
+                    offset,
+                    what: "checksum mismatch".into(),
+                });
+                break;
+            }
+            if !*saw_meta {
+                // The description: without a sound one nothing else can be read.
+                if body[0] != T_META {
+                    return Err("the first record is not the recording's description".into());
+                }
+                rec.meta = parse_meta(&body[1..])
+                    .map_err(|what| format!("damaged recording: its description {what}"))?;
+                *saw_meta = true;
+            } else {
+                let before = rec.event_counts();
+                if let Err(what) = rec.apply(state, body) {
+                    // Nothing of a record that lies is kept, not even its first events.
+                    rec.truncate_events(before);
+                    rec.damage = Some(Damage::Corrupt { offset, what });
+                    break;
+                }
+            }
+            pos += 8 + len;
+        }
+        Ok(pos)
     }
 
     /// Decode one record body (after the description) into the recording. A record that is
@@ -1081,6 +1101,91 @@ fn known(id: u32, len: usize, what: &str) -> std::result::Result<(), String> {
 /// take several times a file's size in memory, so a larger file could not be read anyway. An
 /// hour at 10 kHz of a busy process is about 0.5 GB.
 pub const MAX_FILE: u64 = 4 << 30;
+
+/// A recording read while it is written (by `memspy top`, `--push`, `--serve`): each
+/// [`LiveRecording::update`] reads only what was appended to the file since the last one and
+/// parses the records that are whole; a record still being written waits for the next update.
+/// What was parsed stays parsed, so an update costs what was appended, not the file.
+pub struct LiveRecording {
+    path: std::path::PathBuf,
+    file: Option<std::fs::File>,
+    /// Bytes read but not parsed yet (a record not yet whole, or the header).
+    pending: Vec<u8>,
+    rec: Recording,
+    state: ReadState,
+    header_read: bool,
+    saw_meta: bool,
+    /// The file is not a recording, or lies: it is read no further.
+    stopped: bool,
+}
+
+impl LiveRecording {
+    pub fn new(path: &Path) -> LiveRecording {
+        LiveRecording {
+            path: path.to_path_buf(),
+            file: None,
+            pending: Vec::new(),
+            rec: Recording::default(),
+            state: ReadState::default(),
+            header_read: false,
+            saw_meta: false,
+            stopped: false,
+        }
+    }
+
+    /// Read what was appended since, and the recording so far (None before its description
+    /// is on disk, or when the file is not a recording).
+    pub fn update(&mut self) -> Option<&Recording> {
+        use std::io::Read;
+        if !self.stopped {
+            if self.file.is_none() {
+                // Only a regular file, not followed through a link (as `read_regular_file`).
+                use std::os::unix::fs::OpenOptionsExt;
+                self.file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                    .open(&self.path)
+                    .ok()
+                    .filter(|f| f.metadata().is_ok_and(|m| m.file_type().is_file()));
+            }
+            if let Some(f) = self.file.as_mut() {
+                let mut chunk = Vec::new();
+                if f.read_to_end(&mut chunk).is_ok() {
+                    self.rec.file_bytes += chunk.len() as u64;
+                    self.pending.extend_from_slice(&chunk);
+                }
+            }
+            self.parse_pending();
+        }
+        self.saw_meta.then_some(&self.rec)
+    }
+
+    fn parse_pending(&mut self) {
+        if !self.header_read {
+            if self.pending.len() < HEADER_LEN {
+                return;
+            }
+            let version = u32::from_le_bytes(self.pending[8..12].try_into().unwrap_or_default());
+            if &self.pending[..8] != MAGIC || version != VERSION {
+                self.stopped = true;
+                return;
+            }
+            self.pending.drain(..HEADER_LEN);
+            self.header_read = true;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        match self
+            .rec
+            .read_records(&mut self.state, &mut self.saw_meta, &pending, 0, false)
+        {
+            Ok(used) => self.pending = pending[used..].to_vec(),
+            Err(_) => self.stopped = true,
+        }
+        if self.rec.damage.is_some() {
+            self.stopped = true;
+        }
+    }
+}
 
 /// The bytes of a file that must be a regular file.
 ///
