@@ -20,31 +20,11 @@ use headless_chrome::protocol::cdp::{Emulation, Input, Page as Cdp, Runtime};
 use headless_chrome::{Browser, LaunchOptions, Tab};
 use serde_json::Value;
 
-use common::{fixtures_dir, interpreter_from, memspy_bin, record_workers};
+use common::{fixtures_dir, interpreter_from, lines_total, memspy_bin, record_workers};
 
-/// A runnable Chromium: $MEMSPY_CHROMIUM (scripts/test.sh sets it), else what the provisioning
-/// script prints last (it is quick once the browser is cached).
+/// A runnable Chromium (scripts/provision-chromium.sh).
 fn chromium() -> PathBuf {
-    if let Some(p) = std::env::var_os("MEMSPY_CHROMIUM") {
-        return p.into();
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/provision-chromium.sh");
-    let out = Command::new("bash")
-        .arg(script)
-        .output()
-        .expect("run provision-chromium.sh");
-    assert!(
-        out.status.success(),
-        "scripts/provision-chromium.sh failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .expect("provision-chromium.sh printed no path")
-        .trim()
-        .into()
+    common::provisioned("MEMSPY_CHROMIUM", "provision-chromium.sh")
 }
 
 fn screenshots() -> PathBuf {
@@ -371,34 +351,6 @@ fn report(rec: &Path, page: &Path) -> String {
         assert!(!html.contains(external), "the page has {external}");
     }
     html
-}
-
-/// Every metric's total as `memspy lines --format json` gives it (the sum of every line's own
-/// value, the pseudo-lines included).
-fn lines_total(rec: &Path, metric: &str, extra: &[&str]) -> f64 {
-    let mut args = vec![
-        "lines",
-        "-i",
-        rec.to_str().unwrap(),
-        "-m",
-        metric,
-        "--format",
-        "json",
-    ];
-    args.extend_from_slice(extra);
-    let out = memspy(&args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
-    doc["lines"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["self_value"].as_f64().unwrap())
-        .sum()
 }
 
 fn assert_close(what: &str, page: f64, expected: f64, slack: f64) {

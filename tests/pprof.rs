@@ -9,35 +9,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use common::{fixtures_dir, interpreter_from, memspy_bin, record_workers};
+use common::{fixtures_dir, interpreter_from, memspy_bin, pprof_raw_totals, record_workers};
 use serde_json::Value;
 
-/// The `go` wrapper: $MEMSPY_GO (scripts/test.sh sets it), else what the provisioning script
-/// prints last (quick once Go is cached).
+/// The `go` wrapper (scripts/provision-go.sh).
 fn go() -> &'static Path {
     static GO: OnceLock<PathBuf> = OnceLock::new();
-    GO.get_or_init(|| {
-        if let Some(p) = std::env::var_os("MEMSPY_GO") {
-            return p.into();
-        }
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/provision-go.sh");
-        let out = Command::new("bash")
-            .arg(script)
-            .output()
-            .expect("run provision-go.sh");
-        assert!(
-            out.status.success(),
-            "scripts/provision-go.sh failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .last()
-            .expect("provision-go.sh printed no path")
-            .trim()
-            .into()
-    })
+    GO.get_or_init(|| common::provisioned("MEMSPY_GO", "provision-go.sh"))
 }
 
 /// `go tool pprof ARGS PROFILE`: its stdout; it must succeed.
@@ -72,40 +50,6 @@ fn export(rec: &Path, out: &Path, extra: &[&str]) {
     args.extend_from_slice(extra);
     let o = memspy(&args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-}
-
-/// The sample types `-raw` lists, and each one's sum over every sample, as the reader decoded
-/// them.
-fn raw_totals(raw: &str) -> (Vec<String>, Vec<i64>) {
-    let mut lines = raw
-        .lines()
-        .skip_while(|l| !l.starts_with("Samples:"))
-        .skip(1);
-    let header = lines.next().expect("no sample types");
-    let types: Vec<String> = header
-        .split_whitespace()
-        .map(|t| t.split('/').next().unwrap().to_string())
-        .collect();
-    let mut sums = vec![0i64; types.len()];
-    for line in lines {
-        if line.starts_with("Locations") {
-            break;
-        }
-        // "  v1 v2 ...: loc loc ..." (labels are on the lines after).
-        let Some((values, _)) = line.split_once(':') else {
-            continue;
-        };
-        let values: Vec<i64> = values
-            .split_whitespace()
-            .filter_map(|v| v.parse().ok())
-            .collect();
-        if values.len() == types.len() {
-            for (s, v) in sums.iter_mut().zip(values) {
-                *s += v;
-            }
-        }
-    }
-    (types, sums)
 }
 
 /// `-top` of one sample type in its base unit: (flat, name) per row, largest flat first.
@@ -167,7 +111,7 @@ fn check_recording(rec: &Path, dir: &Path) {
     let all = dir.join("all.pb.gz");
     export(rec, &all, &["pprof"]);
     let raw = pprof(&["-raw"], &all);
-    let (types, sums) = raw_totals(&raw);
+    let (types, sums) = pprof_raw_totals(&raw);
     assert_eq!(types, METRICS, "{raw}");
     assert!(raw.contains("PeriodType: wall nanoseconds"), "{raw}");
     assert!(raw.contains("pid:[") && raw.contains("process:[") && raw.contains("thread_name:["));
@@ -203,7 +147,7 @@ fn check_recording(rec: &Path, dir: &Path) {
     // One metric alone: one sample type, the same total.
     let one = dir.join("retained.pb.gz");
     export(rec, &one, &["pprof", "--metric", "retained"]);
-    let (types, sums_one) = raw_totals(&pprof(&["-raw"], &one));
+    let (types, sums_one) = pprof_raw_totals(&pprof(&["-raw"], &one));
     assert_eq!(types, ["retained"]);
     assert_eq!(sums_one[0], sums[4]);
 }
@@ -265,8 +209,8 @@ fn pprof_of_workers() {
         "25%",
     ]);
     assert!(o.status.success());
-    let (_, window) = raw_totals(&pprof(&["-raw"], &first_worker));
-    let (_, whole) = raw_totals(&pprof(&["-raw"], &all));
+    let (_, window) = pprof_raw_totals(&pprof(&["-raw"], &first_worker));
+    let (_, whole) = pprof_raw_totals(&pprof(&["-raw"], &all));
     assert!(
         window[0] < whole[0],
         "a window has less wall time: {window:?} vs {whole:?}"
@@ -323,7 +267,7 @@ fn served_profiles_are_fetched_by_the_reference_reader() {
         String::from_utf8_lossy(&out.stderr)
     );
     let raw = String::from_utf8(out.stdout).unwrap();
-    let (types, sums) = raw_totals(&raw);
+    let (types, sums) = pprof_raw_totals(&raw);
     assert_eq!(types, METRICS);
     assert!(sums[0] > 0, "no wall time in {raw}");
     // A second request, asking for nothing sensible.

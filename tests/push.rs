@@ -138,23 +138,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 fn go() -> PathBuf {
-    if let Some(p) = std::env::var_os("MEMSPY_GO") {
-        return p.into();
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/provision-go.sh");
-    let out = Command::new("bash").arg(script).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .trim()
-        .into()
+    common::provisioned("MEMSPY_GO", "provision-go.sh")
 }
 
 /// Each sample type's total in a profile, as `go tool pprof -raw` decodes it.
@@ -173,28 +157,8 @@ fn totals(profile: &[u8], dir: &Path, n: usize) -> Vec<i64> {
     );
     let raw = String::from_utf8(out.stdout).unwrap();
     assert!(raw.contains("pid:[") && raw.contains("process:["), "{raw}");
-    let mut sums = vec![0i64; 6];
-    for line in raw
-        .lines()
-        .skip_while(|l| !l.starts_with("Samples:"))
-        .skip(2)
-    {
-        if line.starts_with("Locations") {
-            break;
-        }
-        let Some((values, _)) = line.split_once(':') else {
-            continue;
-        };
-        let v: Vec<i64> = values
-            .split_whitespace()
-            .filter_map(|x| x.parse().ok())
-            .collect();
-        if v.len() == 6 {
-            for (s, x) in sums.iter_mut().zip(v) {
-                *s += x;
-            }
-        }
-    }
+    let (types, sums) = common::pprof_raw_totals(&raw);
+    assert_eq!(types.len(), 6, "{raw}");
     sums
 }
 
@@ -221,28 +185,6 @@ fn record(port: u16, dir: &Path, mib: &str) -> (std::process::Output, Duration, 
         .output()
         .unwrap();
     (out, t0.elapsed(), rec)
-}
-
-fn lines_total(rec: &Path, metric: &str) -> f64 {
-    let out = Command::new(memspy_bin())
-        .args([
-            "lines",
-            "-i",
-            rec.to_str().unwrap(),
-            "-m",
-            metric,
-            "--format",
-            "json",
-        ])
-        .output()
-        .unwrap();
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
-    doc["lines"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["self_value"].as_f64().unwrap())
-        .sum()
 }
 
 #[test]
@@ -287,19 +229,19 @@ fn pushed_windows_add_up_to_the_recording() {
     // CPU adds up exactly; wall time to within a few samples (each window's first sample
     // counts one interval); growth loses at most the change across each boundary (a window
     // starts at its first reading, as `--from` does).
-    let cpu = lines_total(&rec, "cpu") * 1000.0;
+    let cpu = common::lines_total(&rec, "cpu", &[]) * 1000.0;
     assert!(
         (sums[1] as f64 - cpu).abs() <= 1e6,
         "cpu {} vs {cpu}",
         sums[1]
     );
-    let wall = lines_total(&rec, "wall") * 1000.0;
+    let wall = common::lines_total(&rec, "wall", &[]) * 1000.0;
     assert!(
         (sums[0] as f64 - wall).abs() <= 0.05 * wall,
         "wall {} vs {wall}",
         sums[0]
     );
-    let growth = lines_total(&rec, "growth");
+    let growth = common::lines_total(&rec, "growth", &[]);
     let boundaries = got.len() as f64;
     assert!(
         sums[2] as f64 <= growth + 1.0 && sums[2] as f64 >= growth - boundaries * 2.5 * 1048576.0,

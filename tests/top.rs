@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -38,23 +38,7 @@ fn service() -> (Service, i32) {
 }
 
 fn tmux_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("MEMSPY_TMUX") {
-        return p.into();
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/provision-tmux.sh");
-    let out = Command::new("bash").arg(script).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .trim()
-        .into()
+    common::provisioned("MEMSPY_TMUX", "provision-tmux.sh")
 }
 
 /// A tmux server of the test's own (its own socket), killed when dropped.

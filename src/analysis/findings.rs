@@ -21,25 +21,11 @@ const MEMORY_WORTH: f64 = 1024.0 * 1024.0;
 /// workers, "the program (pid 4242)" when alone.
 pub fn process_name(rec: &Recording, id: usize) -> String {
     let p = &rec.processes[id];
-    let name = match p.parent {
-        None if rec.processes.iter().any(|q| q.parent == Some(id as u32)) => "master".into(),
-        None => "the program".into(),
-        Some(parent) => {
-            let root_child = rec
-                .processes
-                .get(parent as usize)
-                .is_some_and(|q| q.parent.is_none());
-            if root_child {
-                let n = rec.processes[..id]
-                    .iter()
-                    .filter(|q| q.parent == Some(parent))
-                    .count()
-                    + 1;
-                format!("worker {n}")
-            } else {
-                "a child process".into()
-            }
-        }
+    let name = match (p.parent, super::worker_number(rec, id)) {
+        (None, _) if rec.processes.iter().any(|q| q.parent == Some(id as u32)) => "master".into(),
+        (None, _) => "the program".into(),
+        (Some(_), Some(n)) => format!("worker {n}"),
+        (Some(_), None) => "a child process".into(),
     };
     format!("{name} (pid {})", p.pid)
 }

@@ -1240,22 +1240,29 @@ pub fn process_role(rec: &Recording, id: usize) -> String {
         }
         Some(parent) => {
             let parent_pid = rec.processes.get(parent as usize).map_or(0, |q| q.pid);
-            let root_child = rec
-                .processes
-                .get(parent as usize)
-                .is_some_and(|q| q.parent.is_none());
-            if root_child {
-                let n = rec.processes[..id]
-                    .iter()
-                    .filter(|q| q.parent == Some(parent))
-                    .count()
-                    + 1;
-                format!("worker {n} of {parent_pid}")
-            } else {
-                format!("child of {parent_pid}")
+            match worker_number(rec, id) {
+                Some(n) => format!("worker {n} of {parent_pid}"),
+                None => format!("child of {parent_pid}"),
             }
         }
     }
+}
+
+/// N when process `id` is the Nth child of the root process (its workers, in the order they
+/// were found); None for the root and for deeper descendants.
+pub fn worker_number(rec: &Recording, id: usize) -> Option<usize> {
+    let parent = rec.processes.get(id)?.parent?;
+    let root_child = rec
+        .processes
+        .get(parent as usize)
+        .is_some_and(|q| q.parent.is_none());
+    root_child.then(|| {
+        rec.processes[..id]
+            .iter()
+            .filter(|q| q.parent == Some(parent))
+            .count()
+            + 1
+    })
 }
 
 /// The label of a process's root node: `process 4243 (worker 1 of 4242) gunicorn: worker [app]`.

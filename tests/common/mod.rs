@@ -393,3 +393,89 @@ pub fn function_total(
         .map(|f| f.total_value)
         .sum()
 }
+
+/// A tool the project's scripts provision (a browser, Go, tmux): `$env` when set (as
+/// scripts/test.sh sets it), else the last line `scripts/<script>` prints (quick once the
+/// tool is cached).
+pub fn provisioned(env: &str, script: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
+        return p.into();
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join(script);
+    let out = Command::new("bash")
+        .arg(&path)
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", path.display()));
+    assert!(
+        out.status.success(),
+        "scripts/{script} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("scripts/{script} printed no path"))
+        .trim()
+        .into()
+}
+
+/// A metric's total as `memspy lines --format json` gives it: the sum of every line's own
+/// value, the pseudo-lines included.
+pub fn lines_total(rec: &Path, metric: &str, extra: &[&str]) -> f64 {
+    let out = Command::new(memspy_bin())
+        .args(["lines", "-i"])
+        .arg(rec)
+        .args(["-m", metric, "--format", "json"])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    doc["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["self_value"].as_f64().unwrap())
+        .sum()
+}
+
+/// The sample types `go tool pprof -raw` lists, and each one's sum over every sample, as the
+/// reference reader decoded them.
+pub fn pprof_raw_totals(raw: &str) -> (Vec<String>, Vec<i64>) {
+    let mut lines = raw
+        .lines()
+        .skip_while(|l| !l.starts_with("Samples:"))
+        .skip(1);
+    let header = lines.next().expect("no sample types");
+    let types: Vec<String> = header
+        .split_whitespace()
+        .map(|t| t.split('/').next().unwrap().to_string())
+        .collect();
+    let mut sums = vec![0i64; types.len()];
+    for line in lines {
+        if line.starts_with("Locations") {
+            break;
+        }
+        // "  v1 v2 ...: loc loc ..." (labels are on the lines after).
+        let Some((values, _)) = line.split_once(':') else {
+            continue;
+        };
+        let values: Vec<i64> = values
+            .split_whitespace()
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        if values.len() == types.len() {
+            for (s, v) in sums.iter_mut().zip(values) {
+                *s += v;
+            }
+        }
+    }
+    (types, sums)
+}
