@@ -296,6 +296,12 @@ impl Page {
         self.errors.lock().unwrap().clone()
     }
 
+    /// No console error, warning or exception, once the last events have arrived.
+    fn assert_no_errors(&self) {
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(self.errors(), Vec::<String>::new());
+    }
+
     /// What the page draws as text.
     fn flame_text(&self) -> String {
         self.text("document.getElementById('flame').textContent")
@@ -367,19 +373,7 @@ const MIB: f64 = 1024.0 * 1024.0;
 fn html_report_of_one_process() {
     let py = interpreter_from((3, 12));
     let dir = tempfile::tempdir().unwrap();
-    let rec = dir.path().join("leak.msp");
-    let out = Command::new(memspy_bin())
-        .args(["record", "-o", rec.to_str().unwrap(), "--"])
-        .arg(&py.exe)
-        .arg(fixtures_dir().join("leak.py"))
-        .arg("24")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let rec = common::record_leak(&py, dir.path(), "leak.msp", 24);
     let html = dir.path().join("leak.html");
     report(&rec, &html);
     let page = Page::open(&html);
@@ -493,8 +487,7 @@ fn html_report_of_one_process() {
     page.wait("document.getElementById('window-label').textContent.startsWith('Whole')");
     assert_close("growth", page.flame_total(), whole_growth, 1.0);
 
-    std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(page.errors(), Vec::<String>::new());
+    page.assert_no_errors();
 }
 
 /// A pre-fork server: a master and workers that each grow their own amount; the process
@@ -568,8 +561,7 @@ fn html_report_of_workers() {
     assert!(early < whole, "{early} of {whole}");
     page.screenshot("workers-window");
 
-    std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(page.errors(), Vec::<String>::new());
+    page.assert_no_errors();
 }
 
 /// Bad input: no recording, an empty window; a one-line error and exit 2.
@@ -725,8 +717,7 @@ fn html_report_of_hostile_names() {
         );
     }
     page.screenshot("hostile-names");
-    std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(page.errors(), Vec::<String>::new());
+    page.assert_no_errors();
 }
 
 /// `memspy report` with no arguments reads the newest recording here and writes

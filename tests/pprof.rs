@@ -156,19 +156,7 @@ fn check_recording(rec: &Path, dir: &Path) {
 fn pprof_of_one_process() {
     let py = interpreter_from((3, 12));
     let dir = tempfile::tempdir().unwrap();
-    let rec = dir.path().join("leak.msp");
-    let out = Command::new(memspy_bin())
-        .args(["record", "-o", rec.to_str().unwrap(), "--"])
-        .arg(&py.exe)
-        .arg(fixtures_dir().join("leak.py"))
-        .arg("16")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let rec = common::record_leak(&py, dir.path(), "leak.msp", 16);
     check_recording(&rec, dir.path());
     // Functions carry their file and first line; locations their line.
     let all = dir.path().join("all.pb.gz");

@@ -479,3 +479,26 @@ pub fn pprof_raw_totals(raw: &str) -> (Vec<String>, Vec<i64>) {
     }
     (types, sums)
 }
+
+/// Record `fixtures/leak.py MIB` (its cache keeps MIB MiB, it burns CPU in `work` and churns
+/// 20 MiB) into `dir/name`.
+pub fn record_leak(py: &Interpreter, dir: &Path, name: &str, mib: u32) -> PathBuf {
+    let path = dir.join(name);
+    let out = Command::new(memspy_bin())
+        .args(["record", "-o"])
+        .arg(&path)
+        .arg("--")
+        .arg(&py.exe)
+        .arg(fixtures_dir().join("leak.py"))
+        .arg(mib.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run memspy record");
+    assert!(
+        out.status.success(),
+        "{}: memspy record leak.py: {}",
+        py.label,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path
+}
