@@ -258,6 +258,20 @@ fn served_profiles_are_fetched_by_the_reference_reader() {
     let (types, sums) = pprof_raw_totals(&raw);
     assert_eq!(types, METRICS);
     assert!(sums[0] > 0, "no wall time in {raw}");
+    // A second one reads on from where the first left the file.
+    let out = Command::new(go())
+        .args(["tool", "pprof", "-raw"])
+        .arg(format!("{url}?seconds=1"))
+        .env("PPROF_TMPDIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, again) = pprof_raw_totals(&String::from_utf8(out.stdout).unwrap());
+    assert!(again[0] > 0, "no wall time the second time");
     // A second request, asking for nothing sensible.
     let addr = url
         .trim_start_matches("http://")

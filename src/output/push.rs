@@ -302,11 +302,6 @@ fn live<'a>(
         .or_insert_with(|| LiveRecording::new(path))
 }
 
-pub(crate) fn read(path: &Path) -> Option<Recording> {
-    let data = crate::recording::reader::read_regular_file(path).ok()?;
-    Recording::parse(&data).ok()
-}
-
 /// The gzipped pprof profile of `[from_us, to_us]` of `rec` (every metric), if it has samples
 /// there.
 pub(crate) fn window_profile(rec: &Recording, from_us: u64, to_us: u64) -> Option<Vec<u8>> {

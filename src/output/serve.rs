@@ -5,7 +5,8 @@
 //! which pullers ask for by default) waits N seconds (default 30, at most 600) and answers
 //! with the gzipped pprof profile of those seconds, every metric a sample type, as
 //! `memspy export --format pprof --from --to` would write it; `/debug/pprof/memspy` is the same.
-//! The server only reads the recording file the sampler writes; it answers at most 8 requests
+//! The server only reads the recording file the sampler writes (what was appended since the
+//! last request, see [`LiveRecording`]); it answers at most 8 requests
 //! at a time, reads at most 8 KiB of a request, and listens where it is told (memspy says so
 //! when that is not a loopback address: profiles name the target's functions and files).
 
@@ -17,7 +18,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::output::push::{read, window_profile};
+use std::sync::Mutex;
+
+use crate::output::push::window_profile;
+use crate::recording::reader::LiveRecording;
+
+/// The file being read, as it grows (shared by the requests: each parses what was appended).
+type Live = Mutex<Option<(PathBuf, LiveRecording)>>;
 
 /// At most this many requests at once.
 const MAX_REQUESTS: usize = 8;
@@ -46,6 +53,7 @@ impl Server {
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let busy = Arc::new(AtomicUsize::new(0));
+        let live: Arc<Live> = Arc::default();
         let accept = {
             let stop = stop.clone();
             std::thread::Builder::new()
@@ -54,8 +62,8 @@ impl Server {
                     while !stop.load(Ordering::SeqCst) {
                         match listener.accept() {
                             Ok((stream, _)) => {
-                                let (config, stop, busy) =
-                                    (config.clone(), stop.clone(), busy.clone());
+                                let (config, stop, busy, live) =
+                                    (config.clone(), stop.clone(), busy.clone(), live.clone());
                                 if busy.fetch_add(1, Ordering::SeqCst) >= MAX_REQUESTS {
                                     busy.fetch_sub(1, Ordering::SeqCst);
                                     let _ = answer(
@@ -67,7 +75,7 @@ impl Server {
                                     continue;
                                 }
                                 std::thread::spawn(move || {
-                                    handle(stream, &config, &stop);
+                                    handle(stream, &config, &stop, &live);
                                     busy.fetch_sub(1, Ordering::SeqCst);
                                 });
                             }
@@ -101,7 +109,7 @@ fn answer(mut stream: TcpStream, status: &str, kind: &str, body: &[u8]) -> std::
     stream.flush()
 }
 
-fn handle(mut stream: TcpStream, config: &ServeConfig, stop: &AtomicBool) {
+fn handle(mut stream: TcpStream, config: &ServeConfig, stop: &AtomicBool, live: &Live) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let mut request = Vec::new();
@@ -158,10 +166,17 @@ fn handle(mut stream: TcpStream, config: &ServeConfig, stop: &AtomicBool) {
     // What the sampler wrote last reaches the file within its flush interval.
     std::thread::sleep(Duration::from_millis(400));
     let path = newest(config);
-    let body = read(&path).and_then(|rec| {
-        let end = rec.samples.last()?.time_us;
-        window_profile(&rec, end.saturating_sub(seconds * 1_000_000), end)
-    });
+    let body = {
+        let mut live = live.lock().unwrap_or_else(|e| e.into_inner());
+        // A new part of a rotated recording: read it from its start.
+        if live.as_ref().is_none_or(|(p, _)| *p != path) {
+            *live = Some((path.clone(), LiveRecording::new(&path)));
+        }
+        live.as_mut().and_then(|(_, l)| l.update()).and_then(|rec| {
+            let end = rec.samples.last()?.time_us;
+            window_profile(rec, end.saturating_sub(seconds * 1_000_000), end)
+        })
+    };
     let _ = match body {
         Some(b) => answer(stream, "200 OK", "application/octet-stream", &b),
         None => answer(
