@@ -394,6 +394,11 @@ fn html_report_of_one_process() {
         "{findings}"
     );
     assert!(findings.contains("work"), "{findings}");
+    // The leak, nearly all the memory held at the end, comes first.
+    assert!(
+        findings.lines().next().unwrap_or("").contains("retained"),
+        "{findings}"
+    );
     page.screenshot("one-process-wall");
 
     // Every metric of the whole recording adds up to what `memspy lines` says.

@@ -6,6 +6,10 @@
 //! burnt the most CPU, which line made the most memory that was freed again (churn), and,
 //! when nothing else stands out, where the wall time went. A finding names its process when
 //! the recording has more than one.
+//!
+//! They are ranked by the share of its total each one is (of the memory held at the end, all
+//! CPU time, all growth, all wall time), retained memory weighing 1.5 times and wall time half:
+//! a leak is the question first asked, and wall time is mostly waiting.
 
 use rustc_hash::FxHashMap;
 
@@ -159,7 +163,7 @@ pub fn findings(rec: &Recording, attr: &Attribution, max: usize) -> Vec<String> 
         let v = k.value;
         if v >= MEMORY_WORTH {
             out.push((
-                3.0 + v / held,
+                1.5 * v / held,
                 {
                     let (subject, parts) = who(&k, &mem);
                     format!(
@@ -176,7 +180,7 @@ pub fn findings(rec: &Recording, attr: &Attribution, max: usize) -> Vec<String> 
     let cpu_total = attr.total(Metric::Cpu).max(1.0);
     if let Some(k) = top(&|v| v[1]) {
         let v = k.value;
-        out.push((2.0 + v / cpu_total, {
+        out.push((v / cpu_total, {
             let (subject, parts) = who(&k, &time);
             format!(
                 "{subject} spent the most CPU time in {}: {}{parts}, {:.0}% of all CPU time",
@@ -191,7 +195,7 @@ pub fn findings(rec: &Recording, attr: &Attribution, max: usize) -> Vec<String> 
         let v = k.value;
         if v >= MEMORY_WORTH {
             out.push((
-                1.5 + v / growth_total,
+                v / growth_total,
                 {
                     let (subject, parts) = who(&k, &mem);
                     format!(
@@ -209,7 +213,7 @@ pub fn findings(rec: &Recording, attr: &Attribution, max: usize) -> Vec<String> 
     if let Some(k) = top(&|v| v[0]) {
         let v = k.value;
         out.push((
-            1.0 + v / wall_total,
+            0.5 * v / wall_total,
             {
                 let (subject, parts) = who(&k, &time);
                 format!(
