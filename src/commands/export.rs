@@ -3,8 +3,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use crate::analysis::timeline::Timeline;
-use crate::analysis::{attribute, attribute_over_time, Filter, Metric, Naming, WindowSpec};
+use crate::analysis::{attribute, Filter, Metric, Naming, WindowSpec};
 use crate::commands::flame::{check_pid, file_name, shown, write_file};
 use crate::commands::info::open_recording;
 use crate::commands::plot::attributed;
@@ -198,24 +197,11 @@ fn export_pprof(
         _ => return Err(Error::Usage(format!("{name} has no samples to export"))),
     };
     let (from_us, to_us) = filter.window.unwrap_or((first, last));
-    // One bucket: the attribution of the window, with each thread's and task's time.
-    let mut timeline = Timeline::new(from_us, to_us.max(from_us), 1).with_threads();
-    let attr = attribute_over_time(rec, &filter, Some(&mut timeline));
-    let mut time_of = std::collections::HashMap::new();
-    for ((_, key, who), v) in timeline.threads.unwrap_or_default() {
-        time_of.insert((key, who), v);
-    }
     let metrics: Vec<Metric> = match opts.metric {
         Some(m) => vec![m],
         None => Metric::ALL.to_vec(),
     };
-    let profile = pprof::profile(
-        rec,
-        &attr,
-        &time_of,
-        &metrics,
-        pprof::Span { from_us, to_us },
-    );
+    let profile = pprof::window(rec, &filter, pprof::Span { from_us, to_us }, &metrics);
     written(pprof::write_gzipped(&profile, out))?;
     Ok(format!(
         "pprof profile of {}: {} samples, {} locations",

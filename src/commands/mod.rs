@@ -36,3 +36,28 @@ pub(crate) fn to_stdout<T>(report: impl FnOnce(&mut dyn io::Write) -> Result<T>)
     written(io::Write::flush(&mut out))?;
     Ok(value)
 }
+
+/// A new folder in the temporary directory that only this user (root, usually) can enter,
+/// `memspy-PURPOSE-…`: where `top` and `record -o none` keep their recording's files.
+pub(crate) fn private_folder(purpose: &str) -> Result<std::path::PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let base = std::env::temp_dir();
+    for attempt in 0..16u32 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir = base.join(format!(
+            "memspy-{purpose}-{}-{nanos:x}{attempt}",
+            std::process::id()
+        ));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io(format!("cannot create {}", dir.display()), e)),
+        }
+    }
+    Err(Error::Usage(format!(
+        "cannot create a private folder in {} for memspy {purpose}",
+        base.display()
+    )))
+}

@@ -170,7 +170,7 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
         ));
     }
     let scratch = if no_file {
-        Some(scratch_folder()?)
+        Some(crate::commands::private_folder("push")?)
     } else {
         None
     };
@@ -502,29 +502,6 @@ fn triggers_config(
         recording: template.to_path_buf(),
         rotated,
     }))
-}
-
-/// A new folder only root (or this user) can enter, for a `-o none` recording's files.
-fn scratch_folder() -> Result<PathBuf> {
-    use std::os::unix::fs::DirBuilderExt;
-    let base = std::env::temp_dir();
-    for attempt in 0..16u32 {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let dir = base.join(format!(
-            "memspy-push-{}-{nanos:x}{attempt}",
-            std::process::id()
-        ));
-        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-            Ok(()) => return Ok(dir),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(Error::io(format!("cannot create {}", dir.display()), e)),
-        }
-    }
-    Err(Error::Usage(
-        "cannot create a private folder for -o none".into(),
-    ))
 }
 
 fn discard(path: &std::path::Path) {

@@ -114,23 +114,10 @@ pub fn run(opts: &TopOptions) -> Result<u8> {
             "give either --pid PID or a command after --".into(),
         ));
     }
-    let dir = scratch()?;
+    let dir = crate::commands::private_folder("top")?;
     let result = session(opts, &dir);
     let _ = std::fs::remove_dir_all(&dir);
     result
-}
-
-fn scratch() -> Result<PathBuf> {
-    use std::os::unix::fs::DirBuilderExt;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let dir = std::env::temp_dir().join(format!("memspy-top-{}-{nanos:x}", std::process::id()));
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&dir)
-        .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
-    Ok(dir)
 }
 
 fn session(opts: &TopOptions, dir: &Path) -> Result<u8> {
@@ -232,10 +219,7 @@ impl Files {
     /// The newest file, or the one before it while the newest, just begun after a rotation,
     /// covers less than half the window; older files are deleted.
     fn newest(&mut self, window: Duration) -> Option<&Recording> {
-        let mut n = 1;
-        while crate::sample::part_path(&self.template, n + 1).exists() {
-            n += 1;
-        }
+        let n = crate::sample::last_part(&self.template);
         for old in 1..n.saturating_sub(1) {
             let _ = std::fs::remove_file(crate::sample::part_path(&self.template, old));
             self.lives.remove(&old);

@@ -26,8 +26,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::analysis::timeline::Timeline;
-use crate::analysis::{attribute_over_time, Filter, Metric};
+use crate::analysis::{Filter, Metric};
 use crate::output::pprof;
 use crate::output::text::message;
 use crate::recording::reader::LiveRecording;
@@ -316,19 +315,7 @@ pub(crate) fn window_profile(rec: &Recording, from_us: u64, to_us: u64) -> Optio
         window: Some((from_us, to_us)),
         ..Filter::default()
     };
-    let mut timeline = Timeline::new(from_us, to_us, 1).with_threads();
-    let attr = attribute_over_time(rec, &filter, Some(&mut timeline));
-    let mut time_of = std::collections::HashMap::new();
-    for ((_, key, who), v) in timeline.threads.unwrap_or_default() {
-        time_of.insert((key, who), v);
-    }
-    let profile = pprof::profile(
-        rec,
-        &attr,
-        &time_of,
-        &Metric::ALL,
-        pprof::Span { from_us, to_us },
-    );
+    let profile = pprof::window(rec, &filter, pprof::Span { from_us, to_us }, &Metric::ALL);
     let mut body = Vec::new();
     pprof::write_gzipped(&profile, &mut body).ok()?;
     Some(body)

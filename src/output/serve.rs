@@ -165,7 +165,7 @@ fn handle(mut stream: TcpStream, config: &ServeConfig, stop: &AtomicBool, live: 
     }
     // What the sampler wrote last reaches the file within its flush interval.
     std::thread::sleep(Duration::from_millis(400));
-    let path = newest(config);
+    let path = crate::sample::newest_part(&config.template, config.rotated);
     let body = {
         let mut live = live.lock().unwrap_or_else(|e| e.into_inner());
         // A new part of a rotated recording: read it from its start.
@@ -186,15 +186,4 @@ fn handle(mut stream: TcpStream, config: &ServeConfig, stop: &AtomicBool, live: 
             b"no samples yet\n",
         ),
     };
-}
-
-fn newest(config: &ServeConfig) -> PathBuf {
-    if !config.rotated {
-        return config.template.clone();
-    }
-    let mut n = 1;
-    while crate::sample::part_path(&config.template, n + 1).exists() {
-        n += 1;
-    }
-    crate::sample::part_path(&config.template, n)
 }

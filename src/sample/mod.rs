@@ -101,6 +101,24 @@ fn end_of(reason: EndReason, status: Option<std::process::ExitStatus>) -> (EndRe
     }
 }
 
+/// The file a recording is being written to now: `path`, or the highest-numbered part of a
+/// rotated one whose names are `path` (a `%n` template).
+pub fn newest_part(path: &std::path::Path, rotated: bool) -> std::path::PathBuf {
+    if !rotated {
+        return path.to_path_buf();
+    }
+    part_path(path, last_part(path))
+}
+
+/// The number of the last part of a rotated recording that exists (1 when none does).
+pub fn last_part(template: &std::path::Path) -> u32 {
+    let mut n = 1;
+    while part_path(template, n + 1).exists() {
+        n += 1;
+    }
+    n
+}
+
 /// The name of file `n` of a rotated recording whose names are `template` (`%n` stands for
 /// the number).
 pub fn part_path(template: &std::path::Path, n: u32) -> std::path::PathBuf {

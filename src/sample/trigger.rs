@@ -185,21 +185,9 @@ impl Triggers {
     }
 }
 
-/// The newest file of the recording (the current part of a rotated one).
-fn newest_file(config: &TriggerConfig) -> PathBuf {
-    if !config.rotated {
-        return config.recording.clone();
-    }
-    let mut n = 1;
-    while crate::sample::part_path(&config.recording, n + 1).exists() {
-        n += 1;
-    }
-    crate::sample::part_path(&config.recording, n)
-}
-
 /// The process's top functions by retained memory in the recording's current file so far.
 fn top_retained(config: &TriggerConfig, pid: i32) -> Value {
-    let path = newest_file(config);
+    let path = crate::sample::newest_part(&config.recording, config.rotated);
     let rec = match crate::recording::reader::read_regular_file(&path)
         .map_err(|e| e.to_string())
         .and_then(|d| Recording::parse(&d))

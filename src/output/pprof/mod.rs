@@ -31,8 +31,8 @@ use rustc_hash::FxHashMap;
 pub use proto::Profile;
 
 use crate::analysis::findings::process_name;
-use crate::analysis::timeline::Who;
-use crate::analysis::{Attribution, Key, Metric, Site};
+use crate::analysis::timeline::{Timeline, Who};
+use crate::analysis::{attribute_over_time, Attribution, Filter, Key, Metric, Site};
 use crate::recording::format::TaskKind;
 use crate::recording::Recording;
 
@@ -278,9 +278,24 @@ fn unit(metric: Metric) -> &'static str {
     }
 }
 
+/// The profile of `rec` in `span` as `filter` selects it (its window is `span`), for `metrics`
+/// (at least one): the attribution of the window, with each thread's and waiting task's time
+/// kept apart (a one-bucket timeline).
+pub fn window(rec: &Recording, filter: &Filter, span: Span, metrics: &[Metric]) -> Profile {
+    let mut timeline = Timeline::new(span.from_us, span.to_us.max(span.from_us), 1).with_threads();
+    let attr = attribute_over_time(rec, filter, Some(&mut timeline));
+    let time_of = timeline
+        .threads
+        .unwrap_or_default()
+        .into_iter()
+        .map(|((_, key, who), v)| ((key, who), v))
+        .collect();
+    profile(rec, &attr, &time_of, metrics, span)
+}
+
 /// The profile of `attr` (the attribution of `span`), with `time_of` its time per thread and
 /// waiting task, for `metrics` (at least one).
-pub fn profile(
+fn profile(
     rec: &Recording,
     attr: &Attribution,
     time_of: &HashMap<(Key, Who), [f64; 2]>,
