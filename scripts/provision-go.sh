@@ -26,18 +26,11 @@ if [ -f "$stamp" ] && [ -x "$wrapper" ] && "$wrapper" version >/dev/null 2>&1; t
     exit 0
 fi
 
-opts=(-o Dir::Etc::SourceList="$d/sources.list" -o Dir::Etc::SourceParts=/nonexistent
-      -o Dir::State::Lists="$d/lists" -o Dir::Cache="$d/cache" -o Debug::NoLocking=1
-      -o Acquire::Languages=none -o APT::Architecture=amd64 -o APT::Sandbox::User=root
-      -o Dir::State::status=/dev/null)
-priv_apt() { apt-get -q "${opts[@]}" "$@"; }
+# shellcheck source=scripts/private-apt.sh
+. "$(dirname "$0")/private-apt.sh"
 
 log "fetching golang from deb.debian.org (bookworm) into $cache"
-rm -rf "$root" "$d" "$stamp"
-mkdir -p "$d/lists/partial" "$d/cache/archives/partial" "$d/debs" "$root"
-echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm main" \
-    >"$d/sources.list"
-priv_apt update >"$d/update.log" 2>&1 || { log "apt-get update failed (see $d/update.log)"; exit 1; }
+priv_apt_fresh
 # golang-go depends on the versioned toolchain (golang-1.19-go in bookworm) and its sources;
 # `go tool pprof` needs both (the tool is prebuilt in pkg/tool).
 version=$(apt-cache "${opts[@]}" depends golang-go 2>/dev/null | awk '/Depends: golang-[0-9.]+-go/ { print $2; exit }')

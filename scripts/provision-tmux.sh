@@ -29,17 +29,12 @@ if [ -f "$stamp" ] && [ -x "$wrapper" ] && "$wrapper" -V >/dev/null 2>&1; then
     exit 0
 fi
 
-opts=(-o Dir::Etc::SourceList="$d/sources.list" -o Dir::Etc::SourceParts=/nonexistent
-      -o Dir::State::Lists="$d/lists" -o Dir::Cache="$d/cache" -o Debug::NoLocking=1
-      -o Acquire::Languages=none -o APT::Architecture=amd64 -o APT::Sandbox::User=root
-      -o Dir::State::status=/dev/null)
+# shellcheck source=scripts/private-apt.sh
+. "$(dirname "$0")/private-apt.sh"
+
 log "fetching tmux from deb.debian.org (bookworm) into $cache"
-rm -rf "$root" "$d" "$stamp"
-mkdir -p "$d/lists/partial" "$d/cache/archives/partial" "$d/debs" "$root"
-echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm main" \
-    >"$d/sources.list"
-apt-get -q "${opts[@]}" update >"$d/update.log" 2>&1 || { log "apt-get update failed (see $d/update.log)"; exit 1; }
-(cd "$d/debs" && apt-get -q "${opts[@]}" download tmux libevent-core-2.1-7 libutempter0 >"$d/download.log" 2>&1) ||
+priv_apt_fresh
+(cd "$d/debs" && priv_apt download tmux libevent-core-2.1-7 libutempter0 >"$d/download.log" 2>&1) ||
     { log "apt-get download failed (see $d/download.log)"; exit 1; }
 for deb in "$d/debs"/*.deb; do dpkg -x "$deb" "$root"; done
 libs=$(find "$root" -name '*.so*' -printf '%h\n' | sort -u | paste -sd:)

@@ -243,34 +243,27 @@ fn served_profiles_are_fetched_by_the_reference_reader() {
             break rest.split('?').next().unwrap().to_string();
         }
     };
-    let out = Command::new(go())
-        .args(["tool", "pprof", "-raw"])
-        .arg(format!("{url}?seconds=1"))
-        .env("PPROF_TMPDIR", dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let raw = String::from_utf8(out.stdout).unwrap();
+    // `go tool pprof -raw URL` (it keeps what it fetched in PPROF_TMPDIR).
+    let fetch = || -> String {
+        let out = Command::new(go())
+            .args(["tool", "pprof", "-raw"])
+            .arg(format!("{url}?seconds=1"))
+            .env("PPROF_TMPDIR", dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let raw = fetch();
     let (types, sums) = pprof_raw_totals(&raw);
     assert_eq!(types, METRICS);
     assert!(sums[0] > 0, "no wall time in {raw}");
     // A second one reads on from where the first left the file.
-    let out = Command::new(go())
-        .args(["tool", "pprof", "-raw"])
-        .arg(format!("{url}?seconds=1"))
-        .env("PPROF_TMPDIR", dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (_, again) = pprof_raw_totals(&String::from_utf8(out.stdout).unwrap());
+    let (_, again) = pprof_raw_totals(&fetch());
     assert!(again[0] > 0, "no wall time the second time");
     // A second request, asking for nothing sensible.
     let addr = url
