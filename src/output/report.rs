@@ -378,11 +378,6 @@ fn processes(rec: &Recording) -> Vec<Value> {
         .iter()
         .enumerate()
         .map(|(id, p)| {
-            let samples = rec
-                .samples
-                .iter()
-                .filter(|s| s.process as usize == id)
-                .count();
             json!({
                 "pid": p.pid,
                 "name": process_name(rec, id),
@@ -393,7 +388,6 @@ fn processes(rec: &Recording) -> Vec<Value> {
                 "start_ms": p.start_us.saturating_sub(first) as f64 / 1e3,
                 "end_ms": p.end_us.map(|t| t.saturating_sub(first) as f64 / 1e3),
                 "ended": p.end_reason.map(|r| r.describe_with(p.exit)),
-                "samples": samples,
             })
         })
         .collect()

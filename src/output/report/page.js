@@ -610,7 +610,7 @@
       const info = i.processes[k] || {};
       table.append(el("tr", {},
         el("td", {}, p.pid), el("td", {}, p.name.replace(/ \(pid \d+\)$/, "")), el("td", {}, p.role), el("td", {}, p.python),
-        el("td", {}, fmtCount(p.samples)), el("td", {}, fmtBytes(info.rss_min || 0) + " – " + fmtBytes(info.rss_max || 0)),
+        el("td", {}, fmtCount(info.samples || 0)), el("td", {}, fmtBytes(info.rss_min || 0) + " – " + fmtBytes(info.rss_max || 0)),
         el("td", {}, p.ended || ""), el("td", { class: "cmd", title: p.command }, p.command)));
     });
   }
